@@ -1,0 +1,306 @@
+//! Rows (Astrolabe's MIBs): the attributes of one zone at one moment.
+//!
+//! A row is immutable once issued and shared behind `Arc`: tables, snapshots,
+//! messages in the simulator and peers' tables all point at the same row.
+//! Its body (the attributes or aggregate states) is shared separately, so
+//! that a heartbeat, which only moves the timestamp, reuses the body and
+//! costs neither a recomputation nor a copy.
+
+use std::cmp::Ordering;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+
+use serde::{Deserialize, Serialize};
+
+use super::{Attributes, Hlc, Value, ZonePath};
+use crate::aggregate::{State, States};
+
+/// Identifies an agent across restarts (same id, same zone = same agent).
+pub type AgentId = u64;
+
+/// System attribute of every leaf: the agent id (ordering key for contacts).
+pub const ATTR_ID: &str = "id";
+/// System attribute of every leaf: the gossip address peers reach it at.
+pub const ATTR_ADDR: &str = "addr";
+/// System aggregate: number of live leaves below the zone.
+pub const ATTR_MEMBERS: &str = "members";
+/// System aggregate: the addresses of the zone's representatives.
+pub const ATTR_CONTACTS: &str = "contacts";
+
+/// How fresh a row is. Ordered lexicographically, then by issuer id.
+///
+/// For a leaf row `issued` is the issuer's HLC and `inputs` is zero. For a
+/// computed (inner zone) row, both come from the children: `issued` is the
+/// greatest child timestamp and `inputs` the sum of all child timestamps,
+/// so a row built from inputs that are all at least as new, one of them
+/// newer, always compares greater, whoever computed it and whenever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub struct Freshness {
+    pub issued: Hlc,
+    pub inputs: u128,
+}
+
+impl PartialOrd for Freshness {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Freshness {
+    fn cmp(&self, other: &Self) -> Ordering {
+        (self.issued, self.inputs).cmp(&(other.issued, other.inputs))
+    }
+}
+
+/// What a row says.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Body {
+    /// A leaf (one agent): its attributes, including `id` and `addr`.
+    Leaf(Attributes),
+    /// An inner zone: the merged partial state of every aggregate column.
+    Zone(States),
+    /// A leaf that left cleanly; it keeps the leaf from being brought back
+    /// by a peer that still holds an older row.
+    Tombstone,
+}
+
+/// The shared body plus what is derived from it once and cached.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SharedBody {
+    body: Body,
+    #[serde(skip)]
+    derived: OnceLock<Derived>,
+}
+
+#[derive(Debug)]
+struct Derived {
+    encoded_len: usize,
+    values: Attributes,
+    members: u64,
+    contacts: Vec<SocketAddr>,
+}
+
+impl SharedBody {
+    pub fn new(body: Body) -> Arc<SharedBody> {
+        Arc::new(SharedBody {
+            body,
+            derived: OnceLock::new(),
+        })
+    }
+
+    pub fn body(&self) -> &Body {
+        &self.body
+    }
+
+    fn derived(&self) -> &Derived {
+        self.derived.get_or_init(|| {
+            let encoded_len = postcard::experimental::serialized_size(&self.body).unwrap_or(0);
+            let values = match &self.body {
+                Body::Leaf(attrs) => attrs.clone(),
+                Body::Zone(states) => states
+                    .iter()
+                    .map(|(name, state)| (name.clone(), state.finalize()))
+                    .collect(),
+                Body::Tombstone => Attributes::new(),
+            };
+            let members = match &self.body {
+                Body::Leaf(_) => 1,
+                Body::Tombstone => 0,
+                Body::Zone(_) => values
+                    .get(ATTR_MEMBERS)
+                    .and_then(Value::as_i64)
+                    .map(|m| m.max(0) as u64)
+                    .unwrap_or(0),
+            };
+            let contacts = match &self.body {
+                Body::Leaf(attrs) => attrs
+                    .get(ATTR_ADDR)
+                    .and_then(Value::as_str)
+                    .and_then(|a| a.parse().ok())
+                    .into_iter()
+                    .collect(),
+                Body::Zone(_) => values
+                    .get(ATTR_CONTACTS)
+                    .and_then(Value::as_list)
+                    .map(|list| {
+                        list.iter()
+                            .filter_map(Value::as_str)
+                            .filter_map(|a| a.parse().ok())
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                Body::Tombstone => Vec::new(),
+            };
+            Derived {
+                encoded_len,
+                values,
+                members,
+                contacts,
+            }
+        })
+    }
+
+    /// Bytes this body takes on the wire.
+    pub fn encoded_len(&self) -> usize {
+        self.derived().encoded_len
+    }
+
+    /// Leaf attributes, or the finalized aggregates of a zone.
+    pub fn values(&self) -> &Attributes {
+        &self.derived().values
+    }
+
+    pub fn members(&self) -> u64 {
+        self.derived().members
+    }
+
+    pub fn contacts(&self) -> &[SocketAddr] {
+        &self.derived().contacts
+    }
+
+    /// Partial states for aggregation: a zone's own, none for a leaf (the
+    /// aggregate set derives a leaf's states from its attributes).
+    pub fn states(&self) -> Option<&States> {
+        match &self.body {
+            Body::Zone(states) => Some(states),
+            _ => None,
+        }
+    }
+}
+
+impl PartialEq for SharedBody {
+    fn eq(&self, other: &Self) -> bool {
+        self.body == other.body
+    }
+}
+
+/// One row of a table: the zone it describes, how fresh it is, who issued it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Row {
+    pub zone: ZonePath,
+    pub freshness: Freshness,
+    pub issuer: AgentId,
+    pub body: Arc<SharedBody>,
+}
+
+impl Row {
+    pub fn new(zone: ZonePath, freshness: Freshness, issuer: AgentId, body: Body) -> Row {
+        Row {
+            zone,
+            freshness,
+            issuer,
+            body: SharedBody::new(body),
+        }
+    }
+
+    pub fn is_tombstone(&self) -> bool {
+        matches!(self.body.body(), Body::Tombstone)
+    }
+
+    pub fn is_leaf(&self) -> bool {
+        matches!(self.body.body(), Body::Leaf(_))
+    }
+
+    /// Strictly fresher: freshness first, issuer id to break exact ties.
+    pub fn is_fresher_than(&self, other: &Row) -> bool {
+        (self.freshness, self.issuer) > (other.freshness, other.issuer)
+    }
+
+    /// Whether the two rows say the same thing (a heartbeat changes only the freshness).
+    pub fn same_content(&self, other: &Row) -> bool {
+        Arc::ptr_eq(&self.body, &other.body) || self.body == other.body
+    }
+
+    /// Bytes the row takes on the wire (postcard encoding of `Row`).
+    pub fn encoded_len(&self) -> usize {
+        let header = postcard::experimental::serialized_size(&(
+            &self.zone,
+            &self.freshness,
+            &self.issuer,
+        ))
+        .unwrap_or(0);
+        header + self.body.encoded_len()
+    }
+
+    pub fn values(&self) -> &Attributes {
+        self.body.values()
+    }
+
+    pub fn value(&self, name: &str) -> Option<&Value> {
+        self.body.values().get(name)
+    }
+
+    pub fn members(&self) -> u64 {
+        self.body.members()
+    }
+
+    pub fn contacts(&self) -> &[SocketAddr] {
+        self.body.contacts()
+    }
+
+    pub fn states(&self) -> Option<&States> {
+        self.body.states()
+    }
+}
+
+/// A state by name, for tests and the HTTP layer.
+pub fn state_of<'a>(row: &'a Row, name: &str) -> Option<&'a State> {
+    row.states().and_then(|s| s.get(name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leaf(ts: u64, issuer: AgentId) -> Row {
+        let mut attrs = Attributes::new();
+        attrs.insert(ATTR_ID.into(), Value::Int(issuer as i64));
+        attrs.insert(ATTR_ADDR.into(), Value::str("127.0.0.1:7946"));
+        Row::new(
+            ZonePath::parse("/eu/fra/h1").unwrap(),
+            Freshness {
+                issued: Hlc(ts),
+                inputs: 0,
+            },
+            issuer,
+            Body::Leaf(attrs),
+        )
+    }
+
+    #[test]
+    fn fresher_row_wins_and_ties_break_by_issuer() {
+        assert!(leaf(2, 1).is_fresher_than(&leaf(1, 9)));
+        assert!(leaf(1, 9).is_fresher_than(&leaf(1, 1)));
+        assert!(!leaf(1, 1).is_fresher_than(&leaf(1, 1)));
+    }
+
+    #[test]
+    fn computed_freshness_orders_by_inputs_after_max() {
+        let a = Freshness {
+            issued: Hlc(10),
+            inputs: 15,
+        };
+        let b = Freshness {
+            issued: Hlc(10),
+            inputs: 17,
+        };
+        assert!(b > a);
+        let c = Freshness {
+            issued: Hlc(11),
+            inputs: 0,
+        };
+        assert!(c > b);
+    }
+
+    #[test]
+    fn encoded_len_matches_the_codec() {
+        let row = leaf(123_456_789, 42);
+        let bytes = postcard::to_allocvec(&row).unwrap();
+        assert_eq!(bytes.len(), row.encoded_len());
+        let back: Row = postcard::from_bytes(&bytes).unwrap();
+        assert!(back.same_content(&row));
+        assert_eq!(back.contacts(), &["127.0.0.1:7946".parse().unwrap()]);
+        assert_eq!(back.members(), 1);
+    }
+}
