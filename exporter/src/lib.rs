@@ -4,3 +4,6 @@
 
 pub mod aggregate;
 pub mod zone;
+pub mod engine;
+pub mod sim;
+pub mod cmd;

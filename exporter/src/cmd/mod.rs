@@ -1,0 +1,3 @@
+//! The `astrolabe` command line: one module per subcommand.
+
+pub mod sim;

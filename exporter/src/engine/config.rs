@@ -1,0 +1,77 @@
+//! Engine parameters. Every duration is in milliseconds of the time the
+//! engine is handed; the engine never reads a clock itself.
+
+use std::net::SocketAddr;
+
+use crate::zone::{AgentId, ZonePath};
+
+/// Bytes reserved in every datagram for the transport's own framing
+/// (version, key id, nonce, authentication tag, replay counter). The engine
+/// packs its messages into `max_datagram_bytes - TRANSPORT_OVERHEAD_BYTES`.
+pub const TRANSPORT_OVERHEAD_BYTES: usize = 64;
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub id: AgentId,
+    /// The agent's leaf zone, e.g. `/eu/fra/host7`; at least one level deep.
+    pub zone: ZonePath,
+    /// The address peers reach this agent at (may differ from the bind address).
+    pub advertise: SocketAddr,
+    pub seeds: Vec<SocketAddr>,
+    /// One gossip round.
+    pub interval_ms: u64,
+    /// Largest datagram on the wire, transport framing included.
+    pub max_datagram_bytes: usize,
+    /// A leaf row not refreshed for this many rounds is dropped.
+    pub expiry_rounds: u64,
+    /// Each level above the leaves waits this many rounds longer, because a
+    /// zone row's refreshes travel further than a leaf's.
+    pub expiry_rounds_per_level: u64,
+    /// Dropped rows are remembered this many times their expiry, so that a
+    /// slower peer cannot bring them back.
+    pub forget_after_expiries: u64,
+    /// How many of a zone's contacts push its changed row eagerly.
+    pub pushers: usize,
+    /// A zone row is pushed at most once per this many milliseconds by one
+    /// agent; changes in between are coalesced into the next push.
+    pub push_gap_ms: u64,
+    /// Representatives of top-level zones contact a seed once every this
+    /// many rounds on average, so a partition whose rows expired heals.
+    pub seed_every_rounds: u64,
+    /// Seed of the engine's random choices (peer selection, jitter).
+    pub rng_seed: u64,
+}
+
+impl EngineConfig {
+    pub fn new(id: AgentId, zone: ZonePath, advertise: SocketAddr) -> Self {
+        EngineConfig {
+            id,
+            zone,
+            advertise,
+            seeds: Vec::new(),
+            interval_ms: 1000,
+            max_datagram_bytes: 1400,
+            expiry_rounds: 10,
+            expiry_rounds_per_level: 5,
+            forget_after_expiries: 3,
+            pushers: 2,
+            push_gap_ms: 1000,
+            seed_every_rounds: 10,
+            rng_seed: id,
+        }
+    }
+
+    /// Bytes the engine may put in one message.
+    pub fn max_message_bytes(&self) -> usize {
+        self.max_datagram_bytes
+            .saturating_sub(TRANSPORT_OVERHEAD_BYTES)
+            .max(256)
+    }
+
+    /// Expiry of rows in the table of the zone at `table_depth`, for an
+    /// agent whose leaf is at `leaf_depth`.
+    pub fn expiry_ms(&self, table_depth: usize, leaf_depth: usize) -> u64 {
+        let levels_above_leaves = leaf_depth.saturating_sub(table_depth + 1) as u64;
+        (self.expiry_rounds + self.expiry_rounds_per_level * levels_above_leaves) * self.interval_ms
+    }
+}

@@ -1,0 +1,326 @@
+//! What agents say to each other. See docs/ALGORITHM.md for the exchange.
+//!
+//! Messages hold rows behind `Arc`, so the simulator passes them between
+//! engines without copying, and their encoded size is computed from the
+//! rows' cached sizes instead of encoding them again.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::zone::{AgentId, Freshness, Hlc, Row, ZonePath};
+
+/// Every message names its sender, so the receiver knows which tables the
+/// two share (those of their common ancestors).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Envelope {
+    pub sender: AgentId,
+    pub sender_zone: ZonePath,
+    pub message: Message,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Message {
+    /// What the sender holds of some shared tables (push-pull step 1).
+    /// `lonely`: the sender knows no zone-mate yet, so the answer should
+    /// include the rows of the sender's own ancestors, whose contacts lead
+    /// it to them.
+    Digest {
+        lonely: bool,
+        tables: Vec<TableDigest>,
+    },
+    /// Rows the sender lacks or holds older versions of (step 2).
+    Request(Vec<TableRequest>),
+    /// Rows: the answer to a digest or request, or an eager push.
+    Rows(Vec<Arc<Row>>),
+}
+
+/// A summary of one table, or of the part of it with names in `[lo, hi)`
+/// when the whole table does not fit one datagram.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TableDigest {
+    pub zone: ZonePath,
+    /// Greatest `issued` in `entries`; each entry stores its distance from
+    /// it, which is small and so short as a varint.
+    pub newest: Hlc,
+    pub entries: Vec<DigestEntry>,
+    /// Hash of the contacts of the sender's own child in this table (see
+    /// `contacts_check`): a receiver that knows that zone with other
+    /// contacts sends its copy, so split groups of one zone find each other.
+    pub own_contacts: u32,
+    pub lo: Option<Arc<str>>,
+    pub hi: Option<Arc<str>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DigestEntry {
+    pub name: Arc<str>,
+    pub age: u64,
+    /// Hash of the rest of the freshness (inputs, issuer): equal `issued`
+    /// with a different check means "different rows, order unknown".
+    pub check: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TableRequest {
+    pub zone: ZonePath,
+    pub names: Vec<Arc<str>>,
+}
+
+impl TableDigest {
+    pub fn covers(&self, name: &str) -> bool {
+        self.lo.as_deref().is_none_or(|lo| name >= lo) && self.hi.as_deref().is_none_or(|hi| name < hi)
+    }
+
+    pub fn issued_of(&self, entry: &DigestEntry) -> Hlc {
+        Hlc(self.newest.0.saturating_sub(entry.age))
+    }
+}
+
+pub fn contacts_check(contacts: &[std::net::SocketAddr]) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for c in contacts {
+        for b in c.to_string().bytes() {
+            h ^= b as u32;
+            h = h.wrapping_mul(0x0100_0193);
+        }
+        h ^= 0xff;
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h
+}
+
+pub fn freshness_check(freshness: &Freshness, issuer: AgentId) -> u32 {
+    // FNV-1a: stable across platforms and versions, unlike std's hasher.
+    let mut h: u32 = 0x811c_9dc5;
+    for b in freshness
+        .inputs
+        .to_le_bytes()
+        .iter()
+        .chain(issuer.to_le_bytes().iter())
+    {
+        h ^= *b as u32;
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h
+}
+
+/// Length of `n` as a postcard varint.
+pub fn varint_len(mut n: u64) -> usize {
+    let mut len = 1;
+    while n >= 0x80 {
+        n >>= 7;
+        len += 1;
+    }
+    len
+}
+
+fn size_of<T: Serialize + ?Sized>(value: &T) -> usize {
+    postcard::experimental::serialized_size(value).unwrap_or(usize::MAX / 4)
+}
+
+impl Envelope {
+    /// Exact postcard length, using the rows' cached sizes.
+    pub fn encoded_len(&self) -> usize {
+        let header = size_of(&self.sender) + size_of(&self.sender_zone);
+        header + self.message.encoded_len()
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_allocvec(self).unwrap_or_default()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Envelope, postcard::Error> {
+        postcard::from_bytes(bytes)
+    }
+}
+
+impl Message {
+    pub fn encoded_len(&self) -> usize {
+        // One byte of variant tag precedes every variant's fields.
+        1 + match self {
+            Message::Digest { lonely, tables } => size_of(lonely) + size_of(tables),
+            Message::Request(tables) => size_of(tables),
+            Message::Rows(rows) => {
+                varint_len(rows.len() as u64) + rows.iter().map(|r| r.encoded_len()).sum::<usize>()
+            }
+        }
+    }
+}
+
+/// Packs rows into as few `Rows` messages as fit the size limit. A row too
+/// large for any message is returned in `too_large` and never sent.
+pub fn pack_rows(
+    header_len: usize,
+    limit: usize,
+    rows: impl IntoIterator<Item = Arc<Row>>,
+) -> (Vec<Vec<Arc<Row>>>, Vec<Arc<Row>>) {
+    let mut batches = Vec::new();
+    let mut too_large = Vec::new();
+    let mut current: Vec<Arc<Row>> = Vec::new();
+    // tag + header + a varint count of up to 127 rows
+    let base = header_len + 1 + 1;
+    let mut size = base;
+    for row in rows {
+        let len = row.encoded_len();
+        if base + len > limit {
+            too_large.push(row);
+            continue;
+        }
+        if size + len > limit || current.len() >= 127 {
+            batches.push(std::mem::take(&mut current));
+            size = base;
+        }
+        size += len;
+        current.push(row);
+    }
+    if !current.is_empty() {
+        batches.push(current);
+    }
+    (batches, too_large)
+}
+
+/// Splits a table's digest entries (sorted by name) into digests that each
+/// fit the size limit, each covering a contiguous range of names.
+pub fn split_digest(
+    zone: &ZonePath,
+    newest: Hlc,
+    own_contacts: u32,
+    entries: Vec<DigestEntry>,
+    budget: usize,
+) -> Vec<TableDigest> {
+    let fixed = size_of(zone) + size_of(&newest) + size_of(&own_contacts) + 2 + 4;
+    let mut parts = Vec::new();
+    let mut current: Vec<DigestEntry> = Vec::new();
+    let mut size = fixed;
+    let mut lo: Option<Arc<str>> = None;
+    for entry in entries {
+        let len = size_of(&entry) + 1;
+        if !current.is_empty() && size + len + size_of(&entry.name) > budget {
+            let hi = Some(entry.name.clone());
+            parts.push(TableDigest {
+                zone: zone.clone(),
+                newest,
+                entries: std::mem::take(&mut current),
+                own_contacts,
+                lo: lo.clone(),
+                hi: hi.clone(),
+            });
+            lo = hi;
+            size = fixed + size_of(&lo);
+        }
+        size += len;
+        current.push(entry);
+    }
+    parts.push(TableDigest {
+        zone: zone.clone(),
+        newest,
+        entries: current,
+        own_contacts,
+        lo,
+        hi: None,
+    });
+    parts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::zone::{Attributes, Body, Value};
+
+    fn row(name: &str, ts: u64) -> Arc<Row> {
+        let mut attrs = Attributes::new();
+        attrs.insert("id".into(), Value::Int(7));
+        attrs.insert("addr".into(), Value::str("10.0.0.7:7946"));
+        attrs.insert("load".into(), Value::Float(0.25));
+        Arc::new(Row::new(
+            ZonePath::parse(&format!("/z0/z1/{name}")).unwrap(),
+            Freshness {
+                issued: Hlc(ts),
+                inputs: 0,
+            },
+            7,
+            Body::Leaf(attrs),
+        ))
+    }
+
+    fn envelope(message: Message) -> Envelope {
+        Envelope {
+            sender: 12345,
+            sender_zone: ZonePath::parse("/z0/z1/h7").unwrap(),
+            message,
+        }
+    }
+
+    #[test]
+    fn encoded_len_is_exact_for_every_variant() {
+        let rows = Message::Rows((0..40).map(|i| row(&format!("h{i}"), 1 << 50)).collect());
+        let digest = Message::Digest {
+            lonely: true,
+            tables: split_digest(
+            &ZonePath::parse("/z0").unwrap(),
+            Hlc(1 << 57),
+            12345,
+            (0..5)
+                .map(|i| DigestEntry {
+                    name: format!("z{i}").into(),
+                    age: 1 << 20,
+                    check: 99,
+                })
+                .collect(),
+            1000,
+            ),
+        };
+        let request = Message::Request(vec![TableRequest {
+            zone: ZonePath::root(),
+            names: vec!["a".into(), "b".into()],
+        }]);
+        for m in [rows, digest, request] {
+            let e = envelope(m);
+            assert_eq!(e.encode().len(), e.encoded_len());
+            let back = Envelope::decode(&e.encode()).unwrap();
+            assert_eq!(back.encoded_len(), e.encoded_len());
+        }
+    }
+
+    #[test]
+    fn packed_rows_fit_the_limit() {
+        let rows: Vec<_> = (0..200).map(|i| row(&format!("h{i}"), 1 << 55)).collect();
+        let header = envelope(Message::Rows(vec![])).encoded_len() - 2;
+        let (batches, too_large) = pack_rows(header, 1336, rows);
+        assert!(too_large.is_empty());
+        assert!(batches.len() > 1);
+        let total: usize = batches.iter().map(Vec::len).sum();
+        assert_eq!(total, 200);
+        for b in batches {
+            let e = envelope(Message::Rows(b));
+            assert!(e.encoded_len() <= 1336, "{}", e.encoded_len());
+        }
+    }
+
+    #[test]
+    fn split_digests_cover_every_name_exactly_once() {
+        let zone = ZonePath::parse("/z0").unwrap();
+        let entries: Vec<_> = (0..300)
+            .map(|i| DigestEntry {
+                name: format!("zone{i:04}").into(),
+                age: 1 << 30,
+                check: u32::MAX,
+            })
+            .collect();
+        let parts = split_digest(&zone, Hlc(1 << 57), 7, entries.clone(), 1200);
+        assert!(parts.len() > 1);
+        for e in &entries {
+            let covering: Vec<_> = parts.iter().filter(|p| p.covers(&e.name)).collect();
+            assert_eq!(covering.len(), 1);
+            assert!(covering[0].entries.contains(e));
+        }
+        for p in parts {
+            let env = envelope(Message::Digest {
+                lonely: false,
+                tables: vec![p],
+            });
+            assert!(env.encoded_len() <= 1200 + 40, "{}", env.encoded_len());
+        }
+    }
+}

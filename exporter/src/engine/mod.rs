@@ -1,0 +1,844 @@
+//! The sans-IO gossip engine (Astrolabe's hierarchy, push-pull anti-entropy
+//! with digests, and an eager push of changed rows along the zone tree).
+//!
+//! It owns the tables and the clock and is driven from outside: `handle`
+//! for a received message and `tick` when `next_tick_ms` comes. Both return
+//! the messages to send. It reads no socket and no system time, so the
+//! agent runs it under tokio and the simulator runs 10^5 of them on a
+//! virtual clock. The protocol is written down in docs/ALGORITHM.md.
+
+mod config;
+mod message;
+mod stats;
+mod table;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use rand::seq::IndexedRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+pub use config::{EngineConfig, TRANSPORT_OVERHEAD_BYTES};
+pub use message::{
+    contacts_check, freshness_check, pack_rows, split_digest, DigestEntry, Envelope, Message, TableDigest,
+    TableRequest,
+};
+pub use stats::{Refusal, Stats};
+pub use table::{Entry, Offer, Table};
+
+use crate::aggregate::{AggregateSet, States};
+use crate::zone::{
+    AgentId, Attributes, Body, Freshness, HlcClock, Row, SharedBody, Value, ZonePath, ATTR_ADDR,
+    ATTR_ID,
+};
+
+/// Rows issued further ahead of the local wall clock than this are refused,
+/// so that one broken clock cannot drag every hybrid clock into the future.
+pub const MAX_CLOCK_AHEAD_MS: u64 = 5 * 60 * 1000;
+
+/// The engine's notion of now: a monotonic clock for timeouts and the wall
+/// clock for the hybrid logical clock. Both in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Now {
+    pub mono_ms: u64,
+    pub wall_ms: u64,
+}
+
+/// What the engine asks its driver to do.
+#[derive(Debug, Clone)]
+pub enum Effect {
+    Send { to: SocketAddr, envelope: Envelope },
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum EngineError {
+    #[error("an agent's zone must be below the root, like /local/host1 (got {0})")]
+    RootZone(ZonePath),
+}
+
+pub struct Engine {
+    cfg: EngineConfig,
+    aggregates: Arc<AggregateSet>,
+    /// The zones this agent's tables are about: `ancestors[k]` is at depth k.
+    ancestors: Vec<ZonePath>,
+    tables: Vec<Table>,
+    root: Arc<Row>,
+    clock: HlcClock,
+    rng: ChaCha8Rng,
+    body: Arc<SharedBody>,
+    next_round_ms: u64,
+    pending_push: Vec<bool>,
+    last_push_ms: Vec<Option<u64>>,
+    /// Contacts of this agent's own ancestors seen in received rows: where
+    /// to look for zone-mates when the agent knows none yet.
+    hints: Vec<Vec<SocketAddr>>,
+    /// Agents of our own zones that others name as contacts but we do not
+    /// know: gossiped with first, to merge split views of a zone.
+    discover: Vec<SocketAddr>,
+    outbox: Vec<Effect>,
+    stats: Stats,
+    left: bool,
+}
+
+impl Engine {
+    pub fn new(
+        cfg: EngineConfig,
+        aggregates: Arc<AggregateSet>,
+        attrs: Attributes,
+        now: Now,
+    ) -> Result<Engine, EngineError> {
+        let depth = cfg.zone.depth();
+        if depth == 0 {
+            return Err(EngineError::RootZone(cfg.zone.clone()));
+        }
+        let ancestors = cfg.zone.ancestors();
+        let tables = (0..depth)
+            .map(|k| {
+                let own = cfg.zone.ancestor(k + 1).unwrap_or_else(|| cfg.zone.clone());
+                Table::new(ancestors[k].clone(), k, Arc::from(own.name()))
+            })
+            .collect();
+        let mut rng = ChaCha8Rng::seed_from_u64(cfg.rng_seed);
+        // Start rounds at a random offset so agents started together do
+        // not gossip in lockstep.
+        let next_round_ms = now.mono_ms + rng.random_range(0..cfg.interval_ms.max(1));
+        let placeholder = Arc::new(Row::new(
+            ZonePath::root(),
+            Freshness::default(),
+            cfg.id,
+            Body::Zone(States::new()),
+        ));
+        let mut engine = Engine {
+            aggregates,
+            ancestors,
+            tables,
+            root: placeholder,
+            clock: HlcClock::new(),
+            rng,
+            body: SharedBody::new(Body::Tombstone),
+            next_round_ms,
+            pending_push: vec![false; depth],
+            last_push_ms: vec![None; depth],
+            hints: vec![Vec::new(); depth],
+            discover: Vec::new(),
+            outbox: Vec::new(),
+            stats: Stats::default(),
+            left: false,
+            cfg,
+        };
+        engine.body = engine.leaf_body(attrs);
+        engine.issue_own_row(now);
+        engine.refresh_ancestors(now);
+        engine.outbox.clear();
+        Ok(engine)
+    }
+
+    pub fn id(&self) -> AgentId {
+        self.cfg.id
+    }
+
+    pub fn zone(&self) -> &ZonePath {
+        &self.cfg.zone
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
+    pub fn aggregates(&self) -> &Arc<AggregateSet> {
+        &self.aggregates
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The root zone's row as this agent computes it.
+    pub fn root(&self) -> &Arc<Row> {
+        &self.root
+    }
+
+    /// Tables from the root's children (index 0) down to this agent's siblings.
+    pub fn tables(&self) -> &[Table] {
+        &self.tables
+    }
+
+    pub fn has_left(&self) -> bool {
+        self.left
+    }
+
+    /// The own leaf row.
+    pub fn own_row(&self) -> Option<&Arc<Row>> {
+        self.tables.last().and_then(Table::own_row)
+    }
+
+    /// When `tick` wants to be called next.
+    pub fn next_tick_ms(&self) -> u64 {
+        let mut next = self.next_round_ms;
+        for (k, pending) in self.pending_push.iter().enumerate() {
+            if *pending {
+                let at = self.last_push_ms[k].map_or(0, |t| t + self.cfg.push_gap_ms);
+                next = next.min(at);
+            }
+        }
+        next
+    }
+
+    /// Replaces the agent's own attributes (from the collectors). A change
+    /// of content is pushed to the zone at once.
+    pub fn set_attributes(&mut self, now: Now, attrs: Attributes) -> Vec<Effect> {
+        if self.left {
+            return Vec::new();
+        }
+        let body = self.leaf_body(attrs);
+        if *body.body() != *self.body.body() {
+            self.body = body;
+            self.issue_own_row(now);
+        }
+        self.finish(now)
+    }
+
+    /// Replaces the aggregate set; every zone row is recomputed.
+    pub fn set_aggregates(&mut self, now: Now, aggregates: Arc<AggregateSet>) -> Vec<Effect> {
+        self.aggregates = aggregates;
+        for t in &mut self.tables {
+            t.dirty = true;
+            t.content_dirty = true;
+        }
+        self.finish(now)
+    }
+
+    /// Leaves cleanly: a tombstone goes to the zone-mates, so they drop this
+    /// agent now instead of after the expiry, and nobody brings it back.
+    pub fn leave(&mut self, now: Now) -> Vec<Effect> {
+        if self.left {
+            return Vec::new();
+        }
+        let leaf = self.leaf_table();
+        let tomb = Arc::new(Row::new(
+            self.cfg.zone.clone(),
+            Freshness {
+                issued: self.clock.tick(now.wall_ms),
+                inputs: 0,
+            },
+            self.cfg.id,
+            Body::Tombstone,
+        ));
+        let own = self.tables[leaf].own.clone();
+        self.tables[leaf].install(own, tomb.clone(), now.mono_ms);
+        let targets: Vec<SocketAddr> = self.tables[leaf]
+            .live_siblings()
+            .flat_map(|r| r.contacts().first().copied())
+            .collect();
+        for to in targets {
+            self.send_rows(to, vec![tomb.clone()]);
+        }
+        self.left = true;
+        std::mem::take(&mut self.outbox)
+    }
+
+    pub fn tick(&mut self, now: Now) -> Vec<Effect> {
+        if self.left {
+            return Vec::new();
+        }
+        if now.mono_ms >= self.next_round_ms {
+            self.round(now);
+            self.next_round_ms += self.cfg.interval_ms;
+            if self.next_round_ms <= now.mono_ms {
+                self.next_round_ms = now.mono_ms + self.cfg.interval_ms;
+            }
+        }
+        self.finish(now)
+    }
+
+    pub fn handle(&mut self, now: Now, from: SocketAddr, envelope: Envelope) -> Vec<Effect> {
+        if self.left {
+            return Vec::new();
+        }
+        self.stats.messages_received += 1;
+        if envelope.sender == self.cfg.id {
+            return Vec::new();
+        }
+        let leaf_depth = self.cfg.zone.depth();
+        if envelope.sender_zone == self.cfg.zone {
+            self.stats.refuse(Refusal::ZoneConflict);
+            return Vec::new();
+        }
+        // Tables 0..=shared are common to both agents.
+        let common = self.cfg.zone.common_depth(&envelope.sender_zone);
+        let shared = common.min(leaf_depth - 1);
+        match envelope.message {
+            Message::Digest { lonely, tables } => {
+                self.on_digest(now, from, &envelope.sender_zone, shared, lonely, tables)
+            }
+            Message::Request(requests) => self.on_request(from, shared, requests),
+            Message::Rows(rows) => {
+                self.on_rows(now, from, envelope.sender, common, shared, rows)
+            }
+        }
+        self.finish(now)
+    }
+
+    // ---- rounds -------------------------------------------------------
+
+    fn round(&mut self, now: Now) {
+        self.stats.rounds += 1;
+        self.issue_own_row(now);
+        let leaf_depth = self.cfg.zone.depth();
+        let forget = |e: u64| e * self.cfg.forget_after_expiries;
+        for k in 0..self.tables.len() {
+            let expiry = self.cfg.expiry_ms(k, leaf_depth);
+            let dropped = self.tables[k].expire(now.mono_ms, expiry, forget(expiry));
+            self.stats.rows_expired += dropped.len() as u64;
+        }
+        self.refresh_ancestors(now);
+        self.gossip(now);
+    }
+
+    /// Picks this round's partners: a zone-mate at the leaf level, and a
+    /// contact of a sibling zone at every level where this agent is one of
+    /// its zone's contacts; seeds when alone or, now and then, to heal a
+    /// partition whose rows have expired.
+    fn gossip(&mut self, _now: Now) {
+        let me = self.cfg.advertise;
+        let mut partners: Vec<(SocketAddr, usize)> = Vec::new();
+        for k in (0..self.tables.len()).rev() {
+            let is_contact = self.tables[k]
+                .own_row()
+                .is_some_and(|r| r.contacts().contains(&me));
+            if !is_contact {
+                continue;
+            }
+            let siblings: Vec<&Arc<Row>> = self.tables[k]
+                .live_siblings()
+                .filter(|r| r.contacts().iter().any(|c| *c != me))
+                .collect();
+            if let Some(zone) = siblings.choose(&mut self.rng) {
+                let choices: Vec<SocketAddr> =
+                    zone.contacts().iter().copied().filter(|c| *c != me).collect();
+                if let Some(to) = choices.choose(&mut self.rng) {
+                    partners.push((*to, k));
+                }
+            }
+        }
+        let leaf = self.leaf_table();
+        if let Some(to) = self.discover.pop() {
+            partners.push((to, leaf));
+        }
+        let mut alone = self.tables[0].live_siblings().next().is_none();
+        if self.is_lonely() {
+            // Look for zone-mates through the deepest ancestor contact seen.
+            let hint = self
+                .hints
+                .iter()
+                .rev()
+                .map(|h| h.iter().copied().filter(|c| *c != me).collect::<Vec<_>>())
+                .find(|h| !h.is_empty());
+            match hint.as_ref().and_then(|h| h.choose(&mut self.rng)) {
+                Some(to) => partners.push((*to, leaf)),
+                None => alone = true,
+            }
+        }
+        let top_contact = self.tables[0]
+            .own_row()
+            .is_some_and(|r| r.contacts().contains(&me));
+        let seeds: Vec<SocketAddr> = self.cfg.seeds.iter().copied().filter(|s| *s != me).collect();
+        let periodic = top_contact
+            && self.cfg.seed_every_rounds > 0
+            && self.rng.random_range(0..self.cfg.seed_every_rounds) == 0;
+        if alone || periodic {
+            if let Some(seed) = seeds.choose(&mut self.rng) {
+                partners.push((*seed, leaf));
+            }
+        }
+        for (to, level) in partners {
+            self.send_digest(to, level);
+        }
+    }
+
+    /// Knows no live zone-mate in its own leaf zone.
+    fn is_lonely(&self) -> bool {
+        self.tables[self.leaf_table()].live_siblings().next().is_none()
+    }
+
+    fn send_digest(&mut self, to: SocketAddr, up_to: usize) {
+        let lonely = self.is_lonely();
+        let budget = self.cfg.max_message_bytes().saturating_sub(self.header_len() + 3);
+        let mut parts = Vec::new();
+        for k in 0..=up_to.min(self.tables.len() - 1) {
+            let table = &self.tables[k];
+            let newest = table.newest();
+            let entries = table.digest_entries(newest);
+            let own = table.own_row().map_or(0, |r| contacts_check(r.contacts()));
+            parts.extend(split_digest(&table.zone, newest, own, entries, budget));
+        }
+        let mut batch: Vec<TableDigest> = Vec::new();
+        let mut size = 0;
+        for part in parts {
+            let len = postcard::experimental::serialized_size(&part).unwrap_or(budget);
+            if !batch.is_empty() && size + len > budget {
+                self.send(
+                    to,
+                    Message::Digest {
+                        lonely,
+                        tables: std::mem::take(&mut batch),
+                    },
+                );
+                size = 0;
+            }
+            size += len;
+            batch.push(part);
+        }
+        if !batch.is_empty() {
+            self.send(
+                to,
+                Message::Digest {
+                    lonely,
+                    tables: batch,
+                },
+            );
+        }
+    }
+
+    // ---- receiving ----------------------------------------------------
+
+    fn table_index(&self, zone: &ZonePath, shared: usize) -> Option<usize> {
+        let k = zone.depth();
+        (k <= shared && self.ancestors.get(k) == Some(zone)).then_some(k)
+    }
+
+    fn on_digest(
+        &mut self,
+        now: Now,
+        from: SocketAddr,
+        sender_zone: &ZonePath,
+        shared: usize,
+        lonely: bool,
+        parts: Vec<TableDigest>,
+    ) {
+        let leaf = self.leaf_table();
+        let mut send: Vec<Arc<Row>> = Vec::new();
+        let mut requests: Vec<TableRequest> = Vec::new();
+        let mut bump_own = false;
+        for part in parts {
+            let Some(k) = self.table_index(&part.zone, shared) else {
+                self.stats.refuse(Refusal::NotShared);
+                continue;
+            };
+            // The peer computes its own ancestors' rows itself.
+            let peers_own = sender_zone.ancestor(k + 1);
+            let peers_own = peers_own.as_ref().map(|z| z.name()).unwrap_or("");
+            let table = &self.tables[k];
+            let mut wanted = Vec::new();
+            let mut listed = std::collections::BTreeSet::new();
+            for entry in &part.entries {
+                listed.insert(entry.name.clone());
+                let issued = part.issued_of(entry);
+                if *entry.name == *table.own {
+                    if k == leaf && table.own_row().is_some_and(|r| issued >= r.freshness.issued) {
+                        // A copy of our own row from before a restart.
+                        self.clock.observe(now.wall_ms, issued);
+                        bump_own = true;
+                    }
+                    continue;
+                }
+                match table.get(&entry.name) {
+                    Some(mine) => {
+                        let my_issued = mine.row.freshness.issued;
+                        let differs =
+                            entry.check != freshness_check(&mine.row.freshness, mine.row.issuer);
+                        if issued > my_issued {
+                            wanted.push(entry.name.clone());
+                        } else if issued < my_issued {
+                            send.push(mine.row.clone());
+                        } else if differs {
+                            send.push(mine.row.clone());
+                            wanted.push(entry.name.clone());
+                        }
+                    }
+                    None => {
+                        if table.wants(
+                            &entry.name,
+                            Freshness {
+                                issued,
+                                inputs: u128::MAX,
+                            },
+                            AgentId::MAX,
+                        ) {
+                            wanted.push(entry.name.clone());
+                        }
+                    }
+                }
+            }
+            for (name, e) in table.entries() {
+                let is_peers_own = k < leaf && **name == *peers_own;
+                let unlisted = part.covers(name) && !listed.contains(name);
+                // The peer's own zone as others see it, if they see other
+                // contacts: it may lead the peer to zone-mates it lacks.
+                let news_for_peer = is_peers_own
+                    && (lonely || contacts_check(e.row.contacts()) != part.own_contacts);
+                if (unlisted && !is_peers_own) || news_for_peer {
+                    send.push(e.row.clone());
+                }
+            }
+            if !wanted.is_empty() {
+                requests.push(TableRequest {
+                    zone: part.zone.clone(),
+                    names: wanted,
+                });
+            }
+        }
+        if bump_own {
+            self.issue_own_row(now);
+        }
+        self.send_rows(from, send);
+        self.send_requests(from, requests);
+    }
+
+    fn on_request(&mut self, from: SocketAddr, shared: usize, requests: Vec<TableRequest>) {
+        let mut send = Vec::new();
+        for req in requests {
+            let Some(k) = self.table_index(&req.zone, shared) else {
+                self.stats.refuse(Refusal::NotShared);
+                continue;
+            };
+            for name in &req.names {
+                if let Some(e) = self.tables[k].get(name) {
+                    send.push(e.row.clone());
+                }
+            }
+        }
+        self.send_rows(from, send);
+    }
+
+    fn on_rows(
+        &mut self,
+        now: Now,
+        from: SocketAddr,
+        sender: AgentId,
+        common: usize,
+        shared: usize,
+        rows: Vec<Arc<Row>>,
+    ) {
+        let leaf = self.leaf_table();
+        let mut changed: Vec<Arc<Row>> = Vec::new();
+        let mut bump_own = false;
+        for row in rows {
+            let Some(parent) = row.zone.parent() else {
+                self.stats.refuse(Refusal::NotShared);
+                continue;
+            };
+            let Some(k) = self.table_index(&parent, shared) else {
+                self.stats.refuse(Refusal::NotShared);
+                continue;
+            };
+            let kind_ok = if k == leaf {
+                row.is_leaf() || row.is_tombstone()
+            } else {
+                row.states().is_some()
+            };
+            if !kind_ok {
+                self.stats.refuse(Refusal::WrongKind);
+                continue;
+            }
+            if row.freshness.issued.millis() > now.wall_ms + MAX_CLOCK_AHEAD_MS {
+                self.stats.refuse(Refusal::FromTheFuture);
+                continue;
+            }
+            self.clock.observe(now.wall_ms, row.freshness.issued);
+            let name: Arc<str> = Arc::from(row.zone.name());
+            if name == self.tables[k].own {
+                if k == leaf {
+                    if row.issuer != self.cfg.id {
+                        self.stats.refuse(Refusal::ZoneConflict);
+                    } else if self
+                        .tables[k]
+                        .own_row()
+                        .is_some_and(|mine| !mine.is_fresher_than(&row))
+                    {
+                        bump_own = true;
+                    }
+                } else {
+                    // Our own ancestor as someone else computed it: not
+                    // taken in, but its contacts lead to zone-mates.
+                    self.hints[k + 1] = row.contacts().to_vec();
+                    self.note_unknown_contacts(row.contacts());
+                }
+                continue;
+            }
+            let authoritative = k == leaf && row.issuer == sender;
+            match self.tables[k].offer(name, row.clone(), now.mono_ms, authoritative) {
+                Offer::Installed { content_changed } => {
+                    self.stats.rows_installed += 1;
+                    if content_changed {
+                        changed.push(row);
+                    }
+                }
+                Offer::Stale => self.stats.rows_stale += 1,
+            }
+        }
+        if bump_own {
+            self.issue_own_row(now);
+        }
+        if !changed.is_empty() {
+            self.forward(from, common, changed);
+        }
+    }
+
+    /// Relays newly learned rows into this agent's part of the tree: the
+    /// sender is outside our ancestor at depth `common + 1`, so we are the
+    /// way in for everyone inside it who has not heard yet. One contact of
+    /// each sibling zone at every level below takes it further down.
+    fn forward(&mut self, from: SocketAddr, common: usize, rows: Vec<Arc<Row>>) {
+        let me = self.cfg.advertise;
+        let mut bundles: BTreeMap<SocketAddr, Vec<Arc<Row>>> = BTreeMap::new();
+        for m in (common + 1)..self.tables.len() {
+            let targets = self.one_contact_per_sibling(m);
+            for to in targets {
+                if to != from && to != me {
+                    bundles.entry(to).or_default().extend(rows.iter().cloned());
+                }
+            }
+        }
+        for (to, rows) in bundles {
+            self.stats.forwards += 1;
+            self.send_rows(to, rows);
+        }
+    }
+
+    fn one_contact_per_sibling(&mut self, k: usize) -> Vec<SocketAddr> {
+        let me = self.cfg.advertise;
+        let zones: Vec<Vec<SocketAddr>> = self.tables[k]
+            .live_siblings()
+            .map(|r| r.contacts().iter().copied().filter(|c| *c != me).collect())
+            .collect();
+        zones
+            .iter()
+            .filter_map(|contacts: &Vec<SocketAddr>| contacts.choose(&mut self.rng).copied())
+            .collect()
+    }
+
+    /// Queues contacts of our own zones that no table of ours mentions.
+    fn note_unknown_contacts(&mut self, contacts: &[SocketAddr]) {
+        const MAX_DISCOVER: usize = 8;
+        let me = self.cfg.advertise;
+        let unknown: Vec<SocketAddr> = contacts
+            .iter()
+            .copied()
+            .filter(|c| *c != me && !self.discover.contains(c))
+            .filter(|c| {
+                !self
+                    .tables
+                    .iter()
+                    .flat_map(|t| t.rows())
+                    .any(|r| r.contacts().contains(c))
+            })
+            .collect();
+        for c in unknown {
+            if self.discover.len() < MAX_DISCOVER {
+                self.discover.push(c);
+            }
+        }
+    }
+
+    // ---- own rows -----------------------------------------------------
+
+    fn leaf_table(&self) -> usize {
+        self.tables.len() - 1
+    }
+
+    fn leaf_body(&self, mut attrs: Attributes) -> Arc<SharedBody> {
+        attrs.insert(ATTR_ID.into(), Value::Int(self.cfg.id as i64));
+        attrs.insert(ATTR_ADDR.into(), Value::str(&self.cfg.advertise.to_string()));
+        SharedBody::new(Body::Leaf(attrs))
+    }
+
+    /// (Re)issues the own leaf row: a heartbeat, or new content.
+    fn issue_own_row(&mut self, now: Now) {
+        let row = Arc::new(Row {
+            zone: self.cfg.zone.clone(),
+            freshness: Freshness {
+                issued: self.clock.tick(now.wall_ms),
+                inputs: 0,
+            },
+            issuer: self.cfg.id,
+            body: self.body.clone(),
+        });
+        let leaf = self.leaf_table();
+        let own = self.tables[leaf].own.clone();
+        if let Offer::Installed {
+            content_changed: true,
+        } = self.tables[leaf].install(own, row, now.mono_ms)
+        {
+            self.pending_push[leaf] = true;
+        }
+    }
+
+    /// Recomputes the rows of the agent's ancestors, deepest first, from
+    /// the tables that changed. A zone row's freshness comes from its
+    /// inputs (see `Freshness`), and its body is reused when the content is
+    /// the same, so a heartbeat costs no merge.
+    fn refresh_ancestors(&mut self, now: Now) {
+        let leaf = self.leaf_table();
+        for k in (0..self.tables.len()).rev() {
+            if !self.tables[k].dirty {
+                continue;
+            }
+            self.tables[k].dirty = false;
+            let freshness = self.tables[k].input_freshness();
+            let previous = if k > 0 {
+                self.tables[k - 1].own_row().cloned()
+            } else {
+                Some(self.root.clone())
+            };
+            let body = match &previous {
+                Some(prev) if !self.tables[k].content_dirty => prev.body.clone(),
+                _ => {
+                    self.tables[k].content_dirty = false;
+                    let states = self.merge_table(k, k == leaf);
+                    match &previous {
+                        Some(prev) if prev.states() == Some(&states) => prev.body.clone(),
+                        _ => SharedBody::new(Body::Zone(states)),
+                    }
+                }
+            };
+            let content_changed = previous
+                .as_ref()
+                .is_none_or(|p| !Arc::ptr_eq(&p.body, &body));
+            let row = Arc::new(Row {
+                zone: self.ancestors[k].clone(),
+                freshness,
+                issuer: self.cfg.id,
+                body,
+            });
+            if k == 0 {
+                self.root = row;
+                continue;
+            }
+            let pushes = content_changed && {
+                let me = self.cfg.advertise;
+                let contacts = row.contacts();
+                contacts[..contacts.len().min(self.cfg.pushers)].contains(&me)
+            };
+            let own = self.tables[k - 1].own.clone();
+            self.tables[k - 1].install(own, row, now.mono_ms);
+            if pushes {
+                self.pending_push[k - 1] = true;
+            }
+        }
+    }
+
+    fn merge_table(&self, k: usize, leaves: bool) -> States {
+        let table = &self.tables[k];
+        let live = table.rows().filter(|r| !r.is_tombstone());
+        if leaves {
+            let states: Vec<States> = live
+                .map(|r| self.aggregates.leaf_states(r.values()))
+                .collect();
+            self.aggregates.merge(states.iter())
+        } else {
+            self.aggregates.merge(live.filter_map(|r| r.states()))
+        }
+    }
+
+    /// Sends pending pushes whose gap has passed: the changed own row of a
+    /// table goes to one contact of every sibling zone in it.
+    fn flush_pushes(&mut self, now: Now) {
+        for k in 0..self.tables.len() {
+            if !self.pending_push[k] {
+                continue;
+            }
+            if self.last_push_ms[k].is_some_and(|t| now.mono_ms < t + self.cfg.push_gap_ms) {
+                continue;
+            }
+            self.pending_push[k] = false;
+            self.last_push_ms[k] = Some(now.mono_ms);
+            let Some(row) = self.tables[k].own_row().cloned() else {
+                continue;
+            };
+            self.stats.pushes += 1;
+            for to in self.one_contact_per_sibling(k) {
+                self.send_rows(to, vec![row.clone()]);
+            }
+        }
+    }
+
+    fn finish(&mut self, now: Now) -> Vec<Effect> {
+        self.refresh_ancestors(now);
+        self.flush_pushes(now);
+        std::mem::take(&mut self.outbox)
+    }
+
+    // ---- sending ------------------------------------------------------
+
+    fn header_len(&self) -> usize {
+        Envelope {
+            sender: self.cfg.id,
+            sender_zone: self.cfg.zone.clone(),
+            message: Message::Rows(Vec::new()),
+        }
+        .encoded_len()
+            - 2
+    }
+
+    fn send(&mut self, to: SocketAddr, message: Message) {
+        let envelope = Envelope {
+            sender: self.cfg.id,
+            sender_zone: self.cfg.zone.clone(),
+            message,
+        };
+        let len = envelope.encoded_len();
+        if len > self.cfg.max_message_bytes() {
+            // Packing keeps every message under the limit; this is a bug
+            // guard, counted rather than sent as a fragmented datagram.
+            self.stats.refuse(Refusal::TooLarge);
+            return;
+        }
+        self.stats.messages_sent += 1;
+        self.stats.bytes_sent += len as u64;
+        self.outbox.push(Effect::Send { to, envelope });
+    }
+
+    fn send_rows(&mut self, to: SocketAddr, rows: Vec<Arc<Row>>) {
+        if rows.is_empty() {
+            return;
+        }
+        let (batches, too_large) = pack_rows(self.header_len(), self.cfg.max_message_bytes(), rows);
+        for _ in &too_large {
+            self.stats.refuse(Refusal::TooLarge);
+        }
+        for batch in batches {
+            self.send(to, Message::Rows(batch));
+        }
+    }
+
+    fn send_requests(&mut self, to: SocketAddr, requests: Vec<TableRequest>) {
+        if requests.is_empty() {
+            return;
+        }
+        let budget = self.cfg.max_message_bytes().saturating_sub(self.header_len() + 3);
+        let mut batch: Vec<TableRequest> = Vec::new();
+        let mut size = 0;
+        for req in requests {
+            // A request for more names than fit is cut; the rest are asked
+            // for in the next exchange.
+            let mut req = req;
+            let mut len = postcard::experimental::serialized_size(&req).unwrap_or(budget);
+            while len > budget && req.names.len() > 1 {
+                req.names.truncate(req.names.len() / 2);
+                len = postcard::experimental::serialized_size(&req).unwrap_or(budget);
+            }
+            if !batch.is_empty() && size + len > budget {
+                self.send(to, Message::Request(std::mem::take(&mut batch)));
+                size = 0;
+            }
+            size += len;
+            batch.push(req);
+        }
+        if !batch.is_empty() {
+            self.send(to, Message::Request(batch));
+        }
+    }
+}

@@ -1,0 +1,570 @@
+//! The deterministic simulator: thousands of engines in one process on a
+//! virtual clock, with latency, loss, partitions, crashes, restarts and
+//! clock skew. One seed makes a run reproducible to the byte.
+//!
+//! It drives the very same `Engine` the agent runs; only the clock and the
+//! network are simulated.
+
+mod network;
+mod report;
+mod tree;
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::Arc;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+pub use network::{addr_of, index_of, link_latency_ms, NetworkConfig, Partition};
+pub use report::{run_benchmark, MinMax, SimOptions, SimReport};
+pub use tree::leaf_path;
+
+use crate::aggregate::AggregateSet;
+use crate::engine::{Effect, Engine, EngineConfig, Envelope, Now};
+use crate::zone::{Attributes, Row, Value, ZonePath};
+
+/// Virtual wall clock at simulation time zero (Nov 2023), so HLC values
+/// look like real ones and encode to realistic sizes.
+pub const EPOCH_MS: u64 = 1_700_000_000_000;
+
+/// The aggregates every simulated agent runs on top of the defaults.
+pub const SIM_AGGREGATES: &[&str] = &[
+    "SELECT count(*) AS hosts, sum(mem) AS mem_sum, min(load) AS load_min, max(load) AS load_max, avg(load) AS load_avg, quantile(0.95, load) AS load_p95",
+];
+
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    pub agents: usize,
+    pub branching: usize,
+    pub seed: u64,
+    pub loss: f64,
+    /// Each agent's wall clock is off by a value drawn from ±skew_ms.
+    pub skew_ms: u64,
+    pub latency_min_ms: u64,
+    pub latency_max_ms: u64,
+    pub interval_ms: u64,
+    pub seeds: usize,
+    pub aggregates: Vec<String>,
+}
+
+impl SimConfig {
+    pub fn new(agents: usize, branching: usize, seed: u64) -> SimConfig {
+        SimConfig {
+            agents,
+            branching,
+            seed,
+            loss: 0.0,
+            skew_ms: 0,
+            latency_min_ms: 1,
+            latency_max_ms: 50,
+            interval_ms: 1000,
+            seeds: 3,
+            aggregates: SIM_AGGREGATES.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    #[error("bad simulation parameters: {0}")]
+    Config(String),
+    #[error("aggregate: {0}")]
+    Aggregate(#[from] crate::aggregate::AggregateError),
+    #[error("engine: {0}")]
+    Engine(#[from] crate::engine::EngineError),
+}
+
+struct SimAgent {
+    path: ZonePath,
+    engine: Option<Engine>,
+    attrs: Attributes,
+    skew_ms: i64,
+    /// Time of the tick event that is current for this agent.
+    tick_at: u64,
+    last_root: Option<Arc<Row>>,
+    ok: bool,
+    bytes_sent: u64,
+    max_message: usize,
+}
+
+enum Event {
+    Deliver { to: usize, from: usize, envelope: Envelope },
+    Tick { agent: usize },
+}
+
+struct Scheduled {
+    at: u64,
+    seq: u64,
+    event: Event,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Scheduled {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
+}
+
+/// What every live agent's root row is checked against.
+pub type Predicate = Box<dyn Fn(&Row) -> bool>;
+
+pub struct Sim {
+    pub cfg: SimConfig,
+    net: NetworkConfig,
+    aggregates: Arc<AggregateSet>,
+    agents: Vec<SimAgent>,
+    queue: BinaryHeap<Reverse<Scheduled>>,
+    seq: u64,
+    now: u64,
+    rng: ChaCha8Rng,
+    partition: Option<Partition>,
+    predicate: Option<Predicate>,
+    ok_count: usize,
+    live: usize,
+    pub delivered: u64,
+    pub dropped: u64,
+}
+
+impl Sim {
+    /// Builds the tree and starts every agent at time zero, each knowing
+    /// only the seeds.
+    pub fn new(cfg: SimConfig) -> Result<Sim, SimError> {
+        if cfg.agents == 0 || cfg.branching < 2 {
+            return Err(SimError::Config(
+                "need at least one agent and a branching factor of at least 2".into(),
+            ));
+        }
+        if !(0.0..1.0).contains(&cfg.loss) {
+            return Err(SimError::Config("loss must be in [0, 1)".into()));
+        }
+        let aggregates = Arc::new(AggregateSet::with_defaults(&cfg.aggregates)?);
+        let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+        let net = NetworkConfig {
+            latency_min_ms: cfg.latency_min_ms,
+            latency_max_ms: cfg.latency_max_ms,
+            loss: cfg.loss,
+            seed: cfg.seed,
+        };
+        let mut agents = Vec::with_capacity(cfg.agents);
+        for i in 0..cfg.agents {
+            let path = tree::leaf_path(i, cfg.agents, cfg.branching);
+            let skew_ms = if cfg.skew_ms > 0 {
+                rng.random_range(-(cfg.skew_ms as i64)..=cfg.skew_ms as i64)
+            } else {
+                0
+            };
+            let attrs = random_attributes(&mut rng);
+            agents.push(SimAgent {
+                path,
+                engine: None,
+                attrs,
+                skew_ms,
+                tick_at: u64::MAX,
+                last_root: None,
+                ok: false,
+                bytes_sent: 0,
+                max_message: 0,
+            });
+        }
+        let mut sim = Sim {
+            net,
+            aggregates,
+            agents,
+            queue: BinaryHeap::new(),
+            seq: 0,
+            now: 0,
+            rng,
+            partition: None,
+            predicate: None,
+            ok_count: 0,
+            live: 0,
+            delivered: 0,
+            dropped: 0,
+            cfg,
+        };
+        for i in 0..sim.agents.len() {
+            sim.start(i)?;
+        }
+        Ok(sim)
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.now
+    }
+
+    pub fn rounds(&self) -> f64 {
+        self.now as f64 / self.cfg.interval_ms as f64
+    }
+
+    pub fn len(&self) -> usize {
+        self.agents.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.agents.is_empty()
+    }
+
+    pub fn live_count(&self) -> usize {
+        self.live
+    }
+
+    pub fn aggregates(&self) -> &Arc<AggregateSet> {
+        &self.aggregates
+    }
+
+    pub fn path(&self, i: usize) -> &ZonePath {
+        &self.agents[i].path
+    }
+
+    pub fn is_alive(&self, i: usize) -> bool {
+        self.agents[i].engine.as_ref().is_some_and(|e| !e.has_left())
+    }
+
+    pub fn engine(&self, i: usize) -> Option<&Engine> {
+        self.agents[i].engine.as_ref().filter(|e| !e.has_left())
+    }
+
+    pub fn live_indices(&self) -> Vec<usize> {
+        (0..self.agents.len()).filter(|i| self.is_alive(*i)).collect()
+    }
+
+    pub fn seeds(&self) -> Vec<usize> {
+        let n = self.agents.len();
+        let k = self.cfg.seeds.clamp(1, n);
+        let mut seeds: Vec<usize> = (0..k).map(|j| j * n / k).collect();
+        seeds.dedup();
+        seeds
+    }
+
+    fn now_for(&self, i: usize) -> Now {
+        let wall = (EPOCH_MS + self.now) as i64 + self.agents[i].skew_ms;
+        Now {
+            mono_ms: self.now,
+            wall_ms: wall.max(0) as u64,
+        }
+    }
+
+    /// Starts (or restarts, after a crash) agent `i` with its id and zone.
+    pub fn start(&mut self, i: usize) -> Result<(), SimError> {
+        let mut cfg = EngineConfig::new(i as u64 + 1, self.agents[i].path.clone(), addr_of(i));
+        cfg.seeds = self.seeds().into_iter().map(addr_of).collect();
+        cfg.interval_ms = self.cfg.interval_ms;
+        cfg.rng_seed = self.cfg.seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ self.now;
+        let now = self.now_for(i);
+        let engine = Engine::new(cfg, self.aggregates.clone(), self.agents[i].attrs.clone(), now)?;
+        let was_alive = self.is_alive(i);
+        self.agents[i].engine = Some(engine);
+        self.agents[i].last_root = None;
+        if !was_alive {
+            self.live += 1;
+        }
+        self.schedule_tick(i);
+        self.update_ok(i);
+        Ok(())
+    }
+
+    /// Stops agent `i` without a word: its rows stay until they expire.
+    pub fn crash(&mut self, i: usize) {
+        if self.is_alive(i) {
+            self.live -= 1;
+        }
+        if self.agents[i].ok {
+            self.ok_count -= 1;
+            self.agents[i].ok = false;
+        }
+        self.agents[i].engine = None;
+        self.agents[i].tick_at = u64::MAX;
+    }
+
+    /// Stops agent `i` cleanly: it sends its tombstone first.
+    pub fn leave(&mut self, i: usize) {
+        let now = self.now_for(i);
+        let effects = match self.agents[i].engine.as_mut() {
+            Some(e) => e.leave(now),
+            None => return,
+        };
+        self.dispatch(i, effects);
+        self.crash(i);
+    }
+
+    pub fn set_attribute(&mut self, i: usize, name: &str, value: Value) {
+        self.agents[i].attrs.insert(name.into(), value);
+        let attrs = self.agents[i].attrs.clone();
+        let now = self.now_for(i);
+        if let Some(engine) = self.agents[i].engine.as_mut() {
+            let effects = engine.set_attributes(now, attrs);
+            self.dispatch(i, effects);
+            self.schedule_tick(i);
+        }
+    }
+
+    pub fn attributes(&self, i: usize) -> &Attributes {
+        &self.agents[i].attrs
+    }
+
+    pub fn partition(&mut self, zone: ZonePath) {
+        self.partition = Some(Partition { zone });
+    }
+
+    pub fn heal(&mut self) {
+        self.partition = None;
+    }
+
+    pub fn random_live(&mut self) -> Option<usize> {
+        let live = self.live_indices();
+        if live.is_empty() {
+            return None;
+        }
+        let k = self.rng.random_range(0..live.len());
+        Some(live[k])
+    }
+
+    pub fn rng(&mut self) -> &mut ChaCha8Rng {
+        &mut self.rng
+    }
+
+    /// Sets the condition every live agent's root row is tracked against.
+    pub fn set_predicate(&mut self, predicate: Predicate) {
+        self.predicate = Some(predicate);
+        self.ok_count = 0;
+        for i in 0..self.agents.len() {
+            self.agents[i].ok = false;
+            self.update_ok(i);
+        }
+    }
+
+    /// Live agents whose root row satisfies the predicate.
+    pub fn ok_count(&self) -> usize {
+        self.ok_count
+    }
+
+    pub fn all_ok(&self) -> bool {
+        self.ok_count == self.live
+    }
+
+    fn update_ok(&mut self, i: usize) {
+        let ok = match (&self.predicate, self.agents[i].engine.as_ref()) {
+            (Some(p), Some(e)) if !e.has_left() => p(e.root()),
+            _ => false,
+        };
+        if ok != self.agents[i].ok {
+            self.agents[i].ok = ok;
+            if ok {
+                self.ok_count += 1;
+            } else {
+                self.ok_count -= 1;
+            }
+        }
+    }
+
+    /// Bytes agent `i` sent since the last reset, and its largest message.
+    pub fn traffic(&self, i: usize) -> (u64, usize) {
+        (self.agents[i].bytes_sent, self.agents[i].max_message)
+    }
+
+    pub fn reset_traffic(&mut self) {
+        for a in &mut self.agents {
+            a.bytes_sent = 0;
+        }
+    }
+
+    pub fn max_message_bytes(&self) -> usize {
+        self.agents.iter().map(|a| a.max_message).max().unwrap_or(0)
+    }
+
+    fn push(&mut self, at: u64, event: Event) {
+        self.seq += 1;
+        self.queue.push(Reverse(Scheduled {
+            at,
+            seq: self.seq,
+            event,
+        }));
+    }
+
+    fn schedule_tick(&mut self, i: usize) {
+        let Some(engine) = self.agents[i].engine.as_ref() else {
+            return;
+        };
+        let at = engine.next_tick_ms().max(self.now);
+        let current = self.agents[i].tick_at;
+        if at < current || current < self.now {
+            self.agents[i].tick_at = at;
+            self.push(at, Event::Tick { agent: i });
+        }
+    }
+
+    fn dispatch(&mut self, from: usize, effects: Vec<Effect>) {
+        for effect in effects {
+            let Effect::Send { to, envelope } = effect;
+            let len = envelope.encoded_len();
+            let a = &mut self.agents[from];
+            a.bytes_sent += len as u64;
+            a.max_message = a.max_message.max(len);
+            let Some(to) = index_of(&to).filter(|t| *t < self.agents.len()) else {
+                self.dropped += 1;
+                continue;
+            };
+            if let Some(p) = &self.partition {
+                if p.separates(&self.agents[from].path, &self.agents[to].path) {
+                    self.dropped += 1;
+                    continue;
+                }
+            }
+            if self.net.loss > 0.0 && self.rng.random::<f64>() < self.net.loss {
+                self.dropped += 1;
+                continue;
+            }
+            let at = self.now + link_latency_ms(&self.net, from, to);
+            self.push(at, Event::Deliver { to, from, envelope });
+        }
+    }
+
+    /// Processes events up to virtual time `until_ms`, or until `stop`
+    /// says so (checked after each event). Returns whether `stop` fired.
+    pub fn run_until(&mut self, until_ms: u64, stop: &mut dyn FnMut(&Sim) -> bool) -> bool {
+        while let Some(Reverse(next)) = self.queue.peek() {
+            if next.at > until_ms {
+                break;
+            }
+            let Some(Reverse(item)) = self.queue.pop() else {
+                break;
+            };
+            self.now = item.at;
+            let i = match item.event {
+                Event::Tick { agent } => {
+                    if self.agents[agent].tick_at != item.at {
+                        continue;
+                    }
+                    self.agents[agent].tick_at = u64::MAX;
+                    let now = self.now_for(agent);
+                    let Some(engine) = self.agents[agent].engine.as_mut() else {
+                        continue;
+                    };
+                    let effects = engine.tick(now);
+                    self.dispatch(agent, effects);
+                    agent
+                }
+                Event::Deliver { to, from, envelope } => {
+                    let now = self.now_for(to);
+                    let Some(engine) = self.agents[to].engine.as_mut() else {
+                        self.dropped += 1;
+                        continue;
+                    };
+                    self.delivered += 1;
+                    let effects = engine.handle(now, addr_of(from), envelope);
+                    self.dispatch(to, effects);
+                    to
+                }
+            };
+            self.schedule_tick(i);
+            let root_changed = match (&self.agents[i].last_root, self.agents[i].engine.as_ref()) {
+                (Some(last), Some(e)) => !Arc::ptr_eq(last, e.root()),
+                (None, Some(_)) => true,
+                _ => false,
+            };
+            if root_changed {
+                self.agents[i].last_root = self.agents[i].engine.as_ref().map(|e| e.root().clone());
+                self.update_ok(i);
+                if stop(self) {
+                    return true;
+                }
+            }
+        }
+        if self.now < until_ms {
+            self.now = until_ms;
+        }
+        false
+    }
+
+    /// Runs until every live agent's root satisfies the predicate, or the
+    /// deadline. Returns the time it took, if it converged.
+    pub fn run_until_all_ok(&mut self, deadline_ms: u64) -> Option<u64> {
+        let start = self.now;
+        if self.all_ok() {
+            return Some(0);
+        }
+        if self.run_until(deadline_ms, &mut |s: &Sim| s.all_ok()) {
+            Some(self.now - start)
+        } else {
+            None
+        }
+    }
+
+    pub fn run_for(&mut self, ms: u64) {
+        let until = self.now + ms;
+        self.run_until(until, &mut |_| false);
+    }
+
+    /// The aggregates computed directly over the leaves of every live
+    /// agent: the ground truth every root row must equal.
+    pub fn ground_truth(&self) -> Attributes {
+        let states: Vec<_> = self
+            .agents
+            .iter()
+            .filter_map(|a| a.engine.as_ref().filter(|e| !e.has_left()))
+            .filter_map(|e| e.own_row())
+            .map(|r| self.aggregates.leaf_states(r.values()))
+            .collect();
+        let merged = self.aggregates.merge(states.iter());
+        merged
+            .iter()
+            .map(|(name, state)| (name.clone(), state.finalize()))
+            .collect()
+    }
+
+    /// Live agents whose root row differs from the ground truth, with the
+    /// first differing column.
+    pub fn root_mismatches(&self) -> Vec<(usize, String)> {
+        let truth = self.ground_truth();
+        let mut out = Vec::new();
+        for (i, a) in self.agents.iter().enumerate() {
+            let Some(e) = a.engine.as_ref().filter(|e| !e.has_left()) else {
+                continue;
+            };
+            let got = e.root().values();
+            for (name, want) in &truth {
+                let have = got.get(name).unwrap_or(&Value::Null);
+                if !values_match(want, have) {
+                    out.push((i, format!("{name}: want {want}, have {have}")));
+                    break;
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Equal, with floats compared to a relative 1e-9 (sums of floats depend on
+/// the order of the merges).
+pub fn values_match(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Float(x), Value::Float(y)) => {
+            x == y || (x - y).abs() <= 1e-9 * x.abs().max(y.abs()).max(1e-12)
+        }
+        (Value::List(x), Value::List(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| values_match(a, b))
+        }
+        _ => a == b,
+    }
+}
+
+fn random_attributes(rng: &mut ChaCha8Rng) -> Attributes {
+    let mut attrs = Attributes::new();
+    attrs.insert("load".into(), Value::Float((rng.random::<f64>() * 1000.0).round() / 1000.0));
+    attrs.insert("mem".into(), Value::Int(rng.random_range(1..=64) * 1024));
+    attrs.insert("cpu".into(), Value::Float((rng.random::<f64>() * 100.0).round() / 100.0));
+    attrs
+}
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,229 @@
+//! `astrolabe sim`: the convergence and scale benchmark, as one JSON object.
+
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use serde::Serialize;
+
+use super::{tree, Sim, SimConfig, SimError};
+use crate::engine::TRANSPORT_OVERHEAD_BYTES;
+use crate::zone::{Row, Value};
+
+#[derive(Debug, Clone)]
+pub struct SimOptions {
+    pub config: SimConfig,
+    pub max_rounds: u64,
+    pub changes: usize,
+    /// Print progress on stderr.
+    pub progress: bool,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct MinMax {
+    pub mean: f64,
+    pub max: f64,
+}
+
+impl MinMax {
+    fn of(values: &[f64]) -> MinMax {
+        if values.is_empty() {
+            return MinMax { mean: 0.0, max: 0.0 };
+        }
+        MinMax {
+            mean: round3(values.iter().sum::<f64>() / values.len() as f64),
+            max: round3(values.iter().cloned().fold(f64::MIN, f64::max)),
+        }
+    }
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SimReport {
+    pub agents: usize,
+    pub branching: usize,
+    /// Zone levels above the leaves (tables per agent).
+    pub levels: usize,
+    pub seed: u64,
+    pub loss: f64,
+    pub skew_ms: u64,
+    pub rounds_to_membership: f64,
+    pub rounds_to_value: MinMax,
+    pub root_correct: bool,
+    /// Steady state, measured over the value changes.
+    pub bytes_per_agent_per_round: MinMax,
+    /// Largest datagram: largest engine message plus the transport's reserve.
+    pub max_datagram_bytes: usize,
+    pub messages_delivered: u64,
+    pub messages_dropped: u64,
+    pub peak_rss_bytes: u64,
+    pub wall_seconds: f64,
+}
+
+struct Progress {
+    enabled: bool,
+    tty: bool,
+    last: Instant,
+}
+
+impl Progress {
+    fn say(&mut self, force: bool, text: impl FnOnce() -> String) {
+        if !self.enabled || (!force && self.last.elapsed() < Duration::from_secs(2)) {
+            return;
+        }
+        self.last = Instant::now();
+        let mut err = std::io::stderr().lock();
+        if self.tty {
+            let _ = write!(err, "\r\x1b[2K{}", text());
+        } else {
+            let _ = writeln!(err, "{}", text());
+        }
+        let _ = err.flush();
+    }
+
+    fn done(&mut self) {
+        if self.enabled && self.tty {
+            let _ = writeln!(std::io::stderr());
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error(transparent)]
+    Sim(#[from] SimError),
+    #[error("{0}")]
+    NotConverged(String),
+}
+
+/// Cold start, then `changes` single-attribute changes at random leaves.
+pub fn run_benchmark(opts: &SimOptions) -> Result<SimReport, BenchError> {
+    let started = Instant::now();
+    let cfg = opts.config.clone();
+    let interval = cfg.interval_ms;
+    let deadline = |sim: &Sim| sim.now_ms() + opts.max_rounds * interval;
+    let mut progress = Progress {
+        enabled: opts.progress,
+        tty: std::io::stderr().is_terminal(),
+        last: Instant::now() - Duration::from_secs(10),
+    };
+    progress.say(true, || format!("sim: starting {} agents", cfg.agents));
+    let mut sim = Sim::new(cfg.clone())?;
+
+    // Phase 1: from a cold start until every root counts every member.
+    let n = sim.live_count() as i64;
+    sim.set_predicate(Box::new(move |root: &Row| root.members() as i64 == n));
+    let limit = deadline(&sim);
+    let converged = sim.run_until(limit, &mut |s: &Sim| {
+        progress.say(false, || {
+            format!(
+                "sim: membership  round {:>5.1}  {}/{} agents see all members",
+                s.rounds(),
+                s.ok_count(),
+                s.live_count()
+            )
+        });
+        s.all_ok()
+    });
+    if !converged {
+        progress.done();
+        return Err(BenchError::NotConverged(format!(
+            "membership did not converge within {} rounds: {} of {} agents see all {} members",
+            opts.max_rounds,
+            sim.ok_count(),
+            sim.live_count(),
+            n
+        )));
+    }
+    let rounds_to_membership = round3(sim.rounds());
+    progress.say(true, || format!("sim: membership converged in {rounds_to_membership} rounds"));
+
+    // Let the rows settle one round before measuring the steady state.
+    sim.run_for(interval);
+    sim.reset_traffic();
+    let window_start = sim.now_ms();
+    let mut root_correct = sim.root_mismatches().is_empty();
+
+    // Phase 2: single changes, each until every live root reflects it.
+    let mut value_rounds = Vec::new();
+    for c in 0..opts.changes {
+        let Some(leaf) = sim.random_live() else {
+            break;
+        };
+        let new_mem = Value::Int(sim.rng().random_range(1_000_000..2_000_000));
+        sim.set_attribute(leaf, "mem", new_mem);
+        let want = sim.ground_truth().get("mem_sum").cloned().unwrap_or(Value::Null);
+        sim.set_predicate(Box::new(move |root: &Row| root.value("mem_sum") == Some(&want)));
+        let start = sim.now_ms();
+        let limit = deadline(&sim);
+        let done = sim.run_until(limit, &mut |s: &Sim| {
+            progress.say(false, || {
+                format!(
+                    "sim: change {}/{}  round {:>5.1}  {}/{} roots updated",
+                    c + 1,
+                    opts.changes,
+                    (s.now_ms() - start) as f64 / interval as f64,
+                    s.ok_count(),
+                    s.live_count()
+                )
+            });
+            s.all_ok()
+        });
+        if !done {
+            progress.done();
+            return Err(BenchError::NotConverged(format!(
+                "change {} did not reach every root within {} rounds: {} of {} updated",
+                c + 1,
+                opts.max_rounds,
+                sim.ok_count(),
+                sim.live_count()
+            )));
+        }
+        value_rounds.push((sim.now_ms() - start) as f64 / interval as f64);
+        root_correct &= sim.root_mismatches().is_empty();
+        // A pause between changes, so each is measured on its own.
+        sim.run_for(interval);
+    }
+    let window_rounds = (sim.now_ms() - window_start) as f64 / interval as f64;
+    let per_agent: Vec<f64> = sim
+        .live_indices()
+        .into_iter()
+        .map(|i| sim.traffic(i).0 as f64 / window_rounds.max(1e-9))
+        .collect();
+    progress.say(true, || "sim: done".to_string());
+    progress.done();
+    Ok(SimReport {
+        agents: cfg.agents,
+        branching: cfg.branching,
+        levels: tree::levels(cfg.agents, cfg.branching),
+        seed: cfg.seed,
+        loss: cfg.loss,
+        skew_ms: cfg.skew_ms,
+        rounds_to_membership,
+        rounds_to_value: MinMax::of(&value_rounds),
+        root_correct,
+        bytes_per_agent_per_round: MinMax::of(&per_agent),
+        max_datagram_bytes: sim.max_message_bytes() + TRANSPORT_OVERHEAD_BYTES,
+        messages_delivered: sim.delivered,
+        messages_dropped: sim.dropped,
+        peak_rss_bytes: peak_rss_bytes(),
+        wall_seconds: round3(started.elapsed().as_secs_f64()),
+    })
+}
+
+/// Peak resident set of this process (VmHWM), in bytes; 0 if unknown.
+pub fn peak_rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
+}
