@@ -3,7 +3,7 @@
 //! See DESIGN.md (shared with the project owners) and docs/ALGORITHM.md.
 
 pub mod aggregate;
-pub mod zone;
+pub mod cmd;
 pub mod engine;
 pub mod sim;
-pub mod cmd;
+pub mod zone;

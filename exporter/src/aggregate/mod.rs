@@ -1,113 +1,319 @@
 //! The SQL aggregate language (Astrolabe's aggregation functions).
 //!
-//! INTERFACE STUB: only `count(*)` and `first(n, x ORDER BY y)` of the
-//! default set work here; the full language replaces this file.
+//! `SELECT count(*) AS hosts, avg(load) AS load_avg, quantile(0.99, load) AS
+//! load_p99 WHERE role = 'web'` is compiled once; every leaf contributes a
+//! partial state per column (`leaf_states`), and every zone merges its
+//! children's states (`merge`). The same declarations apply at every level,
+//! so a zone's value is the function over all the leaves below it, not an
+//! average of averages. Quantiles come from a DDSketch (relative error
+//! `ddsketch::ALPHA`), distinct counts from a HyperLogLog (standard error
+//! `hll::STANDARD_ERROR`); everything else is exact.
+
+pub mod ddsketch;
+mod expr;
+pub mod hll;
+mod parse;
+mod state;
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
+pub use expr::{compare, BinOp, Expr};
+pub use parse::{Column, Func, Select, MAX_ITEMS};
+pub use state::{value_hash, State};
 
-use crate::zone::{Attributes, Value, ATTR_ADDR, ATTR_CONTACTS, ATTR_ID, ATTR_MEMBERS};
+use crate::zone::{Attributes, Value, ATTR_CONTACTS, ATTR_MEMBERS};
 
 /// Partial states of every aggregate column of a zone, by output name.
 pub type States = BTreeMap<Arc<str>, State>;
 
-/// A mergeable partial state of one aggregate column.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum State {
-    Count(u64),
-    /// The `n` items with the smallest keys: (key, value), sorted by key.
-    First { n: u32, items: Vec<(Value, Value)> },
-}
+/// The aggregates every agent runs: the zone's size and its contacts, the
+/// three agents with the lowest ids (the same choice everywhere).
+pub const DEFAULT_AGGREGATES: &str =
+    "SELECT count(*) AS members, first(3, addr ORDER BY id) AS contacts";
 
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{message}")]
+/// A compile error: what is wrong, which statement, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AggregateError {
     pub message: String,
+    /// 1-based index among the statements compiled together.
+    pub statement: Option<usize>,
+    pub line: Option<u64>,
+    pub column: Option<u64>,
 }
 
-impl State {
-    pub fn merge(&mut self, other: &State) {
-        match (self, other) {
-            (State::Count(a), State::Count(b)) => *a += b,
-            (State::First { n, items }, State::First { items: more, .. }) => {
-                items.extend(more.iter().cloned());
-                items.sort_by(|a, b| {
-                    a.0.as_f64()
-                        .partial_cmp(&b.0.as_f64())
-                        .unwrap_or(std::cmp::Ordering::Equal)
-                });
-                items.dedup();
-                items.truncate(*n as usize);
-            }
-            _ => {}
+impl AggregateError {
+    pub fn new(message: impl Into<String>) -> Self {
+        AggregateError {
+            message: message.into(),
+            statement: None,
+            line: None,
+            column: None,
         }
     }
 
-    pub fn finalize(&self) -> Value {
-        match self {
-            State::Count(c) => Value::Int(*c as i64),
-            State::First { items, .. } => {
-                Value::List(items.iter().map(|(_, v)| v.clone()).collect())
-            }
+    fn at(mut self, line: u64, column: u64) -> Self {
+        if line > 0 {
+            self.line = Some(line);
+            self.column = Some(column);
         }
+        self
+    }
+
+    fn in_statement(mut self, index: usize) -> Self {
+        self.statement = Some(index);
+        self
     }
 }
+
+impl fmt::Display for AggregateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(s) = self.statement {
+            write!(f, "aggregate {s}: ")?;
+        }
+        f.write_str(&self.message)?;
+        if let (Some(l), Some(c)) = (self.line, self.column) {
+            write!(f, " at line {l}, column {c}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for AggregateError {}
 
 /// A compiled set of aggregate declarations, applied at every level.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AggregateSet {
+    selects: Vec<Select>,
     columns: Vec<Arc<str>>,
+    sources: Vec<String>,
 }
 
 impl AggregateSet {
-    /// The default set (`count(*) AS members`, contacts = the 3 lowest ids)
-    /// plus the given SELECT statements.
+    /// The default set plus the given SELECT statements (one per string).
+    /// User aggregates may not define `members` or `contacts`.
     pub fn with_defaults<S: AsRef<str>>(extra: &[S]) -> Result<AggregateSet, AggregateError> {
-        if !extra.is_empty() {
-            return Err(AggregateError {
-                message: "stub: user aggregates not supported yet".into(),
-            });
+        let mut set = Self::compile(&[DEFAULT_AGGREGATES])?;
+        for (i, sql) in extra.iter().enumerate() {
+            let select = parse::parse_select(sql.as_ref()).map_err(|e| e.in_statement(i + 1))?;
+            for c in &select.columns {
+                if &*c.name == ATTR_MEMBERS || &*c.name == ATTR_CONTACTS {
+                    return Err(AggregateError::new(format!(
+                        "{:?} is reserved for the system aggregates; choose another name",
+                        &*c.name
+                    ))
+                    .in_statement(i + 1));
+                }
+            }
+            set.add(select, sql.as_ref())
+                .map_err(|e| e.in_statement(i + 1))?;
         }
-        Ok(AggregateSet {
-            columns: vec![ATTR_MEMBERS.into(), ATTR_CONTACTS.into()],
-        })
+        Ok(set)
+    }
+
+    /// Exactly the given statements, without the defaults.
+    pub fn compile<S: AsRef<str>>(sqls: &[S]) -> Result<AggregateSet, AggregateError> {
+        let mut set = AggregateSet {
+            selects: Vec::new(),
+            columns: Vec::new(),
+            sources: Vec::new(),
+        };
+        for (i, sql) in sqls.iter().enumerate() {
+            let select = parse::parse_select(sql.as_ref()).map_err(|e| e.in_statement(i + 1))?;
+            set.add(select, sql.as_ref())
+                .map_err(|e| e.in_statement(i + 1))?;
+        }
+        Ok(set)
+    }
+
+    fn add(&mut self, select: Select, source: &str) -> Result<(), AggregateError> {
+        for c in &select.columns {
+            if c.name.is_empty() {
+                return Err(AggregateError::new("a column needs a name: add AS name"));
+            }
+            if self.columns.contains(&c.name) {
+                return Err(AggregateError::new(format!(
+                    "column {:?} is defined twice",
+                    &*c.name
+                )));
+            }
+            self.columns.push(c.name.clone());
+        }
+        self.selects.push(select);
+        self.sources.push(source.to_string());
+        Ok(())
     }
 
     pub fn columns(&self) -> &[Arc<str>] {
         &self.columns
     }
 
-    /// The states one leaf contributes.
+    /// The SQL statements this set was compiled from (defaults included).
+    pub fn sources(&self) -> &[String] {
+        &self.sources
+    }
+
+    pub fn empty_states(&self) -> States {
+        self.selects
+            .iter()
+            .flat_map(|s| &s.columns)
+            .map(|c| (c.name.clone(), empty_state(&c.func)))
+            .collect()
+    }
+
+    /// The states one leaf contributes. A leaf that a SELECT's WHERE does
+    /// not select contributes that SELECT's empty states.
     pub fn leaf_states(&self, attrs: &Attributes) -> States {
         let mut states = States::new();
-        states.insert(ATTR_MEMBERS.into(), State::Count(1));
-        let key = attrs.get(ATTR_ID).cloned().unwrap_or(Value::Null);
-        let addr = attrs.get(ATTR_ADDR).cloned().unwrap_or(Value::Null);
-        states.insert(
-            ATTR_CONTACTS.into(),
-            State::First {
-                n: 3,
-                items: vec![(key, addr)],
-            },
-        );
+        for select in &self.selects {
+            let selected = select.filter.as_ref().is_none_or(|f| f.is_true(attrs));
+            for c in &select.columns {
+                let state = if selected {
+                    leaf_state(&c.func, attrs)
+                } else {
+                    empty_state(&c.func)
+                };
+                states.insert(c.name.clone(), state);
+            }
+        }
         states
     }
 
-    /// Merge the children's states into their parent's.
+    /// Merges the children's states into their parent's. Only the set's own
+    /// columns; a child missing a column contributes nothing to it.
     pub fn merge<'a>(&self, children: impl IntoIterator<Item = &'a States>) -> States {
-        let mut out = States::new();
+        let mut out = self.empty_states();
         for child in children {
-            for (name, state) in child {
-                match out.get_mut(name) {
-                    Some(acc) => acc.merge(state),
-                    None => {
-                        out.insert(name.clone(), state.clone());
-                    }
+            for (name, acc) in out.iter_mut() {
+                if let Some(state) = child.get(name) {
+                    acc.merge(state);
                 }
             }
         }
         out
     }
+
+    /// Final values of merged states.
+    pub fn finalize(states: &States) -> Attributes {
+        states
+            .iter()
+            .map(|(name, s)| (name.clone(), s.finalize()))
+            .collect()
+    }
 }
+
+fn empty_state(func: &Func) -> State {
+    match func {
+        Func::Count(_) => State::Count(0),
+        Func::Sum(_) => State::Sum {
+            int: 0,
+            float: 0.0,
+            floats: false,
+            any: false,
+        },
+        Func::Avg(_) => State::Avg { sum: 0.0, count: 0 },
+        Func::Min(_) => State::Min(None),
+        Func::Max(_) => State::Max(None),
+        Func::Quantile(q, _) => State::Quantile {
+            q: *q,
+            sketch: Default::default(),
+        },
+        Func::First { n, desc, .. } => State::First {
+            n: *n,
+            desc: *desc,
+            items: Vec::new(),
+        },
+        Func::Random(n, _) => State::Random {
+            n: *n,
+            items: Vec::new(),
+        },
+        Func::TopK(n, _, _) => State::TopK {
+            n: *n,
+            items: Vec::new(),
+        },
+        Func::BitOr(_) => State::BitOr(None),
+        Func::BitAnd(_) => State::BitAnd(None),
+        Func::CountDistinct(_) => State::Distinct(Default::default()),
+    }
+}
+
+/// Values that aggregate: nulls and lists are skipped, as SQL skips nulls.
+fn present(v: Value) -> Option<Value> {
+    match v {
+        Value::Null | Value::List(_) => None,
+        v => Some(v),
+    }
+}
+
+fn leaf_state(func: &Func, attrs: &Attributes) -> State {
+    let mut state = empty_state(func);
+    match (func, &mut state) {
+        (Func::Count(None), State::Count(c)) => *c = 1,
+        (Func::Count(Some(e)), State::Count(c)) => *c = present(e.eval(attrs)).is_some() as u64,
+        (
+            Func::Sum(e),
+            State::Sum {
+                int,
+                float,
+                floats,
+                any,
+            },
+        ) => match e.eval(attrs) {
+            Value::Int(i) => {
+                *int = i;
+                *any = true;
+            }
+            v => {
+                if let Some(f) = v.as_f64().filter(|f| f.is_finite()) {
+                    *float = f;
+                    *floats = true;
+                    *any = true;
+                }
+            }
+        },
+        (Func::Avg(e), State::Avg { sum, count }) => {
+            if let Some(f) = e.eval(attrs).as_f64().filter(|f| f.is_finite()) {
+                *sum = f;
+                *count = 1;
+            }
+        }
+        (Func::Min(e), State::Min(v)) | (Func::Max(e), State::Max(v)) => {
+            *v = present(e.eval(attrs)).filter(|v| !matches!(v, Value::Float(f) if !f.is_finite()));
+        }
+        (Func::Quantile(_, e), State::Quantile { sketch, .. }) => {
+            if let Some(f) = e.eval(attrs).as_f64() {
+                sketch.add(f);
+            }
+        }
+        (Func::First { value, key, .. }, State::First { items, .. }) => {
+            if let (Some(k), Some(v)) = (present(key.eval(attrs)), present(value.eval(attrs))) {
+                items.push((k, v));
+            }
+        }
+        (Func::Random(_, e), State::Random { items, .. }) => {
+            if let Some(v) = present(e.eval(attrs)) {
+                items.push((value_hash(&v), v));
+            }
+        }
+        (Func::TopK(_, name, value), State::TopK { items, .. }) => {
+            let v = value.eval(attrs).as_f64().filter(|f| f.is_finite());
+            if let (Some(n), Some(v)) = (present(name.eval(attrs)), v) {
+                items.push((n, v));
+            }
+        }
+        (Func::BitOr(e), State::BitOr(v)) | (Func::BitAnd(e), State::BitAnd(v)) => {
+            *v = e.eval(attrs).as_i64();
+        }
+        (Func::CountDistinct(e), State::Distinct(h)) => {
+            if let Some(v) = present(e.eval(attrs)) {
+                h.add_hash(value_hash(&v));
+            }
+        }
+        _ => {}
+    }
+    state
+}
+
+#[cfg(test)]
+mod tests;

@@ -35,6 +35,10 @@ pub struct EngineConfig {
     /// A zone row is pushed at most once per this many milliseconds by one
     /// agent; changes in between are coalesced into the next push.
     pub push_gap_ms: u64,
+    /// Zone rows whose inputs changed content are recomputed at most once
+    /// per this many milliseconds (the first change at once): a burst of
+    /// changes, as at a cold start, costs one merge instead of one each.
+    pub recompute_gap_ms: u64,
     /// Representatives of top-level zones contact a seed once every this
     /// many rounds on average, so a partition whose rows expired heals.
     pub seed_every_rounds: u64,
@@ -56,6 +60,7 @@ impl EngineConfig {
             forget_after_expiries: 3,
             pushers: 2,
             push_gap_ms: 1000,
+            recompute_gap_ms: 1000,
             seed_every_rounds: 10,
             rng_seed: id,
         }

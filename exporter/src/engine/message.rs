@@ -31,8 +31,23 @@ pub enum Message {
     },
     /// Rows the sender lacks or holds older versions of (step 2).
     Request(Vec<TableRequest>),
-    /// Rows: the answer to a digest or request, or an eager push.
+    /// Rows: the answer to a digest or request.
     Rows(Vec<Arc<Row>>),
+    /// Rows with new content, pushed eagerly: the receiver relays them
+    /// into its part of the tree (see `Engine::forward`).
+    Push(Vec<Arc<Row>>),
+    /// New freshness for rows whose content the receiver already holds (a
+    /// heartbeat): a few dozen bytes instead of the whole row.
+    Refresh(Vec<Refresh>),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Refresh {
+    pub zone: ZonePath,
+    pub freshness: Freshness,
+    pub issuer: AgentId,
+    /// Low bits of the content fingerprint the receiver must hold.
+    pub content: u32,
 }
 
 /// A summary of one table, or of the part of it with names in `[lo, hi)`
@@ -59,17 +74,22 @@ pub struct DigestEntry {
     /// Hash of the rest of the freshness (inputs, issuer): equal `issued`
     /// with a different check means "different rows, order unknown".
     pub check: u32,
+    /// Low bits of the row's content fingerprint.
+    pub content: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TableRequest {
     pub zone: ZonePath,
-    pub names: Vec<Arc<str>>,
+    /// Names wanted, each with the content the requester holds (0 for
+    /// none), so that the answer can be a `Refresh` when that is enough.
+    pub wants: Vec<(Arc<str>, u32)>,
 }
 
 impl TableDigest {
     pub fn covers(&self, name: &str) -> bool {
-        self.lo.as_deref().is_none_or(|lo| name >= lo) && self.hi.as_deref().is_none_or(|hi| name < hi)
+        self.lo.as_deref().is_none_or(|lo| name >= lo)
+            && self.hi.as_deref().is_none_or(|hi| name < hi)
     }
 
     pub fn issued_of(&self, entry: &DigestEntry) -> Hlc {
@@ -141,7 +161,8 @@ impl Message {
         1 + match self {
             Message::Digest { lonely, tables } => size_of(lonely) + size_of(tables),
             Message::Request(tables) => size_of(tables),
-            Message::Rows(rows) => {
+            Message::Refresh(items) => size_of(items),
+            Message::Rows(rows) | Message::Push(rows) => {
                 varint_len(rows.len() as u64) + rows.iter().map(|r| r.encoded_len()).sum::<usize>()
             }
         }
@@ -258,24 +279,34 @@ mod tests {
         let digest = Message::Digest {
             lonely: true,
             tables: split_digest(
-            &ZonePath::parse("/z0").unwrap(),
-            Hlc(1 << 57),
-            12345,
-            (0..5)
-                .map(|i| DigestEntry {
-                    name: format!("z{i}").into(),
-                    age: 1 << 20,
-                    check: 99,
-                })
-                .collect(),
-            1000,
+                &ZonePath::parse("/z0").unwrap(),
+                Hlc(1 << 57),
+                12345,
+                (0..5)
+                    .map(|i| DigestEntry {
+                        name: format!("z{i}").into(),
+                        age: 1 << 20,
+                        check: 99,
+                        content: 5,
+                    })
+                    .collect(),
+                1000,
             ),
         };
         let request = Message::Request(vec![TableRequest {
             zone: ZonePath::root(),
-            names: vec!["a".into(), "b".into()],
+            wants: vec![("a".into(), 0), ("b".into(), 77)],
         }]);
-        for m in [rows, digest, request] {
+        let refresh = Message::Refresh(vec![Refresh {
+            zone: ZonePath::parse("/a/b").unwrap(),
+            freshness: Freshness {
+                issued: Hlc(1 << 57),
+                inputs: 1 << 62,
+            },
+            issuer: 1234,
+            content: 5678,
+        }]);
+        for m in [rows, digest, request, refresh] {
             let e = envelope(m);
             assert_eq!(e.encode().len(), e.encoded_len());
             let back = Envelope::decode(&e.encode()).unwrap();
@@ -306,6 +337,7 @@ mod tests {
                 name: format!("zone{i:04}").into(),
                 age: 1 << 30,
                 check: u32::MAX,
+                content: 1,
             })
             .collect();
         let parts = split_digest(&zone, Hlc(1 << 57), 7, entries.clone(), 1200);

@@ -22,8 +22,8 @@ use rand_chacha::ChaCha8Rng;
 
 pub use config::{EngineConfig, TRANSPORT_OVERHEAD_BYTES};
 pub use message::{
-    contacts_check, freshness_check, pack_rows, split_digest, DigestEntry, Envelope, Message, TableDigest,
-    TableRequest,
+    contacts_check, freshness_check, pack_rows, split_digest, DigestEntry, Envelope, Message,
+    Refresh, TableDigest, TableRequest,
 };
 pub use stats::{Refusal, Stats};
 pub use table::{Entry, Offer, Table};
@@ -71,6 +71,13 @@ pub struct Engine {
     next_round_ms: u64,
     pending_push: Vec<bool>,
     last_push_ms: Vec<Option<u64>>,
+    forward_queue: BTreeMap<ZonePath, Arc<Row>>,
+    forward_from_level: Option<usize>,
+    forward_skip: Option<SocketAddr>,
+    last_forward_ms: Option<u64>,
+    last_merge_ms: Option<u64>,
+    /// Encoded size of an envelope's sender fields, the same in every message.
+    header_len: usize,
     /// Contacts of this agent's own ancestors seen in received rows: where
     /// to look for zone-mates when the agent knows none yet.
     hints: Vec<Vec<SocketAddr>>,
@@ -121,6 +128,12 @@ impl Engine {
             next_round_ms,
             pending_push: vec![false; depth],
             last_push_ms: vec![None; depth],
+            forward_queue: BTreeMap::new(),
+            forward_from_level: None,
+            forward_skip: None,
+            last_forward_ms: None,
+            last_merge_ms: None,
+            header_len: 0,
             hints: vec![Vec::new(); depth],
             discover: Vec::new(),
             outbox: Vec::new(),
@@ -128,6 +141,13 @@ impl Engine {
             left: false,
             cfg,
         };
+        engine.header_len = Envelope {
+            sender: engine.cfg.id,
+            sender_zone: engine.cfg.zone.clone(),
+            message: Message::Rows(Vec::new()),
+        }
+        .encoded_len()
+            - 2;
         engine.body = engine.leaf_body(attrs);
         engine.issue_own_row(now);
         engine.refresh_ancestors(now);
@@ -183,6 +203,16 @@ impl Engine {
                 next = next.min(at);
             }
         }
+        if self.forward_from_level.is_some() {
+            let at = self.last_forward_ms.map_or(0, |t| t + self.cfg.push_gap_ms);
+            next = next.min(at);
+        }
+        if self.tables.iter().any(|t| t.content_dirty) {
+            let at = self
+                .last_merge_ms
+                .map_or(0, |t| t + self.cfg.recompute_gap_ms);
+            next = next.min(at);
+        }
         next
     }
 
@@ -233,7 +263,7 @@ impl Engine {
             .flat_map(|r| r.contacts().first().copied())
             .collect();
         for to in targets {
-            self.send_rows(to, vec![tomb.clone()]);
+            self.send_push(to, vec![tomb.clone()]);
         }
         self.left = true;
         std::mem::take(&mut self.outbox)
@@ -275,8 +305,12 @@ impl Engine {
             }
             Message::Request(requests) => self.on_request(from, shared, requests),
             Message::Rows(rows) => {
-                self.on_rows(now, from, envelope.sender, common, shared, rows)
+                self.on_rows(now, from, envelope.sender, common, shared, rows, false)
             }
+            Message::Push(rows) => {
+                self.on_rows(now, from, envelope.sender, common, shared, rows, true)
+            }
+            Message::Refresh(items) => self.on_refresh(now, shared, items),
         }
         self.finish(now)
     }
@@ -316,8 +350,12 @@ impl Engine {
                 .filter(|r| r.contacts().iter().any(|c| *c != me))
                 .collect();
             if let Some(zone) = siblings.choose(&mut self.rng) {
-                let choices: Vec<SocketAddr> =
-                    zone.contacts().iter().copied().filter(|c| *c != me).collect();
+                let choices: Vec<SocketAddr> = zone
+                    .contacts()
+                    .iter()
+                    .copied()
+                    .filter(|c| *c != me)
+                    .collect();
                 if let Some(to) = choices.choose(&mut self.rng) {
                     partners.push((*to, k));
                 }
@@ -344,7 +382,13 @@ impl Engine {
         let top_contact = self.tables[0]
             .own_row()
             .is_some_and(|r| r.contacts().contains(&me));
-        let seeds: Vec<SocketAddr> = self.cfg.seeds.iter().copied().filter(|s| *s != me).collect();
+        let seeds: Vec<SocketAddr> = self
+            .cfg
+            .seeds
+            .iter()
+            .copied()
+            .filter(|s| *s != me)
+            .collect();
         let periodic = top_contact
             && self.cfg.seed_every_rounds > 0
             && self.rng.random_range(0..self.cfg.seed_every_rounds) == 0;
@@ -360,12 +404,18 @@ impl Engine {
 
     /// Knows no live zone-mate in its own leaf zone.
     fn is_lonely(&self) -> bool {
-        self.tables[self.leaf_table()].live_siblings().next().is_none()
+        self.tables[self.leaf_table()]
+            .live_siblings()
+            .next()
+            .is_none()
     }
 
     fn send_digest(&mut self, to: SocketAddr, up_to: usize) {
         let lonely = self.is_lonely();
-        let budget = self.cfg.max_message_bytes().saturating_sub(self.header_len() + 3);
+        let budget = self
+            .cfg
+            .max_message_bytes()
+            .saturating_sub(self.header_len() + 3);
         let mut parts = Vec::new();
         for k in 0..=up_to.min(self.tables.len() - 1) {
             let table = &self.tables[k];
@@ -409,6 +459,19 @@ impl Engine {
         (k <= shared && self.ancestors.get(k) == Some(zone)).then_some(k)
     }
 
+    /// The table a row of `zone` belongs in: the one of its parent, if that
+    /// is a table we share with the sender. No allocation: this runs for
+    /// every received row.
+    fn table_of_row(&self, zone: &ZonePath, shared: usize) -> Option<usize> {
+        let k = zone.depth().checked_sub(1)?;
+        (k <= shared
+            && self
+                .ancestors
+                .get(k)
+                .is_some_and(|a| a.is_ancestor_of(zone)))
+        .then_some(k)
+    }
+
     fn on_digest(
         &mut self,
         now: Now,
@@ -420,6 +483,7 @@ impl Engine {
     ) {
         let leaf = self.leaf_table();
         let mut send: Vec<Arc<Row>> = Vec::new();
+        let mut refresh: Vec<Refresh> = Vec::new();
         let mut requests: Vec<TableRequest> = Vec::new();
         let mut bump_own = false;
         for part in parts {
@@ -432,61 +496,82 @@ impl Engine {
             let peers_own = peers_own.as_ref().map(|z| z.name()).unwrap_or("");
             let table = &self.tables[k];
             let mut wanted = Vec::new();
-            let mut listed = std::collections::BTreeSet::new();
+            let mut listed = 0usize;
             for entry in &part.entries {
-                listed.insert(entry.name.clone());
                 let issued = part.issued_of(entry);
                 if *entry.name == *table.own {
-                    if k == leaf && table.own_row().is_some_and(|r| issued >= r.freshness.issued) {
+                    if k == leaf
+                        && table
+                            .own_row()
+                            .is_some_and(|r| issued >= r.freshness.issued)
+                    {
                         // A copy of our own row from before a restart.
                         self.clock.observe(now.wall_ms, issued);
                         bump_own = true;
                     }
                     continue;
                 }
-                match table.get(&entry.name) {
-                    Some(mine) => {
-                        let my_issued = mine.row.freshness.issued;
-                        let differs =
-                            entry.check != freshness_check(&mine.row.freshness, mine.row.issuer);
-                        if issued > my_issued {
-                            wanted.push(entry.name.clone());
-                        } else if issued < my_issued {
-                            send.push(mine.row.clone());
-                        } else if differs {
-                            send.push(mine.row.clone());
-                            wanted.push(entry.name.clone());
-                        }
+                let Some(mine) = table.get(&entry.name) else {
+                    let newer_than_forgotten = table.wants(
+                        &entry.name,
+                        Freshness {
+                            issued,
+                            inputs: u128::MAX,
+                        },
+                        AgentId::MAX,
+                    );
+                    if newer_than_forgotten {
+                        wanted.push((entry.name.clone(), 0));
                     }
-                    None => {
-                        if table.wants(
-                            &entry.name,
-                            Freshness {
-                                issued,
-                                inputs: u128::MAX,
-                            },
-                            AgentId::MAX,
-                        ) {
-                            wanted.push(entry.name.clone());
-                        }
+                    continue;
+                };
+                listed += 1;
+                let row = &mine.row;
+                let my_content = row.body.fingerprint() as u32;
+                let my_issued = row.freshness.issued;
+                let tie = issued == my_issued
+                    && entry.check != freshness_check(&row.freshness, row.issuer);
+                if issued < my_issued || tie {
+                    if entry.content == my_content {
+                        refresh.push(Refresh {
+                            zone: row.zone.clone(),
+                            freshness: row.freshness,
+                            issuer: row.issuer,
+                            content: my_content,
+                        });
+                    } else {
+                        send.push(row.clone());
+                    }
+                }
+                if issued > my_issued || tie {
+                    wanted.push((entry.name.clone(), my_content));
+                }
+            }
+            // Rows the peer did not list at all (only worth a scan when the
+            // peer listed fewer than we hold).
+            if listed < table.len() {
+                let names: std::collections::BTreeSet<&str> =
+                    part.entries.iter().map(|e| &*e.name).collect();
+                for (name, e) in table.entries() {
+                    let is_peers_own = k < leaf && **name == *peers_own;
+                    if !is_peers_own && part.covers(name) && !names.contains(&**name) {
+                        send.push(e.row.clone());
                     }
                 }
             }
-            for (name, e) in table.entries() {
-                let is_peers_own = k < leaf && **name == *peers_own;
-                let unlisted = part.covers(name) && !listed.contains(name);
-                // The peer's own zone as others see it, if they see other
-                // contacts: it may lead the peer to zone-mates it lacks.
-                let news_for_peer = is_peers_own
-                    && (lonely || contacts_check(e.row.contacts()) != part.own_contacts);
-                if (unlisted && !is_peers_own) || news_for_peer {
-                    send.push(e.row.clone());
+            // The peer's own zone as others see it, if they see other
+            // contacts: it may lead the peer to zone-mates it lacks.
+            if k < leaf {
+                if let Some(e) = table.get(peers_own) {
+                    if lonely || contacts_check(e.row.contacts()) != part.own_contacts {
+                        send.push(e.row.clone());
+                    }
                 }
             }
             if !wanted.is_empty() {
                 requests.push(TableRequest {
                     zone: part.zone.clone(),
-                    names: wanted,
+                    wants: wanted,
                 });
             }
         }
@@ -494,25 +579,70 @@ impl Engine {
             self.issue_own_row(now);
         }
         self.send_rows(from, send);
+        self.send_refresh(from, refresh);
         self.send_requests(from, requests);
     }
 
     fn on_request(&mut self, from: SocketAddr, shared: usize, requests: Vec<TableRequest>) {
         let mut send = Vec::new();
+        let mut refresh = Vec::new();
         for req in requests {
             let Some(k) = self.table_index(&req.zone, shared) else {
                 self.stats.refuse(Refusal::NotShared);
                 continue;
             };
-            for name in &req.names {
-                if let Some(e) = self.tables[k].get(name) {
+            for (name, content) in &req.wants {
+                let Some(e) = self.tables[k].get(name) else {
+                    continue;
+                };
+                let mine = e.row.body.fingerprint() as u32;
+                if *content != 0 && *content == mine {
+                    refresh.push(Refresh {
+                        zone: e.row.zone.clone(),
+                        freshness: e.row.freshness,
+                        issuer: e.row.issuer,
+                        content: mine,
+                    });
+                } else {
                     send.push(e.row.clone());
                 }
             }
         }
         self.send_rows(from, send);
+        self.send_refresh(from, refresh);
     }
 
+    fn on_refresh(&mut self, now: Now, shared: usize, items: Vec<Refresh>) {
+        for item in items {
+            let Some(k) = self.table_of_row(&item.zone, shared) else {
+                self.stats.refuse(Refusal::NotShared);
+                continue;
+            };
+            if item.freshness.issued.millis() > now.wall_ms + MAX_CLOCK_AHEAD_MS {
+                self.stats.refuse(Refusal::FromTheFuture);
+                continue;
+            }
+            let name = item.zone.name();
+            if *name == *self.tables[k].own {
+                continue;
+            }
+            self.clock.observe(now.wall_ms, item.freshness.issued);
+            let fresh = self.tables[k].refresh(
+                name,
+                item.freshness,
+                item.issuer,
+                item.content,
+                now.mono_ms,
+            );
+            if fresh {
+                self.stats.rows_installed += 1;
+            } else {
+                self.stats.rows_stale += 1;
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)] // one call site; a struct would only rename them
     fn on_rows(
         &mut self,
         now: Now,
@@ -521,16 +651,13 @@ impl Engine {
         common: usize,
         shared: usize,
         rows: Vec<Arc<Row>>,
+        relay: bool,
     ) {
         let leaf = self.leaf_table();
         let mut changed: Vec<Arc<Row>> = Vec::new();
         let mut bump_own = false;
         for row in rows {
-            let Some(parent) = row.zone.parent() else {
-                self.stats.refuse(Refusal::NotShared);
-                continue;
-            };
-            let Some(k) = self.table_index(&parent, shared) else {
+            let Some(k) = self.table_of_row(&row.zone, shared) else {
                 self.stats.refuse(Refusal::NotShared);
                 continue;
             };
@@ -548,13 +675,12 @@ impl Engine {
                 continue;
             }
             self.clock.observe(now.wall_ms, row.freshness.issued);
-            let name: Arc<str> = Arc::from(row.zone.name());
-            if name == self.tables[k].own {
+            let name = row.zone.name();
+            if *name == *self.tables[k].own {
                 if k == leaf {
                     if row.issuer != self.cfg.id {
                         self.stats.refuse(Refusal::ZoneConflict);
-                    } else if self
-                        .tables[k]
+                    } else if self.tables[k]
                         .own_row()
                         .is_some_and(|mine| !mine.is_fresher_than(&row))
                     {
@@ -582,29 +708,62 @@ impl Engine {
         if bump_own {
             self.issue_own_row(now);
         }
-        if !changed.is_empty() {
+        if relay && !changed.is_empty() {
             self.forward(from, common, changed);
         }
     }
 
-    /// Relays newly learned rows into this agent's part of the tree: the
-    /// sender is outside our ancestor at depth `common + 1`, so we are the
-    /// way in for everyone inside it who has not heard yet. One contact of
-    /// each sibling zone at every level below takes it further down.
+    /// Queues newly learned rows for relay into this agent's part of the
+    /// tree: the sender is outside our ancestor at depth `common + 1`, so we
+    /// are the way in for everyone inside it who has not heard yet.
     fn forward(&mut self, from: SocketAddr, common: usize, rows: Vec<Arc<Row>>) {
+        let from_level = common + 1;
+        if from_level >= self.tables.len() {
+            return;
+        }
+        for row in rows {
+            self.forward_queue.insert(row.zone.clone(), row);
+        }
+        self.forward_from_level = Some(
+            self.forward_from_level
+                .map_or(from_level, |l| l.min(from_level)),
+        );
+        self.forward_skip = Some(from);
+    }
+
+    /// Sends the queued relay: one contact of each sibling zone at every
+    /// level below the entry level takes it further down. At most once per
+    /// push gap, so a burst of changes costs one relay, not one per change.
+    fn flush_forwards(&mut self, now: Now) {
+        let Some(from_level) = self.forward_from_level else {
+            return;
+        };
+        if self
+            .last_forward_ms
+            .is_some_and(|t| now.mono_ms < t + self.cfg.push_gap_ms)
+        {
+            return;
+        }
+        self.last_forward_ms = Some(now.mono_ms);
+        self.forward_from_level = None;
+        let skip = self.forward_skip.take();
+        let rows: Vec<Arc<Row>> = std::mem::take(&mut self.forward_queue)
+            .into_values()
+            .collect();
         let me = self.cfg.advertise;
         let mut bundles: BTreeMap<SocketAddr, Vec<Arc<Row>>> = BTreeMap::new();
-        for m in (common + 1)..self.tables.len() {
-            let targets = self.one_contact_per_sibling(m);
-            for to in targets {
-                if to != from && to != me {
-                    bundles.entry(to).or_default().extend(rows.iter().cloned());
+        for m in from_level..self.tables.len() {
+            for to in self.one_contact_per_sibling(m) {
+                if Some(to) != skip && to != me {
+                    // Only rows of tables the target shares with us.
+                    let shared = rows.iter().filter(|r| r.zone.depth() <= m + 1).cloned();
+                    bundles.entry(to).or_default().extend(shared);
                 }
             }
         }
         for (to, rows) in bundles {
             self.stats.forwards += 1;
-            self.send_rows(to, rows);
+            self.send_push(to, rows);
         }
     }
 
@@ -651,7 +810,10 @@ impl Engine {
 
     fn leaf_body(&self, mut attrs: Attributes) -> Arc<SharedBody> {
         attrs.insert(ATTR_ID.into(), Value::Int(self.cfg.id as i64));
-        attrs.insert(ATTR_ADDR.into(), Value::str(&self.cfg.advertise.to_string()));
+        attrs.insert(
+            ATTR_ADDR.into(),
+            Value::str(&self.cfg.advertise.to_string()),
+        );
         SharedBody::new(Body::Leaf(attrs))
     }
 
@@ -682,6 +844,17 @@ impl Engine {
     /// the same, so a heartbeat costs no merge.
     fn refresh_ancestors(&mut self, now: Now) {
         let leaf = self.leaf_table();
+        if self.tables.iter().any(|t| t.content_dirty) {
+            // Content changed: wait for the merge gap. Recomputing only the
+            // freshness meanwhile would stamp old content with new inputs.
+            if self
+                .last_merge_ms
+                .is_some_and(|t| now.mono_ms < t + self.cfg.recompute_gap_ms)
+            {
+                return;
+            }
+            self.last_merge_ms = Some(now.mono_ms);
+        }
         for k in (0..self.tables.len()).rev() {
             if !self.tables[k].dirty {
                 continue;
@@ -697,10 +870,12 @@ impl Engine {
                 Some(prev) if !self.tables[k].content_dirty => prev.body.clone(),
                 _ => {
                     self.tables[k].content_dirty = false;
-                    let states = self.merge_table(k, k == leaf);
+                    let body = SharedBody::new(Body::Zone(self.merge_table(k, k == leaf)));
                     match &previous {
-                        Some(prev) if prev.states() == Some(&states) => prev.body.clone(),
-                        _ => SharedBody::new(Body::Zone(states)),
+                        Some(prev) if prev.body.fingerprint() == body.fingerprint() => {
+                            prev.body.clone()
+                        }
+                        _ => body,
                     }
                 }
             };
@@ -760,7 +935,7 @@ impl Engine {
             };
             self.stats.pushes += 1;
             for to in self.one_contact_per_sibling(k) {
-                self.send_rows(to, vec![row.clone()]);
+                self.send_push(to, vec![row.clone()]);
             }
         }
     }
@@ -768,19 +943,14 @@ impl Engine {
     fn finish(&mut self, now: Now) -> Vec<Effect> {
         self.refresh_ancestors(now);
         self.flush_pushes(now);
+        self.flush_forwards(now);
         std::mem::take(&mut self.outbox)
     }
 
     // ---- sending ------------------------------------------------------
 
     fn header_len(&self) -> usize {
-        Envelope {
-            sender: self.cfg.id,
-            sender_zone: self.cfg.zone.clone(),
-            message: Message::Rows(Vec::new()),
-        }
-        .encoded_len()
-            - 2
+        self.header_len
     }
 
     fn send(&mut self, to: SocketAddr, message: Message) {
@@ -797,11 +967,31 @@ impl Engine {
             return;
         }
         self.stats.messages_sent += 1;
+        match &envelope.message {
+            Message::Digest { .. } => self.stats.sent_by_kind[0] += 1,
+            Message::Request(_) => self.stats.sent_by_kind[1] += 1,
+            Message::Rows(rows) | Message::Push(rows) => {
+                self.stats.sent_by_kind[2] += 1;
+                self.stats.rows_sent += rows.len() as u64;
+            }
+            Message::Refresh(items) => {
+                self.stats.sent_by_kind[3] += 1;
+                self.stats.refreshes_sent += items.len() as u64;
+            }
+        }
         self.stats.bytes_sent += len as u64;
         self.outbox.push(Effect::Send { to, envelope });
     }
 
     fn send_rows(&mut self, to: SocketAddr, rows: Vec<Arc<Row>>) {
+        self.send_rows_as(to, rows, false);
+    }
+
+    fn send_push(&mut self, to: SocketAddr, rows: Vec<Arc<Row>>) {
+        self.send_rows_as(to, rows, true);
+    }
+
+    fn send_rows_as(&mut self, to: SocketAddr, rows: Vec<Arc<Row>>, push: bool) {
         if rows.is_empty() {
             return;
         }
@@ -810,7 +1000,33 @@ impl Engine {
             self.stats.refuse(Refusal::TooLarge);
         }
         for batch in batches {
-            self.send(to, Message::Rows(batch));
+            let message = if push {
+                Message::Push(batch)
+            } else {
+                Message::Rows(batch)
+            };
+            self.send(to, message);
+        }
+    }
+
+    fn send_refresh(&mut self, to: SocketAddr, items: Vec<Refresh>) {
+        let budget = self
+            .cfg
+            .max_message_bytes()
+            .saturating_sub(self.header_len() + 3);
+        let mut batch: Vec<Refresh> = Vec::new();
+        let mut size = 0;
+        for item in items {
+            let len = postcard::experimental::serialized_size(&item).unwrap_or(budget);
+            if !batch.is_empty() && size + len > budget {
+                self.send(to, Message::Refresh(std::mem::take(&mut batch)));
+                size = 0;
+            }
+            size += len;
+            batch.push(item);
+        }
+        if !batch.is_empty() {
+            self.send(to, Message::Refresh(batch));
         }
     }
 
@@ -818,7 +1034,10 @@ impl Engine {
         if requests.is_empty() {
             return;
         }
-        let budget = self.cfg.max_message_bytes().saturating_sub(self.header_len() + 3);
+        let budget = self
+            .cfg
+            .max_message_bytes()
+            .saturating_sub(self.header_len() + 3);
         let mut batch: Vec<TableRequest> = Vec::new();
         let mut size = 0;
         for req in requests {
@@ -826,8 +1045,8 @@ impl Engine {
             // for in the next exchange.
             let mut req = req;
             let mut len = postcard::experimental::serialized_size(&req).unwrap_or(budget);
-            while len > budget && req.names.len() > 1 {
-                req.names.truncate(req.names.len() / 2);
+            while len > budget && req.wants.len() > 1 {
+                req.wants.truncate(req.wants.len() / 2);
                 len = postcard::experimental::serialized_size(&req).unwrap_or(budget);
             }
             if !batch.is_empty() && size + len > budget {

@@ -45,6 +45,10 @@ pub struct Stats {
     pub rows_stale: u64,
     pub rows_expired: u64,
     pub pushes: u64,
+    /// Messages sent by kind: digest, request, rows, refresh.
+    pub sent_by_kind: [u64; 4],
+    pub rows_sent: u64,
+    pub refreshes_sent: u64,
     pub forwards: u64,
     pub refused: [u64; Refusal::ALL.len()],
 }

@@ -106,21 +106,55 @@ impl Table {
 
     /// Offers a received row. `authoritative` skips the memory of dropped
     /// rows: the issuer itself says it is alive (a restart).
-    pub fn offer(&mut self, name: Arc<str>, row: Arc<Row>, now_ms: u64, authoritative: bool) -> Offer {
-        let fresher = match self.rows.get(&name) {
+    pub fn offer(&mut self, name: &str, row: Arc<Row>, now_ms: u64, authoritative: bool) -> Offer {
+        let fresher = match self.rows.get(name) {
             Some(e) => row.is_fresher_than(&e.row),
             None => {
                 authoritative
                     || self
                         .dead
-                        .get(&name)
+                        .get(name)
                         .is_none_or(|d| (row.freshness, row.issuer) > (d.freshness, d.issuer))
             }
         };
         if !fresher {
             return Offer::Stale;
         }
-        self.install(name, row, now_ms)
+        // Reuse the key already held, so a refresh allocates nothing.
+        let key = match self.rows.get_key_value(name) {
+            Some((k, _)) => k.clone(),
+            None => Arc::from(name),
+        };
+        self.install(key, row, now_ms)
+    }
+
+    /// Applies a heartbeat: the row keeps its body and takes the new
+    /// freshness, if the body is the one the sender meant and it is fresher.
+    pub fn refresh(
+        &mut self,
+        name: &str,
+        freshness: Freshness,
+        issuer: AgentId,
+        content: u32,
+        now_ms: u64,
+    ) -> bool {
+        let Some(e) = self.rows.get_mut(name) else {
+            return false;
+        };
+        if e.row.body.fingerprint() as u32 != content
+            || (freshness, issuer) <= (e.row.freshness, e.row.issuer)
+        {
+            return false;
+        }
+        e.row = Arc::new(Row {
+            zone: e.row.zone.clone(),
+            freshness,
+            issuer,
+            body: e.row.body.clone(),
+        });
+        e.refreshed_ms = now_ms;
+        self.dirty = true;
+        true
     }
 
     /// Installs a row unconditionally (this agent's own rows).
@@ -205,6 +239,7 @@ impl Table {
                 name: name.clone(),
                 age: newest.0.saturating_sub(e.row.freshness.issued.0),
                 check: freshness_check(&e.row.freshness, e.row.issuer),
+                content: e.row.body.fingerprint() as u32,
             })
             .collect()
     }

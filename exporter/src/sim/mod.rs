@@ -89,8 +89,14 @@ struct SimAgent {
 }
 
 enum Event {
-    Deliver { to: usize, from: usize, envelope: Envelope },
-    Tick { agent: usize },
+    Deliver {
+        to: usize,
+        from: usize,
+        envelope: Envelope,
+    },
+    Tick {
+        agent: usize,
+    },
 }
 
 struct Scheduled {
@@ -228,7 +234,10 @@ impl Sim {
     }
 
     pub fn is_alive(&self, i: usize) -> bool {
-        self.agents[i].engine.as_ref().is_some_and(|e| !e.has_left())
+        self.agents[i]
+            .engine
+            .as_ref()
+            .is_some_and(|e| !e.has_left())
     }
 
     pub fn engine(&self, i: usize) -> Option<&Engine> {
@@ -236,7 +245,9 @@ impl Sim {
     }
 
     pub fn live_indices(&self) -> Vec<usize> {
-        (0..self.agents.len()).filter(|i| self.is_alive(*i)).collect()
+        (0..self.agents.len())
+            .filter(|i| self.is_alive(*i))
+            .collect()
     }
 
     pub fn seeds(&self) -> Vec<usize> {
@@ -262,7 +273,12 @@ impl Sim {
         cfg.interval_ms = self.cfg.interval_ms;
         cfg.rng_seed = self.cfg.seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ self.now;
         let now = self.now_for(i);
-        let engine = Engine::new(cfg, self.aggregates.clone(), self.agents[i].attrs.clone(), now)?;
+        let engine = Engine::new(
+            cfg,
+            self.aggregates.clone(),
+            self.agents[i].attrs.clone(),
+            now,
+        )?;
         let was_alive = self.is_alive(i);
         self.agents[i].engine = Some(engine);
         self.agents[i].last_root = None;
@@ -289,12 +305,17 @@ impl Sim {
 
     /// Stops agent `i` cleanly: it sends its tombstone first.
     pub fn leave(&mut self, i: usize) {
+        if !self.is_alive(i) {
+            return;
+        }
         let now = self.now_for(i);
         let effects = match self.agents[i].engine.as_mut() {
             Some(e) => e.leave(now),
             None => return,
         };
         self.dispatch(i, effects);
+        // Counted here: once it has left, `crash` no longer sees it alive.
+        self.live -= 1;
         self.crash(i);
     }
 
@@ -561,9 +582,15 @@ pub fn values_match(a: &Value, b: &Value) -> bool {
 
 fn random_attributes(rng: &mut ChaCha8Rng) -> Attributes {
     let mut attrs = Attributes::new();
-    attrs.insert("load".into(), Value::Float((rng.random::<f64>() * 1000.0).round() / 1000.0));
+    attrs.insert(
+        "load".into(),
+        Value::Float((rng.random::<f64>() * 1000.0).round() / 1000.0),
+    );
     attrs.insert("mem".into(), Value::Int(rng.random_range(1..=64) * 1024));
-    attrs.insert("cpu".into(), Value::Float((rng.random::<f64>() * 100.0).round() / 100.0));
+    attrs.insert(
+        "cpu".into(),
+        Value::Float((rng.random::<f64>() * 100.0).round() / 100.0),
+    );
     attrs
 }
 #[cfg(test)]

@@ -28,7 +28,10 @@ pub struct MinMax {
 impl MinMax {
     fn of(values: &[f64]) -> MinMax {
         if values.is_empty() {
-            return MinMax { mean: 0.0, max: 0.0 };
+            return MinMax {
+                mean: 0.0,
+                max: 0.0,
+            };
         }
         MinMax {
             mean: round3(values.iter().sum::<f64>() / values.len() as f64),
@@ -139,7 +142,9 @@ pub fn run_benchmark(opts: &SimOptions) -> Result<SimReport, BenchError> {
         )));
     }
     let rounds_to_membership = round3(sim.rounds());
-    progress.say(true, || format!("sim: membership converged in {rounds_to_membership} rounds"));
+    progress.say(true, || {
+        format!("sim: membership converged in {rounds_to_membership} rounds")
+    });
 
     // Let the rows settle one round before measuring the steady state.
     sim.run_for(interval);
@@ -155,8 +160,14 @@ pub fn run_benchmark(opts: &SimOptions) -> Result<SimReport, BenchError> {
         };
         let new_mem = Value::Int(sim.rng().random_range(1_000_000..2_000_000));
         sim.set_attribute(leaf, "mem", new_mem);
-        let want = sim.ground_truth().get("mem_sum").cloned().unwrap_or(Value::Null);
-        sim.set_predicate(Box::new(move |root: &Row| root.value("mem_sum") == Some(&want)));
+        let want = sim
+            .ground_truth()
+            .get("mem_sum")
+            .cloned()
+            .unwrap_or(Value::Null);
+        sim.set_predicate(Box::new(move |root: &Row| {
+            root.value("mem_sum") == Some(&want)
+        }));
         let start = sim.now_ms();
         let limit = deadline(&sim);
         let done = sim.run_until(limit, &mut |s: &Sim| {

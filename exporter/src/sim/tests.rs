@@ -1,21 +1,227 @@
 //! Convergence under failures, checked against ground truth over the leaves.
 
 use super::*;
+use crate::engine::{EngineConfig, Stats};
 
 fn membership(sim: &mut Sim) {
     let n = sim.live_count() as u64;
     sim.set_predicate(Box::new(move |root: &Row| root.members() == n));
 }
 
+const ROUND: u64 = 1000;
+
+fn sim(agents: usize, branching: usize, seed: u64) -> Sim {
+    Sim::new(SimConfig::new(agents, branching, seed)).unwrap()
+}
+
+/// Runs until every live root counts every live agent; returns the rounds.
+fn converge(sim: &mut Sim, max_rounds: u64) -> f64 {
+    membership(sim);
+    let start = sim.now_ms();
+    let took = sim.run_until_all_ok(start + max_rounds * ROUND);
+    assert!(
+        took.is_some(),
+        "no convergence in {max_rounds} rounds: {}/{} roots count {} members",
+        sim.ok_count(),
+        sim.live_count(),
+        sim.live_count()
+    );
+    took.unwrap_or(0) as f64 / ROUND as f64
+}
+
+/// Runs round by round until every root equals the ground truth.
+fn assert_root_correct(sim: &mut Sim, max_rounds: u64) {
+    for _ in 0..max_rounds {
+        if sim.root_mismatches().is_empty() {
+            return;
+        }
+        sim.run_for(ROUND);
+    }
+    let bad = sim.root_mismatches();
+    panic!(
+        "{} roots differ from the leaves, e.g. {:?}",
+        bad.len(),
+        bad.first()
+    );
+}
+
+fn members_everywhere(sim: &Sim) -> Vec<u64> {
+    let mut seen: Vec<u64> = sim
+        .live_indices()
+        .into_iter()
+        .filter_map(|i| sim.engine(i).map(|e| e.root().members()))
+        .collect();
+    seen.sort_unstable();
+    seen.dedup();
+    seen
+}
+
 #[test]
-fn membership_converges_small() {
-    let mut cfg = SimConfig::new(300, 8, 1);
-    cfg.aggregates.clear();
+fn converges_to_ground_truth_without_loss() {
+    let mut sim = sim(300, 8, 1);
+    let rounds = converge(&mut sim, 40);
+    assert!(rounds > 0.0);
+    assert_root_correct(&mut sim, 5);
+}
+
+#[test]
+fn converges_to_ground_truth_with_20_percent_loss() {
+    let mut cfg = SimConfig::new(300, 8, 2);
+    cfg.loss = 0.2;
     let mut sim = Sim::new(cfg).unwrap();
+    converge(&mut sim, 60);
+    assert_root_correct(&mut sim, 10);
+}
+
+#[test]
+fn a_changed_value_reaches_every_root() {
+    let mut sim = sim(300, 8, 3);
+    converge(&mut sim, 40);
+    for _ in 0..3 {
+        let leaf = sim.random_live().unwrap();
+        sim.set_attribute(leaf, "mem", Value::Int(5_000_000 + leaf as i64));
+        let want = sim.ground_truth().get("mem_sum").cloned().unwrap();
+        sim.set_predicate(Box::new(move |root: &Row| {
+            root.value("mem_sum") == Some(&want)
+        }));
+        let start = sim.now_ms();
+        assert!(sim.run_until_all_ok(start + 12 * ROUND).is_some());
+        assert_root_correct(&mut sim, 2);
+    }
+}
+
+#[test]
+fn a_partitioned_top_level_zone_heals() {
+    let mut sim = sim(300, 8, 4);
+    converge(&mut sim, 40);
+    let zone = ZonePath::parse("/z0").unwrap();
+    let inside = sim
+        .live_indices()
+        .into_iter()
+        .filter(|i| zone.contains(sim.path(*i)))
+        .count() as u64;
+    sim.partition(zone.clone());
+    // Longer than the top level's expiry: each side forgets the other.
+    sim.run_for(40 * ROUND);
+    for i in sim.live_indices() {
+        let members = sim.engine(i).unwrap().root().members();
+        let want = if zone.contains(sim.path(i)) {
+            inside
+        } else {
+            300 - inside
+        };
+        assert_eq!(
+            members,
+            want,
+            "agent {i} at {} during the partition",
+            sim.path(i)
+        );
+    }
+    sim.heal();
+    converge(&mut sim, 60);
+    assert_root_correct(&mut sim, 5);
+}
+
+#[test]
+fn crashed_agents_leave_the_aggregates_at_expiry_and_not_before() {
+    let mut sim = sim(300, 8, 5);
+    converge(&mut sim, 40);
+    sim.run_for(2 * ROUND);
+    let mut crashed = Vec::new();
+    while crashed.len() < 30 {
+        let i = sim.random_live().unwrap();
+        if !sim.seeds().contains(&i) {
+            sim.crash(i);
+            crashed.push(i);
+        }
+    }
+    let leaf_expiry_rounds = EngineConfig::new(0, ZonePath::root(), addr_of(0)).expiry_rounds;
+    // Until the leaf expiry (less the rounds a row may already be old
+    // when the crash happens) every root still counts them.
+    sim.run_for((leaf_expiry_rounds - 2) * ROUND);
+    assert_eq!(
+        members_everywhere(&sim),
+        vec![300],
+        "dropped before the expiry"
+    );
+    converge(&mut sim, 30);
+    assert_eq!(members_everywhere(&sim), vec![270]);
+    assert_root_correct(&mut sim, 5);
+}
+
+#[test]
+fn a_restarted_agent_rejoins_and_is_not_shadowed_by_its_old_rows() {
+    let mut sim = sim(300, 8, 6);
+    converge(&mut sim, 40);
+    // Quick restart, before its rows expire, with a new value.
+    sim.crash(42);
+    sim.run_for(2 * ROUND);
+    sim.set_attribute(42, "mem", Value::Int(7_777_777));
+    sim.start(42).unwrap();
+    converge(&mut sim, 30);
+    assert_root_correct(&mut sim, 10);
+    // Late restart, after every row of it expired.
+    sim.crash(43);
+    sim.run_for(45 * ROUND);
+    assert_eq!(members_everywhere(&sim), vec![299]);
+    sim.start(43).unwrap();
+    converge(&mut sim, 30);
+    assert_root_correct(&mut sim, 10);
+}
+
+#[test]
+fn skewed_clocks_do_not_stop_convergence() {
+    let mut cfg = SimConfig::new(300, 8, 7);
+    cfg.skew_ms = 30_000;
+    let mut sim = Sim::new(cfg).unwrap();
+    converge(&mut sim, 40);
+    assert_root_correct(&mut sim, 5);
+    let leaf = sim.random_live().unwrap();
+    sim.set_attribute(leaf, "mem", Value::Int(3_333_333));
+    assert_root_correct(&mut sim, 15);
+    sim.crash(leaf);
+    sim.run_for(3 * ROUND);
+    sim.start(leaf).unwrap();
+    converge(&mut sim, 30);
+    assert_root_correct(&mut sim, 10);
+}
+
+#[test]
+fn a_clean_leave_is_seen_at_once_and_never_undone() {
+    let mut sim = sim(300, 8, 8);
+    converge(&mut sim, 40);
+    sim.leave(77);
+    let start = sim.now_ms();
     membership(&mut sim);
-    let t = sim.run_until_all_ok(60_000);
-    eprintln!("converged in {:?} ms, ok {}/{}", t, sim.ok_count(), sim.live_count());
-    assert!(t.is_some());
+    assert!(
+        sim.run_until_all_ok(start + 3 * ROUND).is_some(),
+        "not gone within 3 rounds: {:?}",
+        members_everywhere(&sim)
+    );
+    sim.run_for(60 * ROUND);
+    assert_eq!(members_everywhere(&sim), vec![299]);
+    assert_root_correct(&mut sim, 2);
+}
+
+#[test]
+fn the_same_seed_gives_the_same_report() {
+    let run = || {
+        let opts = SimOptions {
+            config: SimConfig::new(120, 6, 42),
+            max_rounds: 60,
+            changes: 3,
+            progress: false,
+        };
+        let mut report = serde_json::to_value(run_benchmark(&opts).unwrap()).unwrap();
+        // The only fields measured on the host, not in virtual time.
+        for volatile in ["wall_seconds", "peak_rss_bytes"] {
+            report.as_object_mut().unwrap().remove(volatile);
+        }
+        report.to_string()
+    };
+    let first = run();
+    assert_eq!(first, run());
+    assert!(first.contains("\"root_correct\":true"), "{first}");
 }
 
 #[test]
@@ -26,7 +232,12 @@ fn debug_dump() {
     let mut sim = Sim::new(cfg).unwrap();
     for step in 0..6 {
         sim.run_for(5_000);
-        eprintln!("t={} delivered={} dropped={}", sim.now_ms(), sim.delivered, sim.dropped);
+        eprintln!(
+            "t={} delivered={} dropped={}",
+            sim.now_ms(),
+            sim.delivered,
+            sim.dropped
+        );
         for i in [0usize, 1, 150, 299] {
             let e = sim.engine(i).unwrap();
             let sizes: Vec<_> = e.tables().iter().map(|t| t.len()).collect();
@@ -39,4 +250,75 @@ fn debug_dump() {
             );
         }
     }
+}
+
+/// `SIM_N=10000 SIM_B=16 cargo test --release -p astrolabe-exporter scale_membership -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn scale_membership() {
+    let n: usize = std::env::var("SIM_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let b: usize = std::env::var("SIM_B")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(16);
+    let mut cfg = SimConfig::new(n, b, 1);
+    cfg.aggregates.clear();
+    let started = std::time::Instant::now();
+    let mut sim = Sim::new(cfg).unwrap();
+    membership(&mut sim);
+    let t = sim.run_until_all_ok(100_000);
+    let mut agg = Stats::default();
+    for i in 0..sim.len() {
+        let s = sim.engine(i).unwrap().stats();
+        agg.rows_installed += s.rows_installed;
+        agg.rows_stale += s.rows_stale;
+        agg.forwards += s.forwards;
+        agg.pushes += s.pushes;
+        agg.rows_sent += s.rows_sent;
+        for k in 0..4 {
+            agg.sent_by_kind[k] += s.sent_by_kind[k];
+        }
+    }
+    eprintln!("cold start totals: delivered {} {:?}", sim.delivered, agg);
+    eprintln!(
+        "n={n} b={b} converged in {:?} ms, ok {}/{} wall {:?} max msg {}",
+        t,
+        sim.ok_count(),
+        sim.live_count(),
+        started.elapsed(),
+        sim.max_message_bytes()
+    );
+    sim.reset_traffic();
+    sim.run_for(5_000);
+    let before: Vec<_> = (0..sim.len())
+        .map(|i| sim.engine(i).unwrap().stats().clone())
+        .collect();
+    sim.run_for(5_000);
+    let mut kinds = [0u64; 4];
+    let (mut fw, mut pu, mut rows) = (0, 0, 0);
+    for (i, was) in before.iter().enumerate() {
+        let s = sim.engine(i).unwrap().stats();
+        for (sum, (now, then)) in kinds
+            .iter_mut()
+            .zip(s.sent_by_kind.iter().zip(was.sent_by_kind))
+        {
+            *sum += now - then;
+        }
+        fw += s.forwards - was.forwards;
+        pu += s.pushes - was.pushes;
+        rows += s.rows_sent - was.rows_sent;
+    }
+    let per = |x: u64| x as f64 / n as f64 / 5.0;
+    eprintln!(
+        "per agent per round: digests {} requests {} rows-msgs {} rows {} refresh-msgs {} forwards {} pushes {}",
+        per(kinds[0]), per(kinds[1]), per(kinds[2]), per(rows), per(kinds[3]), per(fw), per(pu)
+    );
+    let total: u64 = (0..sim.len()).map(|i| sim.traffic(i).0).sum();
+    eprintln!(
+        "steady bytes/agent/round {}",
+        total as f64 / n as f64 / 10.0
+    );
 }

@@ -50,12 +50,16 @@ mod tests {
             assert_eq!(p.depth(), 3);
             for d in 0..3 {
                 let parent = p.ancestor(d).unwrap().to_string();
-                *children.entry(format!("{parent}>{}", p.ancestor(d + 1).unwrap())).or_default() += 1;
+                *children
+                    .entry(format!("{parent}>{}", p.ancestor(d + 1).unwrap()))
+                    .or_default() += 1;
             }
         }
         let mut per_zone = std::collections::BTreeMap::<String, usize>::new();
         for key in children.keys() {
-            *per_zone.entry(key.split('>').next().unwrap().to_string()).or_default() += 1;
+            *per_zone
+                .entry(key.split('>').next().unwrap().to_string())
+                .or_default() += 1;
         }
         assert!(per_zone.values().all(|c| *c <= 10));
     }

@@ -175,9 +175,7 @@ impl ZonePath {
 
     /// Every ancestor from the root down to the parent, excluding self.
     pub fn ancestors(&self) -> Vec<ZonePath> {
-        (0..self.depth())
-            .filter_map(|d| self.ancestor(d))
-            .collect()
+        (0..self.depth()).filter_map(|d| self.ancestor(d)).collect()
     }
 
     pub fn is_ancestor_of(&self, other: &ZonePath) -> bool {
@@ -252,10 +250,7 @@ mod tests {
         assert!(ZonePath::root().is_ancestor_of(&p));
         assert!(ZonePath::parse("/eu").unwrap().is_ancestor_of(&p));
         assert!(!ZonePath::parse("/e").unwrap().is_ancestor_of(&p));
-        assert_eq!(
-            p.common_depth(&ZonePath::parse("/eu/ams/h1").unwrap()),
-            1
-        );
+        assert_eq!(p.common_depth(&ZonePath::parse("/eu/ams/h1").unwrap()), 1);
         assert_eq!(ZonePath::root().child("us").unwrap().as_str(), "/us");
         assert_eq!(ZonePath::root().depth(), 0);
         assert_eq!(ZonePath::root().parent(), None);

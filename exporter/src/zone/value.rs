@@ -151,7 +151,12 @@ mod tests {
 
     #[test]
     fn round_trips_through_the_wire_codec() {
-        let v = Value::List(vec![Value::Int(-4), Value::str("a"), Value::Null, Value::Float(1.5)]);
+        let v = Value::List(vec![
+            Value::Int(-4),
+            Value::str("a"),
+            Value::Null,
+            Value::Float(1.5),
+        ]);
         let bytes = postcard::to_allocvec(&v).unwrap();
         assert_eq!(postcard::from_bytes::<Value>(&bytes).unwrap(), v);
     }
