@@ -64,12 +64,30 @@ impl Bins {
         self.collapse();
     }
 
+    /// Adds another store's counts: one pass over the union of the ranges.
     fn merge(&mut self, other: &Bins) {
-        for (i, c) in other.counts.iter().enumerate() {
-            if *c > 0 {
-                self.add(other.offset + i as i32, *c);
-            }
+        if other.counts.is_empty() {
+            return;
         }
+        if self.counts.is_empty() {
+            *self = other.clone();
+            return;
+        }
+        let lo = self.offset.min(other.offset);
+        let hi =
+            (self.offset + self.counts.len() as i32).max(other.offset + other.counts.len() as i32);
+        if lo < self.offset || hi > self.offset + self.counts.len() as i32 {
+            let mut counts = vec![0u64; (hi - lo) as usize];
+            let at = (self.offset - lo) as usize;
+            counts[at..at + self.counts.len()].copy_from_slice(&self.counts);
+            self.counts = counts;
+            self.offset = lo;
+        }
+        let at = (other.offset - self.offset) as usize;
+        for (dst, src) in self.counts[at..].iter_mut().zip(&other.counts) {
+            *dst += src;
+        }
+        self.collapse();
     }
 
     /// Folds the lowest bins so that at most MAX_BINS remain.

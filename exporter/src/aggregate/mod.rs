@@ -83,8 +83,10 @@ impl fmt::Display for AggregateError {
 impl std::error::Error for AggregateError {}
 
 /// A compiled set of aggregate declarations, applied at every level.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct AggregateSet {
+    /// Unique per compiled set, so per-row caches know which set they hold.
+    id: u64,
     selects: Vec<Select>,
     columns: Vec<Arc<str>>,
     sources: Vec<String>,
@@ -114,7 +116,9 @@ impl AggregateSet {
 
     /// Exactly the given statements, without the defaults.
     pub fn compile<S: AsRef<str>>(sqls: &[S]) -> Result<AggregateSet, AggregateError> {
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let mut set = AggregateSet {
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             selects: Vec::new(),
             columns: Vec::new(),
             sources: Vec::new(),
@@ -143,6 +147,10 @@ impl AggregateSet {
         self.selects.push(select);
         self.sources.push(source.to_string());
         Ok(())
+    }
+
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
     pub fn columns(&self) -> &[Arc<str>] {

@@ -325,6 +325,17 @@ impl Engine {
         for k in 0..self.tables.len() {
             let expiry = self.cfg.expiry_ms(k, leaf_depth);
             let dropped = self.tables[k].expire(now.mono_ms, expiry, forget(expiry));
+            if std::env::var_os("ASTRO_DEBUG").is_some() {
+                for r in &dropped {
+                    eprintln!(
+                        "t={} agent {} expired {} (table {k}) members {}",
+                        now.mono_ms,
+                        self.cfg.id,
+                        r.zone,
+                        r.members()
+                    );
+                }
+            }
             self.stats.rows_expired += dropped.len() as u64;
         }
         self.refresh_ancestors(now);
@@ -909,10 +920,8 @@ impl Engine {
         let table = &self.tables[k];
         let live = table.rows().filter(|r| !r.is_tombstone());
         if leaves {
-            let states: Vec<States> = live
-                .map(|r| self.aggregates.leaf_states(r.values()))
-                .collect();
-            self.aggregates.merge(states.iter())
+            let states: Vec<_> = live.map(|r| r.body.leaf_states(&self.aggregates)).collect();
+            self.aggregates.merge(states.iter().map(|s| s.as_ref()))
         } else {
             self.aggregates.merge(live.filter_map(|r| r.states()))
         }

@@ -102,7 +102,8 @@ fn a_partitioned_top_level_zone_heals() {
         .count() as u64;
     sim.partition(zone.clone());
     // Longer than the top level's expiry: each side forgets the other.
-    sim.run_for(40 * ROUND);
+    let top_expiry = EngineConfig::new(0, ZonePath::root(), addr_of(0)).expiry_ms(0, 3);
+    sim.run_for(top_expiry + 5 * ROUND);
     for i in sim.live_indices() {
         let members = sim.engine(i).unwrap().root().members();
         let want = if zone.contains(sim.path(i)) {
@@ -162,7 +163,8 @@ fn a_restarted_agent_rejoins_and_is_not_shadowed_by_its_old_rows() {
     assert_root_correct(&mut sim, 10);
     // Late restart, after every row of it expired.
     sim.crash(43);
-    sim.run_for(45 * ROUND);
+    let top_expiry = EngineConfig::new(0, ZonePath::root(), addr_of(0)).expiry_ms(0, 3);
+    sim.run_for(top_expiry + 5 * ROUND);
     assert_eq!(members_everywhere(&sim), vec![299]);
     sim.start(43).unwrap();
     converge(&mut sim, 30);
@@ -321,4 +323,84 @@ fn scale_membership() {
         "steady bytes/agent/round {}",
         total as f64 / n as f64 / 10.0
     );
+}
+
+#[test]
+#[ignore]
+fn debug_loss() {
+    let mut cfg = SimConfig::new(2000, 16, 1);
+    cfg.loss = std::env::var("SIM_LOSS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.2);
+    let mut sim = Sim::new(cfg).unwrap();
+    for _ in 0..4 {
+        sim.run_for(10 * ROUND);
+        let mut hist = std::collections::BTreeMap::<u64, usize>::new();
+        for i in sim.live_indices() {
+            *hist
+                .entry(sim.engine(i).unwrap().root().members())
+                .or_default() += 1;
+        }
+        let expired: u64 = sim
+            .live_indices()
+            .iter()
+            .map(|i| sim.engine(*i).unwrap().stats().rows_expired)
+            .sum();
+        let lonely = sim
+            .live_indices()
+            .iter()
+            .filter(|i| sim.engine(**i).unwrap().tables().last().unwrap().len() < 16)
+            .count();
+        eprintln!(
+            "t={} expired {expired} leaf-tables-incomplete {lonely} hist {:?}",
+            sim.now_ms(),
+            hist
+        );
+    }
+    // Per zone: how many agents inside see the right member count of their leaf zone.
+    let e = sim.engine(5).unwrap();
+    for t in e.tables() {
+        let rows: Vec<_> = t
+            .entries()
+            .map(|(n, e)| format!("{n}:{}", e.row.members()))
+            .collect();
+        eprintln!("table {} : {:?}", t.zone, rows);
+    }
+    let e = sim.engine(1715).unwrap();
+    eprintln!(
+        "h1715 stats {:?} next tick {} now {}",
+        e.stats(),
+        e.next_tick_ms(),
+        sim.now_ms()
+    );
+    let own = e.own_row().unwrap().clone();
+    eprintln!(
+        "h1715 own {:?} fp {}",
+        own.freshness,
+        own.body.fingerprint()
+    );
+    for j in 1704..1720 {
+        if let Some(x) = sim.engine(j) {
+            let t = x.tables().last().unwrap();
+            match t.get("h1715") {
+                Some(en) => eprintln!(
+                    "  at h{j}: {:?} fp {} refreshed {}",
+                    en.row.freshness,
+                    en.row.body.fingerprint(),
+                    en.refreshed_ms
+                ),
+                None => eprintln!("  at h{j}: none"),
+            }
+        }
+    }
+    let e = sim.engine(1500).unwrap();
+    for t in e.tables() {
+        let rows: Vec<_> = t
+            .entries()
+            .map(|(n, e)| format!("{n}:{}", e.row.members()))
+            .collect();
+        eprintln!("table {} : {:?}", t.zone, rows);
+    }
+    eprintln!("{:?}", e.stats());
 }

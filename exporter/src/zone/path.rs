@@ -37,8 +37,9 @@ pub enum ZonePathError {
 }
 
 /// A validated, absolute zone path. The root is `/`.
+/// The depth is kept beside the text: it is asked for every received row.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ZonePath(Arc<str>);
+pub struct ZonePath(Arc<str>, u8);
 
 fn segment_char_ok(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')
@@ -46,7 +47,7 @@ fn segment_char_ok(c: char) -> bool {
 
 impl ZonePath {
     pub fn root() -> Self {
-        ZonePath(Arc::from("/"))
+        ZonePath(Arc::from("/"), 0)
     }
 
     pub fn parse(s: &str) -> Result<Self, ZonePathError> {
@@ -93,7 +94,7 @@ impl ZonePath {
                 depth,
             });
         }
-        Ok(ZonePath(Arc::from(s)))
+        Ok(ZonePath(Arc::from(s), depth as u8))
     }
 
     pub fn as_str(&self) -> &str {
@@ -106,11 +107,7 @@ impl ZonePath {
 
     /// Number of segments: 0 for the root, 3 for `/eu/fra/host7`.
     pub fn depth(&self) -> usize {
-        if self.is_root() {
-            0
-        } else {
-            self.0.bytes().filter(|b| *b == b'/').count()
-        }
+        self.1 as usize
     }
 
     pub fn segments(&self) -> impl Iterator<Item = &str> {
@@ -130,7 +127,7 @@ impl ZonePath {
         if cut == 0 {
             Some(Self::root())
         } else {
-            Some(ZonePath(Arc::from(&self.0[..cut])))
+            Some(ZonePath(Arc::from(&self.0[..cut]), self.1 - 1))
         }
     }
 
@@ -166,7 +163,7 @@ impl ZonePath {
             if b == b'/' {
                 slashes += 1;
                 if slashes == depth + 1 {
-                    return Some(ZonePath(Arc::from(&self.0[..i])));
+                    return Some(ZonePath(Arc::from(&self.0[..i]), depth as u8));
                 }
             }
         }

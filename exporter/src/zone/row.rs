@@ -13,7 +13,7 @@ use std::sync::{Arc, OnceLock};
 use serde::{Deserialize, Serialize};
 
 use super::{Attributes, Hlc, Value, ZonePath};
-use crate::aggregate::{State, States};
+use crate::aggregate::{AggregateSet, State, States};
 
 /// Identifies an agent across restarts (same id, same zone = same agent).
 pub type AgentId = u64;
@@ -71,6 +71,10 @@ pub struct SharedBody {
     body: Body,
     #[serde(skip)]
     derived: OnceLock<Derived>,
+    /// A leaf's aggregate states under one aggregate set (by its id):
+    /// computed once per body, however many agents merge it.
+    #[serde(skip)]
+    leaf_states: OnceLock<(u64, States)>,
 }
 
 #[derive(Debug)]
@@ -87,6 +91,7 @@ impl SharedBody {
         Arc::new(SharedBody {
             body,
             derived: OnceLock::new(),
+            leaf_states: OnceLock::new(),
         })
     }
 
@@ -168,6 +173,25 @@ impl SharedBody {
 
     pub fn contacts(&self) -> &[SocketAddr] {
         &self.derived().contacts
+    }
+
+    /// The states this leaf contributes under `set`.
+    pub fn leaf_states(&self, set: &AggregateSet) -> std::borrow::Cow<'_, States> {
+        use std::borrow::Cow;
+        if let Some((id, states)) = self.leaf_states.get() {
+            if *id == set.id() {
+                return Cow::Borrowed(states);
+            }
+            return Cow::Owned(set.leaf_states(self.values()));
+        }
+        let states = set.leaf_states(self.values());
+        match self.leaf_states.set((set.id(), states)) {
+            Ok(()) => match self.leaf_states.get() {
+                Some((_, states)) => Cow::Borrowed(states),
+                None => Cow::Owned(set.leaf_states(self.values())),
+            },
+            Err((_, states)) => Cow::Owned(states),
+        }
     }
 
     /// Partial states for aggregation: a zone's own, none for a leaf (the
