@@ -1,1 +1,54 @@
-pub fn placeholder() {}
+//! Collectors: each samples one source (a /proc file, a directory of
+//! `*.prom` files) into metric families with node_exporter's names, so that
+//! node_exporter dashboards work against the agent.
+//!
+//! A collector is plain blocking code behind one trait; `run_all` runs them
+//! on threads with a deadline, so one that hangs (a stale NFS mount) is
+//! reported failed without holding up the others or the scrape.
+
+mod cpu;
+mod loadavg;
+mod meminfo;
+mod model;
+mod runner;
+pub mod textfile;
+
+pub use cpu::{utilization, CpuCollector};
+pub use loadavg::LoadavgCollector;
+pub use meminfo::MeminfoCollector;
+pub use model::{Kind, MetricFamily, Sample};
+pub use runner::{run_all, CollectorOutcome};
+pub use textfile::TextfileCollector;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CollectorError {
+    #[error("reading {what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Proc(String),
+    #[error("{file}:{line}: {reason}")]
+    Parse {
+        file: String,
+        line: usize,
+        reason: String,
+    },
+}
+
+/// One source of samples. `collect` may block; the runner bounds it.
+pub trait Collector: Send + Sync {
+    fn name(&self) -> &'static str;
+    fn collect(&self) -> Result<Vec<MetricFamily>, CollectorError>;
+}
+
+/// The host collectors an agent runs by default.
+pub fn default_collectors() -> Vec<std::sync::Arc<dyn Collector>> {
+    vec![
+        std::sync::Arc::new(CpuCollector),
+        std::sync::Arc::new(MeminfoCollector),
+        std::sync::Arc::new(LoadavgCollector),
+    ]
+}

@@ -1,0 +1,56 @@
+use procfs::Current;
+
+use crate::{Collector, CollectorError, MetricFamily};
+
+/// `node_memory_*_bytes` from /proc/meminfo, named like node_exporter's.
+pub struct MeminfoCollector;
+
+impl Collector for MeminfoCollector {
+    fn name(&self) -> &'static str {
+        "meminfo"
+    }
+
+    fn collect(&self) -> Result<Vec<MetricFamily>, CollectorError> {
+        let m = procfs::Meminfo::current().map_err(|e| CollectorError::Proc(e.to_string()))?;
+        let mut out = vec![
+            MetricFamily::gauge(
+                "node_memory_MemTotal_bytes",
+                "Memory information field MemTotal_bytes.",
+                m.mem_total as f64,
+            ),
+            MetricFamily::gauge(
+                "node_memory_MemFree_bytes",
+                "Memory information field MemFree_bytes.",
+                m.mem_free as f64,
+            ),
+            MetricFamily::gauge(
+                "node_memory_Buffers_bytes",
+                "Memory information field Buffers_bytes.",
+                m.buffers as f64,
+            ),
+            MetricFamily::gauge(
+                "node_memory_Cached_bytes",
+                "Memory information field Cached_bytes.",
+                m.cached as f64,
+            ),
+            MetricFamily::gauge(
+                "node_memory_SwapTotal_bytes",
+                "Memory information field SwapTotal_bytes.",
+                m.swap_total as f64,
+            ),
+            MetricFamily::gauge(
+                "node_memory_SwapFree_bytes",
+                "Memory information field SwapFree_bytes.",
+                m.swap_free as f64,
+            ),
+        ];
+        if let Some(available) = m.mem_available {
+            out.push(MetricFamily::gauge(
+                "node_memory_MemAvailable_bytes",
+                "Memory information field MemAvailable_bytes.",
+                available as f64,
+            ));
+        }
+        Ok(out)
+    }
+}

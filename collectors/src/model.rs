@@ -1,0 +1,67 @@
+//! The sample model, independent of any exposition library.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Untyped,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+            Kind::Untyped => "untyped",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub labels: Vec<(String, String)>,
+    pub value: f64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricFamily {
+    pub name: String,
+    pub help: String,
+    pub kind: Kind,
+    pub samples: Vec<Sample>,
+}
+
+impl MetricFamily {
+    pub fn new(name: &str, help: &str, kind: Kind) -> Self {
+        MetricFamily {
+            name: name.to_string(),
+            help: help.to_string(),
+            kind,
+            samples: Vec::new(),
+        }
+    }
+
+    pub fn gauge(name: &str, help: &str, value: f64) -> Self {
+        let mut f = Self::new(name, help, Kind::Gauge);
+        f.push(&[], value);
+        f
+    }
+
+    pub fn push(&mut self, labels: &[(&str, &str)], value: f64) {
+        self.samples.push(Sample {
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            value,
+        });
+    }
+
+    /// The value of the sample without labels, if there is one.
+    pub fn unlabeled(&self) -> Option<f64> {
+        self.samples
+            .iter()
+            .find(|s| s.labels.is_empty())
+            .map(|s| s.value)
+    }
+}

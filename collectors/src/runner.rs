@@ -1,0 +1,174 @@
+//! Runs collectors concurrently with a deadline each.
+
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::{Collector, Kind, MetricFamily};
+
+#[derive(Debug, Clone)]
+pub struct CollectorOutcome {
+    pub name: &'static str,
+    pub success: bool,
+    pub duration: Duration,
+    pub error: Option<String>,
+}
+
+/// Collectors whose last run has not returned yet: a hung collector (say,
+/// statfs on a dead NFS server) cannot be cancelled, so it is not started
+/// again until it returns; meanwhile it is reported failed.
+static RUNNING: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
+
+/// Runs every collector on its own thread and waits at most `timeout` for
+/// all of them. Returns the families of those that finished in time, plus
+/// `astrolabe_collector_success` and `astrolabe_collector_duration_seconds`.
+pub fn run_all(
+    collectors: &[Arc<dyn Collector>],
+    timeout: Duration,
+) -> (Vec<MetricFamily>, Vec<CollectorOutcome>) {
+    let started = Instant::now();
+    let (tx, rx) = mpsc::channel();
+    let mut pending = Vec::new();
+    let mut outcomes = Vec::new();
+    for c in collectors {
+        let name = c.name();
+        {
+            let mut running = RUNNING.lock().unwrap_or_else(|p| p.into_inner());
+            if running.contains(&name) {
+                outcomes.push(CollectorOutcome {
+                    name,
+                    success: false,
+                    duration: Duration::ZERO,
+                    error: Some("previous run still running".into()),
+                });
+                continue;
+            }
+            running.push(name);
+        }
+        pending.push(name);
+        let c = Arc::clone(c);
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            let t = Instant::now();
+            let result = c.collect();
+            RUNNING
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .retain(|n| *n != name);
+            let _ = tx.send((name, t.elapsed(), result));
+        });
+    }
+    drop(tx);
+    let mut families = Vec::new();
+    while !pending.is_empty() {
+        let left = timeout.saturating_sub(started.elapsed());
+        match rx.recv_timeout(left) {
+            Ok((name, duration, result)) => {
+                pending.retain(|n| *n != name);
+                match result {
+                    Ok(f) => {
+                        families.extend(f);
+                        outcomes.push(CollectorOutcome {
+                            name,
+                            success: true,
+                            duration,
+                            error: None,
+                        });
+                    }
+                    Err(e) => outcomes.push(CollectorOutcome {
+                        name,
+                        success: false,
+                        duration,
+                        error: Some(e.to_string()),
+                    }),
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    for name in pending {
+        outcomes.push(CollectorOutcome {
+            name,
+            success: false,
+            duration: timeout,
+            error: Some(format!("timed out after {timeout:?}")),
+        });
+    }
+    outcomes.sort_by_key(|o| o.name);
+    let mut success = MetricFamily::new(
+        "astrolabe_collector_success",
+        "Whether a collector succeeded.",
+        Kind::Gauge,
+    );
+    let mut duration = MetricFamily::new(
+        "astrolabe_collector_duration_seconds",
+        "Duration of a collector's last run.",
+        Kind::Gauge,
+    );
+    for o in &outcomes {
+        success.push(&[("collector", o.name)], if o.success { 1.0 } else { 0.0 });
+        duration.push(&[("collector", o.name)], o.duration.as_secs_f64());
+    }
+    families.push(success);
+    families.push(duration);
+    (families, outcomes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::CollectorError;
+
+    struct Hangs;
+    impl Collector for Hangs {
+        fn name(&self) -> &'static str {
+            "hangs"
+        }
+        fn collect(&self) -> Result<Vec<MetricFamily>, CollectorError> {
+            std::thread::sleep(Duration::from_secs(3600));
+            Ok(Vec::new())
+        }
+    }
+
+    #[test]
+    fn a_hung_collector_does_not_stall_the_others() {
+        let collectors: Vec<Arc<dyn Collector>> = vec![
+            Arc::new(Hangs),
+            Arc::new(crate::LoadavgCollector),
+            Arc::new(crate::MeminfoCollector),
+            Arc::new(crate::CpuCollector),
+        ];
+        let t = Instant::now();
+        let (families, outcomes) = run_all(&collectors, Duration::from_millis(300));
+        assert!(t.elapsed() < Duration::from_secs(2));
+        assert!(families.iter().any(|f| f.name == "node_load1"));
+        assert!(families
+            .iter()
+            .any(|f| f.name == "node_memory_MemTotal_bytes" && f.unlabeled().unwrap() > 0.0));
+        let cpu = families
+            .iter()
+            .find(|f| f.name == "node_cpu_seconds_total")
+            .unwrap();
+        assert!(cpu
+            .samples
+            .iter()
+            .any(|s| s.labels.contains(&("cpu".into(), "0".into()))));
+        let hung = outcomes.iter().find(|o| o.name == "hangs").unwrap();
+        assert!(!hung.success);
+        assert!(outcomes
+            .iter()
+            .filter(|o| o.name != "hangs")
+            .all(|o| o.success));
+        // Still hung: not started a second time, reported at once.
+        let (_, again) = run_all(&collectors[..1], Duration::from_millis(300));
+        assert_eq!(
+            again[0].error.as_deref(),
+            Some("previous run still running")
+        );
+        let success = families
+            .iter()
+            .find(|f| f.name == "astrolabe_collector_success")
+            .unwrap();
+        assert_eq!(success.samples.len(), 4);
+    }
+}
