@@ -2,8 +2,12 @@
 //!
 //! See DESIGN.md (shared with the project owners) and docs/ALGORITHM.md.
 
+pub mod agent;
 pub mod aggregate;
 pub mod cmd;
 pub mod engine;
+pub mod http;
 pub mod sim;
+pub mod transport;
+pub mod view;
 pub mod zone;

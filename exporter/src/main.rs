@@ -15,6 +15,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run an agent: collect, gossip, and serve every zone's aggregates.
+    Agent(Box<cmd::agent::AgentArgs>),
     /// Simulate N agents on a virtual clock and report convergence as JSON.
     Sim(cmd::sim::SimArgs),
 }
@@ -22,6 +24,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Agent(args) => cmd::agent::run(*args),
         Command::Sim(args) => cmd::sim::run(args),
     };
     match result {

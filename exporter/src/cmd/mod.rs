@@ -1,3 +1,4 @@
 //! The `astrolabe` command line: one module per subcommand.
 
+pub mod agent;
 pub mod sim;

@@ -28,10 +28,10 @@ pub use message::{
 pub use stats::{Refusal, Stats};
 pub use table::{Entry, Offer, Table};
 
-use crate::aggregate::{AggregateSet, States};
+use crate::aggregate::{AggregateSet, State, States};
 use crate::zone::{
     AgentId, Attributes, Body, Freshness, HlcClock, Row, SharedBody, Value, ZonePath, ATTR_ADDR,
-    ATTR_ID,
+    ATTR_ID, ATTR_REPORTING,
 };
 
 /// Rows issued further ahead of the local wall clock than this are refused,
@@ -881,7 +881,12 @@ impl Engine {
                 Some(prev) if !self.tables[k].content_dirty => prev.body.clone(),
                 _ => {
                     self.tables[k].content_dirty = false;
-                    let body = SharedBody::new(Body::Zone(self.merge_table(k, k == leaf)));
+                    let mut states = self.merge_table(k, k == leaf);
+                    // Not an aggregate over leaves: how many children the
+                    // computing agent hears from, so readers see coverage.
+                    let reporting = self.tables[k].rows().filter(|r| !r.is_tombstone()).count();
+                    states.insert(ATTR_REPORTING.into(), State::Count(reporting as u64));
+                    let body = SharedBody::new(Body::Zone(states));
                     match &previous {
                         Some(prev) if prev.body.fingerprint() == body.fingerprint() => {
                             prev.body.clone()

@@ -24,6 +24,8 @@ pub const ATTR_ID: &str = "id";
 pub const ATTR_ADDR: &str = "addr";
 /// System aggregate: number of live leaves below the zone.
 pub const ATTR_MEMBERS: &str = "members";
+/// System attribute of zone rows: children the computing agent hears from.
+pub const ATTR_REPORTING: &str = "reporting";
 /// System aggregate: the addresses of the zone's representatives.
 pub const ATTR_CONTACTS: &str = "contacts";
 

@@ -1,0 +1,254 @@
+//! The agent: the engine under tokio, fed by the UDP socket, a timer and
+//! the collectors, publishing a snapshot for the HTTP endpoint.
+
+mod leaf;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use astrolabe_collectors::{Collector, MetricFamily, TextfileCollector};
+use tokio::sync::mpsc;
+
+pub use leaf::leaf_attributes;
+
+use crate::aggregate::AggregateSet;
+use crate::engine::{Effect, Engine, EngineConfig, Now};
+use crate::transport::{self, DropReason};
+use crate::view::{View, ViewCell};
+use crate::zone::{AgentId, Attributes, Value, ZonePath};
+
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    pub zone: ZonePath,
+    pub id: AgentId,
+    pub listen: SocketAddr,
+    pub advertise: Option<SocketAddr>,
+    pub seeds: Vec<SocketAddr>,
+    pub interval: Duration,
+    pub web_listen: SocketAddr,
+    pub textfile_directory: Option<PathBuf>,
+    pub aggregates: Vec<String>,
+    pub attributes: Vec<(String, Value)>,
+    pub collector_timeout: Duration,
+    pub host_collectors: bool,
+}
+
+/// A stable id from the zone path, so a restarted agent is the same agent.
+pub fn id_from_zone(zone: &ZonePath) -> AgentId {
+    // Kept below 2^62: ids are also attribute values (i64).
+    crate::zone::fnv1a64(zone.as_str().as_bytes()) >> 2
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("cannot bind the gossip socket {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot listen for HTTP on {addr}: {source}")]
+    Web {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Aggregate(#[from] crate::aggregate::AggregateError),
+    #[error("{0}")]
+    Engine(#[from] crate::engine::EngineError),
+    #[error("the gossip socket listens on {0}, which peers cannot reach; set --gossip.advertise-address")]
+    Unadvertisable(SocketAddr),
+}
+
+/// Drop counters of the transport, shared with the snapshot.
+#[derive(Default)]
+struct Drops([AtomicU64; DropReason::ALL.len()]);
+
+impl Drops {
+    fn count(&self, r: DropReason) {
+        self.0[r as usize].fetch_add(1, Ordering::Relaxed);
+    }
+    fn snapshot(&self) -> Vec<(DropReason, u64)> {
+        DropReason::ALL
+            .iter()
+            .map(|r| (*r, self.0[*r as usize].load(Ordering::Relaxed)))
+            .collect()
+    }
+}
+
+/// A running agent: where it listens, and how to stop it.
+pub struct RunningAgent {
+    pub gossip_addr: SocketAddr,
+    pub web_addr: SocketAddr,
+    pub view: Arc<ViewCell>,
+    stop: mpsc::Sender<Stop>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Stop {
+    /// Leave with a tombstone (SIGTERM).
+    Leave,
+}
+
+impl RunningAgent {
+    /// Leaves the cluster cleanly and waits for the tombstone to be sent.
+    pub async fn leave(self) {
+        let _ = self.stop.send(Stop::Leave).await;
+        let _ = self.task.await;
+    }
+}
+
+fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
+    let aggregates = Arc::new(AggregateSet::with_defaults(&opts.aggregates)?);
+    let socket = transport::bind(opts.listen).map_err(|source| AgentError::Bind {
+        addr: opts.listen,
+        source,
+    })?;
+    let gossip_addr = socket.local_addr().map_err(|source| AgentError::Bind {
+        addr: opts.listen,
+        source,
+    })?;
+    let advertise = opts.advertise.unwrap_or(gossip_addr);
+    if advertise.ip().is_unspecified() {
+        return Err(AgentError::Unadvertisable(advertise));
+    }
+    let view = Arc::new(ViewCell::default());
+    let (web_addr, _web) = crate::http::serve(opts.web_listen, view.clone())
+        .await
+        .map_err(|source| AgentError::Web {
+            addr: opts.web_listen,
+            source,
+        })?;
+
+    let mut cfg = EngineConfig::new(opts.id, opts.zone.clone(), advertise);
+    cfg.seeds = opts
+        .seeds
+        .iter()
+        .copied()
+        .filter(|s| *s != advertise)
+        .collect();
+    cfg.interval_ms = opts.interval.as_millis().max(1) as u64;
+    cfg.rng_seed = opts.id ^ wall_ms();
+    let started = Instant::now();
+    let now = move || Now {
+        mono_ms: started.elapsed().as_millis() as u64,
+        wall_ms: wall_ms(),
+    };
+    let static_attrs: Attributes = opts
+        .attributes
+        .iter()
+        .map(|(k, v)| (k.as_str().into(), v.clone()))
+        .collect();
+    let mut engine = Engine::new(cfg, aggregates, static_attrs.clone(), now())?;
+    tracing::info!(zone = %opts.zone, id = opts.id, gossip = %gossip_addr, advertise = %advertise, web = %web_addr, seeds = ?opts.seeds, "agent started");
+
+    // Collectors run on blocking threads and send fresh leaf attributes.
+    let (attrs_tx, mut attrs_rx) = mpsc::channel::<(Attributes, Arc<Vec<MetricFamily>>)>(4);
+    let mut collectors: Vec<Arc<dyn Collector>> = if opts.host_collectors {
+        astrolabe_collectors::default_collectors()
+    } else {
+        Vec::new()
+    };
+    if let Some(dir) = &opts.textfile_directory {
+        collectors.push(Arc::new(TextfileCollector {
+            directory: dir.clone(),
+        }));
+    }
+    let interval = opts.interval;
+    let timeout = opts.collector_timeout;
+    let base = static_attrs.clone();
+    std::thread::spawn(move || {
+        let mut previous: Option<Vec<MetricFamily>> = None;
+        loop {
+            let (families, _) = astrolabe_collectors::run_all(&collectors, timeout);
+            let attrs = leaf_attributes(&base, previous.as_deref(), &families);
+            let families = Arc::new(families);
+            if attrs_tx.blocking_send((attrs, families.clone())).is_err() {
+                return;
+            }
+            previous = Some(families.to_vec());
+            std::thread::sleep(interval);
+        }
+    });
+
+    let drops = Arc::new(Drops::default());
+    let (stop_tx, mut stop_rx) = mpsc::channel::<Stop>(1);
+    let cell = view.clone();
+    let max_datagram = engine.config().max_datagram_bytes;
+    let task = tokio::spawn(async move {
+        let mut host: Arc<Vec<MetricFamily>> = Arc::new(Vec::new());
+        let mut buf = vec![0u8; 65_536];
+        let publish = |engine: &Engine, host: &Arc<Vec<MetricFamily>>| {
+            cell.set(View::capture(
+                engine,
+                now().mono_ms,
+                host.clone(),
+                drops.snapshot(),
+            ));
+        };
+        publish(&engine, &host);
+        loop {
+            let next = engine.next_tick_ms();
+            let wait = Duration::from_millis(next.saturating_sub(now().mono_ms));
+            let effects = tokio::select! {
+                received = socket.recv_from(&mut buf) => match received {
+                    Ok((len, from)) => match transport::decode(&buf[..len], max_datagram) {
+                        Ok(envelope) => engine.handle(now(), from, envelope),
+                        Err(reason) => {
+                            drops.count(reason);
+                            tracing::debug!(%from, %reason, "datagram dropped");
+                            Vec::new()
+                        }
+                    },
+                    Err(e) => {
+                        tracing::debug!(error = %e, "receive failed");
+                        Vec::new()
+                    }
+                },
+                _ = tokio::time::sleep(wait) => engine.tick(now()),
+                Some((attrs, families)) = attrs_rx.recv() => {
+                    host = families;
+                    engine.set_attributes(now(), attrs)
+                }
+                Some(Stop::Leave) = stop_rx.recv() => {
+                    let effects = engine.leave(now());
+                    send_all(&socket, effects).await;
+                    tracing::info!("left the cluster");
+                    publish(&engine, &host);
+                    return;
+                }
+            };
+            send_all(&socket, effects).await;
+            publish(&engine, &host);
+        }
+    });
+    Ok(RunningAgent {
+        gossip_addr,
+        web_addr,
+        view,
+        stop: stop_tx,
+        task,
+    })
+}
+
+async fn send_all(socket: &tokio::net::UdpSocket, effects: Vec<Effect>) {
+    for effect in effects {
+        let Effect::Send { to, envelope } = effect;
+        let bytes = transport::encode(&envelope);
+        if let Err(e) = socket.send_to(&bytes, to).await {
+            tracing::debug!(%to, error = %e, "send failed");
+        }
+    }
+}

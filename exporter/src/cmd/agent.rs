@@ -1,0 +1,213 @@
+//! `astrolabe agent`: run one agent.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Args;
+
+use crate::agent::{id_from_zone, start, AgentOptions};
+use crate::zone::{Value, ZonePath};
+
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// This agent's leaf zone, e.g. /eu/fra/host7 [default: /local/<hostname>]
+    #[arg(long, env = "ASTROLABE_ZONE")]
+    pub zone: Option<String>,
+    /// Agent id (contacts are the lowest ids) [default: a hash of the zone]
+    #[arg(long = "agent.id", env = "ASTROLABE_AGENT_ID")]
+    pub id: Option<u64>,
+    /// UDP address to gossip on.
+    #[arg(
+        long = "gossip.listen-address",
+        env = "ASTROLABE_GOSSIP_LISTEN_ADDRESS",
+        default_value = "0.0.0.0:7946"
+    )]
+    pub gossip_listen: SocketAddr,
+    /// Address peers reach this agent at, if not the listen address (NAT, containers).
+    #[arg(
+        long = "gossip.advertise-address",
+        env = "ASTROLABE_GOSSIP_ADVERTISE_ADDRESS"
+    )]
+    pub gossip_advertise: Option<SocketAddr>,
+    /// An agent to join through (repeatable).
+    #[arg(
+        long = "gossip.seed",
+        env = "ASTROLABE_GOSSIP_SEED",
+        value_delimiter = ','
+    )]
+    pub seeds: Vec<String>,
+    /// Gossip round, e.g. 1s or 200ms.
+    #[arg(long = "gossip.interval", env = "ASTROLABE_GOSSIP_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub interval: Duration,
+    /// Address of the HTTP endpoint (/metrics, /api/v1/zones, /).
+    #[arg(
+        long = "web.listen-address",
+        env = "ASTROLABE_WEB_LISTEN_ADDRESS",
+        default_value = "0.0.0.0:9464"
+    )]
+    pub web_listen: SocketAddr,
+    /// Directory of *.prom files to read, like node_exporter's.
+    #[arg(
+        long = "collector.textfile.directory",
+        env = "ASTROLABE_COLLECTOR_TEXTFILE_DIRECTORY"
+    )]
+    pub textfile_directory: Option<PathBuf>,
+    /// Longest a collector may take before it is reported failed.
+    #[arg(long = "collector.timeout", default_value = "5s", value_parser = parse_duration)]
+    pub collector_timeout: Duration,
+    /// Do not run the cpu, memory and load collectors.
+    #[arg(long = "no-collector.host")]
+    pub no_host_collectors: bool,
+    /// An aggregate applied at every level, e.g. 'SELECT max(load1) AS load1_max' (repeatable).
+    #[arg(long = "aggregate")]
+    pub aggregates: Vec<String>,
+    /// A static attribute of this agent's row, k=v (repeatable).
+    #[arg(long = "attribute")]
+    pub attributes: Vec<String>,
+    /// Log format: text or json.
+    #[arg(
+        long = "log.format",
+        env = "ASTROLABE_LOG_FORMAT",
+        default_value = "text"
+    )]
+    pub log_format: String,
+}
+
+/// `1s`, `200ms`, `2m`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (like 1s or 200ms)"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m or h)")),
+    };
+    if !(secs > 0.0 && secs.is_finite()) {
+        return Err(format!("{s:?} must be positive"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .map(|h| {
+            h.replace(
+                |c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.'),
+                "-",
+            )
+        })
+        .unwrap_or_else(|| "host".into())
+}
+
+fn resolve_seed(seed: &str) -> anyhow::Result<SocketAddr> {
+    use std::net::ToSocketAddrs;
+    seed.to_socket_addrs()
+        .with_context(|| format!("seed {seed:?}: cannot resolve (use host:port)"))?
+        .next()
+        .with_context(|| format!("seed {seed:?}: no address"))
+}
+
+pub fn options(args: &AgentArgs) -> anyhow::Result<AgentOptions> {
+    let zone_text = args
+        .zone
+        .clone()
+        .unwrap_or_else(|| format!("/local/{}", hostname()));
+    let zone = ZonePath::parse(&zone_text).with_context(|| "--zone")?;
+    if zone.is_root() {
+        bail!("--zone: an agent's zone must be below the root, like /local/host1");
+    }
+    let mut attributes = Vec::new();
+    for a in &args.attributes {
+        let Some((k, v)) = a.split_once('=') else {
+            bail!("--attribute {a:?}: expected name=value");
+        };
+        if k.is_empty() {
+            bail!("--attribute {a:?}: the name is empty");
+        }
+        attributes.push((k.to_string(), Value::parse_literal(v)));
+    }
+    let seeds = args
+        .seeds
+        .iter()
+        .map(|s| resolve_seed(s))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(AgentOptions {
+        id: args.id.unwrap_or_else(|| id_from_zone(&zone)),
+        zone,
+        listen: args.gossip_listen,
+        advertise: args.gossip_advertise,
+        seeds,
+        interval: args.interval,
+        web_listen: args.web_listen,
+        textfile_directory: args.textfile_directory.clone(),
+        aggregates: args.aggregates.clone(),
+        attributes,
+        collector_timeout: args.collector_timeout,
+        host_collectors: !args.no_host_collectors,
+    })
+}
+
+pub fn init_logging(format: &str) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ASTROLABE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    match format {
+        "text" => builder.try_init(),
+        "json" => builder.json().try_init(),
+        other => bail!("--log.format {other:?}: use text or json"),
+    }
+    .map_err(|e| anyhow::anyhow!("logging: {e}"))
+}
+
+pub fn run(args: AgentArgs) -> anyhow::Result<()> {
+    init_logging(&args.log_format)?;
+    let opts = options(&args)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(async move {
+        let agent = start(opts).await?;
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("installing the SIGTERM handler")?;
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: leaving"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("interrupt: leaving"),
+        }
+        agent.leave().await;
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("1s").unwrap(), Duration::from_secs(1));
+        assert_eq!(parse_duration("200ms").unwrap(), Duration::from_millis(200));
+        assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("1d").unwrap_err().contains("unknown unit"));
+        assert!(parse_duration("abc").is_err());
+    }
+}

@@ -1,0 +1,213 @@
+//! The HTTP endpoint: `/metrics`, `/api/v1/zones`, the landing page and
+//! health checks. Every handler reads the current snapshot only.
+
+pub mod exposition;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+
+use crate::view::{View, ViewCell};
+use crate::zone::Value;
+
+pub fn router(view: Arc<ViewCell>) -> Router {
+    Router::new()
+        .route("/", get(landing))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/zones", get(zones))
+        .route("/-/healthy", get(|| async { "Healthy.\n" }))
+        .route("/-/ready", get(ready))
+        .with_state(view)
+}
+
+pub async fn serve(
+    listen: SocketAddr,
+    view: Arc<ViewCell>,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let bound = listener.local_addr()?;
+    let app = router(view);
+    let handle = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "http server stopped");
+        }
+    });
+    Ok((bound, handle))
+}
+
+fn wants_openmetrics(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/openmetrics-text"))
+}
+
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.split(',').any(|e| e.trim().starts_with("gzip")))
+}
+
+async fn metrics(State(cell): State<Arc<ViewCell>>, headers: HeaderMap) -> Response {
+    let view = cell.get();
+    let openmetrics = wants_openmetrics(&headers);
+    let body = exposition::render(&exposition::families(&view), openmetrics);
+    let content_type = if openmetrics {
+        exposition::OPENMETRICS_CONTENT_TYPE
+    } else {
+        exposition::TEXT_CONTENT_TYPE
+    };
+    if accepts_gzip(&headers) {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        if enc.write_all(body.as_bytes()).is_ok() {
+            if let Ok(gz) = enc.finish() {
+                return (
+                    [
+                        (header::CONTENT_TYPE, content_type),
+                        (header::CONTENT_ENCODING, "gzip"),
+                    ],
+                    gz,
+                )
+                    .into_response();
+            }
+        }
+    }
+    ([(header::CONTENT_TYPE, content_type)], body).into_response()
+}
+
+async fn ready(State(cell): State<Arc<ViewCell>>) -> Response {
+    if cell.get().ready {
+        (StatusCode::OK, "Ready.\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Not ready: no peer heard from yet.\n",
+        )
+            .into_response()
+    }
+}
+
+#[derive(Serialize)]
+pub struct ZoneJson {
+    pub zone_path: String,
+    pub members: u64,
+    pub reporting: Option<i64>,
+    pub age_seconds: f64,
+    pub computed_here: bool,
+    pub contacts: Vec<String>,
+    pub attributes: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Serialize)]
+pub struct ZonesJson {
+    pub agent_zone: String,
+    pub agent_id: u64,
+    pub zones: Vec<ZoneJson>,
+}
+
+fn to_json(v: &Value) -> serde_json::Value {
+    match v {
+        Value::Null => serde_json::Value::Null,
+        Value::Bool(b) => (*b).into(),
+        Value::Int(i) => (*i).into(),
+        Value::Float(f) => {
+            serde_json::Number::from_f64(*f).map_or(serde_json::Value::Null, Into::into)
+        }
+        Value::Str(s) => s.to_string().into(),
+        Value::List(l) => l.iter().map(to_json).collect(),
+    }
+}
+
+pub fn zones_json(view: &View) -> ZonesJson {
+    let zones = view
+        .zones
+        .iter()
+        .map(|z| ZoneJson {
+            zone_path: z.row.zone.to_string(),
+            members: z.row.members(),
+            reporting: z
+                .row
+                .value(crate::zone::ATTR_REPORTING)
+                .and_then(Value::as_i64),
+            age_seconds: (z.age_seconds * 1000.0).round() / 1000.0,
+            computed_here: z.computed,
+            contacts: z.row.contacts().iter().map(|c| c.to_string()).collect(),
+            attributes: z
+                .row
+                .values()
+                .iter()
+                .map(|(k, v)| (k.to_string(), to_json(v)))
+                .collect(),
+        })
+        .collect();
+    ZonesJson {
+        agent_zone: view
+            .agent_zone
+            .as_ref()
+            .map(|z| z.to_string())
+            .unwrap_or_default(),
+        agent_id: view.agent_id,
+        zones,
+    }
+}
+
+async fn zones(State(cell): State<Arc<ViewCell>>) -> Json<ZonesJson> {
+    Json(zones_json(&cell.get()))
+}
+
+async fn landing(State(cell): State<Arc<ViewCell>>) -> Html<String> {
+    let view = cell.get();
+    let mut rows = String::new();
+    let mut zones: Vec<_> = view.zones.iter().collect();
+    zones.sort_by(|a, b| a.row.zone.cmp(&b.row.zone));
+    for z in zones {
+        let depth = z.row.zone.depth();
+        let name = if z.row.zone.is_root() {
+            "/"
+        } else {
+            z.row.zone.name()
+        };
+        rows.push_str(&format!(
+            "<tr><td style=\"padding-left:{}em\" title=\"{}\">{}</td><td>{}</td><td>{}</td><td>{:.1}s</td></tr>\n",
+            depth as f64 * 1.5 + 0.5,
+            z.row.zone,
+            name,
+            z.row.members(),
+            z.row
+                .value(crate::zone::ATTR_REPORTING)
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| "-".into()),
+            z.age_seconds
+        ));
+    }
+    let zone = view
+        .agent_zone
+        .as_ref()
+        .map(|z| z.to_string())
+        .unwrap_or_default();
+    Html(format!(
+        r#"<!doctype html>
+<html><head><meta charset="utf-8"><title>Astrolabe exporter</title>
+<meta http-equiv="refresh" content="5">
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{padding:.2em .8em;border-bottom:1px solid #ddd;text-align:left}}</style>
+</head><body>
+<h1>Astrolabe exporter</h1>
+<p>Agent <code>{zone}</code> (id {id}), version {version}.
+<a href="/metrics">Metrics</a> · <a href="/api/v1/zones">Zones (JSON)</a> · <a href="/-/healthy">Health</a></p>
+<table id="zones"><thead><tr><th>Zone</th><th>Members</th><th>Reporting</th><th>Age</th></tr></thead>
+<tbody>
+{rows}</tbody></table>
+</body></html>
+"#,
+        id = view.agent_id,
+        version = env!("CARGO_PKG_VERSION"),
+    ))
+}

@@ -1,0 +1,128 @@
+//! The wire: UDP datagrams carrying one engine message each.
+//!
+//! A datagram is one version byte followed by the postcard encoding of an
+//! `Envelope`. Anything else is dropped and counted by reason; the engine
+//! never sees it.
+
+use std::io;
+use std::net::SocketAddr;
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::engine::Envelope;
+
+/// Bumped on any incompatible change of the encoding.
+pub const WIRE_VERSION: u8 = 1;
+
+/// Why a datagram was dropped; the label of `astrolabe_gossip_dropped_datagrams_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, thiserror::Error)]
+pub enum DropReason {
+    #[error("empty datagram")]
+    Empty,
+    #[error("unknown wire version")]
+    Version,
+    #[error("malformed message")]
+    Malformed,
+    #[error("datagram larger than the limit")]
+    Oversized,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 4] = [
+        DropReason::Empty,
+        DropReason::Version,
+        DropReason::Malformed,
+        DropReason::Oversized,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            DropReason::Empty => "empty",
+            DropReason::Version => "version",
+            DropReason::Malformed => "malformed",
+            DropReason::Oversized => "oversized",
+        }
+    }
+}
+
+pub fn encode(envelope: &Envelope) -> Vec<u8> {
+    let mut out = Vec::with_capacity(envelope.encoded_len() + 1);
+    out.push(WIRE_VERSION);
+    out.extend_from_slice(&envelope.encode());
+    out
+}
+
+pub fn decode(datagram: &[u8], max_len: usize) -> Result<Envelope, DropReason> {
+    if datagram.len() > max_len {
+        return Err(DropReason::Oversized);
+    }
+    let (version, body) = datagram.split_first().ok_or(DropReason::Empty)?;
+    if *version != WIRE_VERSION {
+        return Err(DropReason::Version);
+    }
+    Envelope::decode(body).map_err(|_| DropReason::Malformed)
+}
+
+/// Binds the gossip socket with address reuse (restarts do not wait for
+/// the old socket) and large buffers (a round's burst of datagrams).
+pub fn bind(addr: SocketAddr) -> io::Result<tokio::net::UdpSocket> {
+    let domain = if addr.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    };
+    let socket = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(false).ok();
+    }
+    // Best effort: the kernel caps these at net.core.{r,w}mem_max.
+    socket.set_recv_buffer_size(4 << 20).ok();
+    socket.set_send_buffer_size(4 << 20).ok();
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    tokio::net::UdpSocket::from_std(socket.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Message;
+    use crate::zone::ZonePath;
+
+    #[test]
+    fn round_trip_and_refusals() {
+        let env = Envelope {
+            sender: 9,
+            sender_zone: ZonePath::parse("/a/b").unwrap(),
+            message: Message::Rows(vec![]),
+        };
+        let bytes = encode(&env);
+        assert_eq!(bytes.len(), env.encoded_len() + 1);
+        assert_eq!(decode(&bytes, 1400).unwrap().sender, 9);
+        assert_eq!(decode(&[], 1400).unwrap_err(), DropReason::Empty);
+        assert_eq!(decode(&[9, 1, 2], 1400).unwrap_err(), DropReason::Version);
+        assert_eq!(
+            decode(&[WIRE_VERSION, 0xff, 0xff], 1400).unwrap_err(),
+            DropReason::Malformed
+        );
+        assert_eq!(
+            decode(&vec![1; 2000], 1400).unwrap_err(),
+            DropReason::Oversized
+        );
+        // A bad zone path inside is refused by the decoder, not later.
+        let mut bad = bytes.clone();
+        let at = bad.iter().position(|b| *b == b'/').unwrap();
+        bad[at] = b'x';
+        assert_eq!(decode(&bad, 1400).unwrap_err(), DropReason::Malformed);
+    }
+
+    #[tokio::test]
+    async fn binds_ipv4_and_ipv6_loopback() {
+        let v4 = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        assert!(v4.local_addr().unwrap().is_ipv4());
+        if let Ok(v6) = bind("[::1]:0".parse().unwrap()) {
+            assert!(v6.local_addr().unwrap().is_ipv6());
+        }
+    }
+}

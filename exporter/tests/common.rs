@@ -1,0 +1,157 @@
+//! Helpers for black-box tests: real agent processes on loopback.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_astrolabe");
+
+/// A free port on loopback for both UDP and TCP (released before use; the
+/// test processes bind it right after).
+pub fn free_port() -> u16 {
+    loop {
+        let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = tcp.local_addr().unwrap().port();
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+pub struct Agent {
+    pub zone: String,
+    pub gossip: u16,
+    pub web: u16,
+    pub dir: PathBuf,
+    pub child: Option<Child>,
+}
+
+impl Agent {
+    pub fn spawn(zone: &str, seeds: &[u16], dir: &Path, extra: &[&str]) -> Agent {
+        let gossip = free_port();
+        let web = free_port();
+        std::fs::create_dir_all(dir).unwrap();
+        let mut cmd = Command::new(BIN);
+        cmd.arg("agent")
+            .args(["--zone", zone])
+            .args(["--gossip.listen-address", &format!("127.0.0.1:{gossip}")])
+            .args(["--web.listen-address", &format!("127.0.0.1:{web}")])
+            .args(["--gossip.interval", "200ms"])
+            .args(["--collector.textfile.directory", dir.to_str().unwrap()])
+            .args(extra)
+            .env("ASTROLABE_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        for s in seeds {
+            cmd.args(["--gossip.seed", &format!("127.0.0.1:{s}")]);
+        }
+        let child = cmd.spawn().expect("start agent");
+        Agent {
+            zone: zone.to_string(),
+            gossip,
+            web,
+            dir: dir.to_path_buf(),
+            child: Some(child),
+        }
+    }
+
+    pub fn signal(&mut self, sig: &str) {
+        if let Some(child) = &self.child {
+            let _ = Command::new("kill")
+                .args([sig, &child.id().to_string()])
+                .status();
+        }
+        if let Some(mut child) = self.child.take() {
+            let _ = child.wait();
+        }
+    }
+
+    pub fn get(&self, path: &str) -> Option<String> {
+        http_get(self.web, path)
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A plain HTTP/1.1 GET on loopback; the body, if the status is 200.
+pub fn http_get(port: u16, path: &str) -> Option<String> {
+    http_get_with(port, path, &[]).and_then(|(status, body)| (status == 200).then_some(body))
+}
+
+pub fn http_get_with(port: u16, path: &str, headers: &[&str]) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+    for h in headers {
+        req.push_str(h);
+        req.push_str("\r\n");
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).ok()?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).ok()?;
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let status: u16 = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+    let chunked = text
+        .split("\r\n\r\n")
+        .next()
+        .is_some_and(|h| h.to_lowercase().contains("transfer-encoding: chunked"));
+    Some((status, if chunked { dechunk(&body) } else { body }))
+}
+
+fn dechunk(body: &str) -> String {
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || after.len() < n {
+            break;
+        }
+        out.push_str(&after[..n]);
+        rest = &after[n..];
+        rest = rest.strip_prefix("\r\n").unwrap_or(rest);
+    }
+    out
+}
+
+/// The value of `metric{zone_path="zone"...}` in an exposition.
+pub fn zone_value(metrics: &str, metric: &str, zone: &str) -> Option<f64> {
+    let prefix = format!("{metric}{{zone_path=\"{zone}\"");
+    metrics
+        .lines()
+        .find(|l| l.starts_with(&prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Polls until `check` holds or the deadline passes; returns whether it held.
+pub fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    check()
+}
+
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("astrolabe-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
