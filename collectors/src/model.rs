@@ -4,6 +4,8 @@
 pub enum Kind {
     Counter,
     Gauge,
+    /// Quantile samples only (a `quantile` label), as zone sketches give.
+    Summary,
     Untyped,
 }
 
@@ -12,6 +14,7 @@ impl Kind {
         match self {
             Kind::Counter => "counter",
             Kind::Gauge => "gauge",
+            Kind::Summary => "summary",
             Kind::Untyped => "untyped",
         }
     }

@@ -110,8 +110,16 @@ fn wall_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// Zone summaries every agent computes from the host collectors' attributes.
+pub const HOST_AGGREGATES: &str = "SELECT avg(cpu_utilization) AS cpu_utilization_avg, max(cpu_utilization) AS cpu_utilization_max, quantile(0.95, cpu_utilization) AS cpu_utilization_p95, avg(memory_used_ratio) AS memory_used_ratio_avg, max(memory_used_ratio) AS memory_used_ratio_max, quantile(0.95, memory_used_ratio) AS memory_used_ratio_p95, max(load1) AS load1_max, avg(load1) AS load1_avg, sum(memory_available_bytes) AS memory_available_bytes_all, sum(processes_running) AS processes_running_all";
+
 pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
-    let aggregates = Arc::new(AggregateSet::with_defaults(&opts.aggregates)?);
+    let mut sqls = Vec::new();
+    if opts.host_collectors {
+        sqls.push(HOST_AGGREGATES.to_string());
+    }
+    sqls.extend(opts.aggregates.iter().cloned());
+    let aggregates = Arc::new(AggregateSet::with_defaults(&sqls)?);
     let socket = transport::bind(opts.listen).map_err(|source| AgentError::Bind {
         addr: opts.listen,
         source,

@@ -39,9 +39,14 @@ pub fn sanitize(name: &str) -> String {
 fn zone_families(view: &View) -> Vec<MetricFamily> {
     let mut by_name: BTreeMap<String, MetricFamily> = BTreeMap::new();
     let mut add = |name: String, help: &str, labels: Vec<(&str, String)>, value: f64| {
+        let kind = if labels.iter().any(|(k, _)| *k == "quantile") {
+            Kind::Summary
+        } else {
+            Kind::Gauge
+        };
         let family = by_name
             .entry(name.clone())
-            .or_insert_with(|| MetricFamily::new(&name, help, Kind::Gauge));
+            .or_insert_with(|| MetricFamily::new(&name, help, kind));
         let labels: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
         family.push(&labels, value);
     };
