@@ -17,6 +17,8 @@ struct Cli {
 enum Command {
     /// Run an agent: collect, gossip, and serve every zone's aggregates.
     Agent(Box<cmd::agent::AgentArgs>),
+    /// Start a local cluster (9 agents in 3 zones) and show its zones live.
+    Demo(cmd::demo::DemoArgs),
     /// Simulate N agents on a virtual clock and report convergence as JSON.
     Sim(cmd::sim::SimArgs),
 }
@@ -47,6 +49,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Agent(args) => cmd::agent::run(*args),
+        Command::Demo(args) => cmd::demo::run(args),
         Command::Sim(args) => cmd::sim::run(args),
     };
     match result {

@@ -1,4 +1,5 @@
 //! The `astrolabe` command line: one module per subcommand.
 
 pub mod agent;
+pub mod demo;
 pub mod sim;

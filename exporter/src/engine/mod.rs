@@ -793,6 +793,9 @@ impl Engine {
     /// Queues contacts of our own zones that no table of ours mentions.
     fn note_unknown_contacts(&mut self, contacts: &[SocketAddr]) {
         const MAX_DISCOVER: usize = 8;
+        if self.discover.len() >= MAX_DISCOVER {
+            return;
+        }
         let me = self.cfg.advertise;
         let unknown: Vec<SocketAddr> = contacts
             .iter()

@@ -1,0 +1,137 @@
+//! `astrolabe demo`: a local cluster on loopback, to see zone aggregates
+//! within seconds of the first command.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+
+use crate::agent::{id_from_zone, start, AgentOptions, RunningAgent};
+use crate::cmd::agent::parse_duration;
+use crate::zone::{Value, ZonePath};
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Number of agents.
+    #[arg(long, default_value_t = 9)]
+    pub agents: usize,
+    /// Number of zones they are spread over.
+    #[arg(long, default_value_t = 3)]
+    pub zones: usize,
+    /// First UDP gossip port; agent i uses this + i.
+    #[arg(long = "gossip-port", default_value_t = 17946)]
+    pub gossip_port: u16,
+    /// First HTTP port; agent i serves /metrics on this + i.
+    #[arg(long = "web-port", default_value_t = 19464)]
+    pub web_port: u16,
+    /// Gossip round.
+    #[arg(long = "gossip.interval", default_value = "1s", value_parser = parse_duration)]
+    pub interval: Duration,
+    /// Stop after this long (default: until Ctrl-C).
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+}
+
+fn live_view(agent: &RunningAgent) -> String {
+    let view = agent.view.get();
+    let mut zones: Vec<_> = view
+        .zones
+        .iter()
+        .filter(|z| z.row.zone.depth() <= 2)
+        .collect();
+    zones.sort_by(|a, b| a.row.zone.cmp(&b.row.zone));
+    let mut out = format!(
+        "{:<10} {:>8} {:>10} {:>8} {:>12} {:>10}\n",
+        "ZONE", "MEMBERS", "REPORTING", "AGE", "CPU AVG", "LOAD MAX"
+    );
+    for z in zones {
+        let num = |name: &str| z.row.value(name).and_then(Value::as_f64);
+        out.push_str(&format!(
+            "{:<10} {:>8} {:>10} {:>7.1}s {:>12} {:>10}\n",
+            z.row.zone.to_string(),
+            z.row.members(),
+            num("reporting").map_or("-".into(), |v| format!("{v}")),
+            z.age_seconds,
+            num("cpu_utilization_avg").map_or("-".into(), |v| format!("{:.1}%", v * 100.0)),
+            num("load1_max").map_or("-".into(), |v| format!("{v:.2}")),
+        ));
+    }
+    out
+}
+
+pub fn run(args: DemoArgs) -> anyhow::Result<()> {
+    crate::cmd::agent::init_logging("text").ok();
+    if args.agents == 0 || args.zones == 0 {
+        anyhow::bail!("--agents and --zones must be at least 1");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(async move {
+        let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let mut agents = Vec::new();
+        for i in 0..args.agents {
+            let zone = ZonePath::parse(&format!("/demo/zone{}/agent{i}", i % args.zones))?;
+            let gossip = SocketAddr::new(
+                localhost,
+                args.gossip_port
+                    .checked_add(i as u16)
+                    .context("port out of range")?,
+            );
+            let web = SocketAddr::new(
+                localhost,
+                args.web_port
+                    .checked_add(i as u16)
+                    .context("port out of range")?,
+            );
+            let opts = AgentOptions {
+                id: id_from_zone(&zone),
+                zone,
+                listen: gossip,
+                advertise: None,
+                seeds: vec![SocketAddr::new(localhost, args.gossip_port)],
+                interval: args.interval,
+                web_listen: web,
+                textfile_directory: None,
+                aggregates: Vec::new(),
+                attributes: vec![("demo_index".into(), Value::Int(i as i64))],
+                collector_timeout: Duration::from_secs(5),
+                host_collectors: true,
+            };
+            let agent = start(opts)
+                .await
+                .with_context(|| format!("agent {i} (ports {gossip}, {web})"))?;
+            agents.push(agent);
+        }
+        println!(
+            "{} agents in {} zones on loopback. Scrape any of them:",
+            args.agents, args.zones
+        );
+        for a in &agents {
+            println!("  http://{}/metrics", a.web_addr);
+        }
+        println!(
+            "Landing page: http://{}/   Ctrl-C to stop.\n",
+            agents[0].web_addr
+        );
+        let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
+        loop {
+            let tick = tokio::time::sleep(Duration::from_secs(2));
+            tokio::select! {
+                _ = tick => {}
+                _ = tokio::signal::ctrl_c() => break,
+            }
+            println!("{}", live_view(&agents[0]));
+            if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                break;
+            }
+        }
+        for a in agents {
+            a.leave().await;
+        }
+        Ok(())
+    })
+}
