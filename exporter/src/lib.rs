@@ -5,6 +5,7 @@
 pub mod agent;
 pub mod aggregate;
 pub mod cmd;
+pub mod config;
 pub mod engine;
 pub mod http;
 pub mod sim;

@@ -1,6 +1,6 @@
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use astrolabe::cmd;
 
@@ -17,6 +17,11 @@ struct Cli {
 enum Command {
     /// Run an agent: collect, gossip, and serve every zone's aggregates.
     Agent(Box<cmd::agent::AgentArgs>),
+    /// Check an agent configuration file and exit.
+    CheckConfig {
+        /// The TOML file.
+        file: std::path::PathBuf,
+    },
     /// Start a local cluster (9 agents in 3 zones) and show its zones live.
     Demo(cmd::demo::DemoArgs),
     /// Simulate N agents on a virtual clock and report convergence as JSON.
@@ -24,8 +29,11 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
+    let parsed = Cli::command()
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m).map(|c| (c, m)));
+    let (cli, matches) = match parsed {
+        Ok(ok) => ok,
         Err(e)
             if matches!(
                 e.kind(),
@@ -48,7 +56,8 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Agent(args) => cmd::agent::run(*args),
+        Command::Agent(args) => cmd::agent::run(*args, matches.subcommand_matches("agent")),
+        Command::CheckConfig { file } => cmd::agent::check_config(file),
         Command::Demo(args) => cmd::demo::run(args),
         Command::Sim(args) => cmd::sim::run(args),
     };

@@ -5,13 +5,31 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use clap::Args;
+use clap::{Args, Parser};
+
+use crate::config::FileConfig;
+
+/// Parses `agent` arguments alone (for check-config's defaults).
+#[derive(Debug, Parser)]
+struct AgentOnly {
+    #[command(flatten)]
+    args: AgentArgs,
+}
+
+impl AgentArgs {
+    fn parse_from<I: IntoIterator<Item = &'static str>>(it: I) -> AgentArgs {
+        AgentOnly::parse_from(it).args
+    }
+}
 
 use crate::agent::{id_from_zone, start, AgentOptions};
 use crate::zone::{Value, ZonePath};
 
 #[derive(Debug, Args)]
 pub struct AgentArgs {
+    /// TOML configuration file; flags and ASTROLABE_* variables override it.
+    #[arg(long = "config.file", env = "ASTROLABE_CONFIG_FILE")]
+    pub config_file: Option<PathBuf>,
     /// This agent's leaf zone, e.g. /eu/fra/host7 [default: /local/<hostname>]
     #[arg(long, env = "ASTROLABE_ZONE")]
     pub zone: Option<String>,
@@ -120,6 +138,89 @@ fn resolve_seed(seed: &str) -> anyhow::Result<SocketAddr> {
         .with_context(|| format!("seed {seed:?}: no address"))
 }
 
+/// Fills the arguments the command line and environment left unset from
+/// the configuration file: flag > env > file > default.
+pub fn apply_file(args: &mut AgentArgs, matches: Option<&clap::ArgMatches>) -> anyhow::Result<()> {
+    let Some(path) = args.config_file.clone() else {
+        return Ok(());
+    };
+    let file = FileConfig::load(&path)?;
+    let at = |reason: String| anyhow::anyhow!("{}: {reason}", path.display());
+    let defaulted = |id: &str| {
+        matches.is_none_or(|m| {
+            !matches!(
+                m.value_source(id),
+                Some(clap::parser::ValueSource::CommandLine)
+                    | Some(clap::parser::ValueSource::EnvVariable)
+            )
+        })
+    };
+    if args.zone.is_none() {
+        args.zone = file.zone;
+    }
+    if args.id.is_none() {
+        args.id = file.agent_id;
+    }
+    if let Some(v) = file
+        .gossip
+        .listen_address
+        .filter(|_| defaulted("gossip_listen"))
+    {
+        args.gossip_listen = v
+            .parse()
+            .map_err(|_| at(format!("gossip.listen_address {v:?} is not host:port")))?;
+    }
+    if args.gossip_advertise.is_none() {
+        if let Some(v) = file.gossip.advertise_address {
+            args.gossip_advertise = Some(
+                v.parse()
+                    .map_err(|_| at(format!("gossip.advertise_address {v:?} is not ip:port")))?,
+            );
+        }
+    }
+    if args.seeds.is_empty() {
+        args.seeds = file.gossip.seeds;
+    }
+    if let Some(v) = file.gossip.interval.filter(|_| defaulted("interval")) {
+        args.interval = parse_duration(&v).map_err(|e| at(format!("gossip.interval: {e}")))?;
+    }
+    if let Some(v) = file.web.listen_address.filter(|_| defaulted("web_listen")) {
+        args.web_listen = v
+            .parse()
+            .map_err(|_| at(format!("web.listen_address {v:?} is not host:port")))?;
+    }
+    if args.textfile_directory.is_none() {
+        args.textfile_directory = file.collector.textfile_directory;
+    }
+    if let Some(v) = file
+        .collector
+        .timeout
+        .filter(|_| defaulted("collector_timeout"))
+    {
+        args.collector_timeout =
+            parse_duration(&v).map_err(|e| at(format!("collector.timeout: {e}")))?;
+    }
+    if !args.no_host_collectors {
+        args.no_host_collectors = file.collector.host == Some(false);
+    }
+    if args.aggregates.is_empty() {
+        args.aggregates = file.aggregates;
+    }
+    if args.attributes.is_empty() {
+        for (k, v) in file.attributes {
+            let text = match v {
+                toml::Value::String(s) => s,
+                other => other.to_string(),
+            };
+            args.attributes.push(format!("{k}={text}"));
+        }
+    }
+    if let Some(v) = file.log.format.filter(|_| defaulted("log_format")) {
+        args.log_format = v;
+    }
+    Ok(())
+}
+
 pub fn options(args: &AgentArgs) -> anyhow::Result<AgentOptions> {
     let zone_text = args
         .zone
@@ -176,7 +277,28 @@ pub fn init_logging(format: &str) -> anyhow::Result<()> {
     .map_err(|e| anyhow::anyhow!("logging: {e}"))
 }
 
-pub fn run(args: AgentArgs) -> anyhow::Result<()> {
+/// `astrolabe check-config FILE`: everything `agent` would refuse, without starting.
+pub fn check_config(path: PathBuf) -> anyhow::Result<()> {
+    let mut args = AgentArgs::parse_from(["agent"]);
+    args.config_file = Some(path.clone());
+    apply_file(&mut args, None)?;
+    let opts = options(&args).map_err(|e| anyhow::anyhow!("{}: {e:#}", path.display()))?;
+    let mut sqls = vec![crate::agent::HOST_AGGREGATES.to_string()];
+    sqls.extend(opts.aggregates.iter().cloned());
+    let set = crate::aggregate::AggregateSet::with_defaults(&sqls)
+        .map_err(|e| anyhow::anyhow!("{}: aggregates: {e}", path.display()))?;
+    println!(
+        "{}: ok (zone {}, {} aggregate columns, {} seeds)",
+        path.display(),
+        opts.zone,
+        set.columns().len(),
+        opts.seeds.len()
+    );
+    Ok(())
+}
+
+pub fn run(mut args: AgentArgs, matches: Option<&clap::ArgMatches>) -> anyhow::Result<()> {
+    apply_file(&mut args, matches)?;
     init_logging(&args.log_format)?;
     let opts = options(&args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -1,0 +1,90 @@
+//! The configuration file (TOML) of `astrolabe agent`.
+//!
+//! Precedence: flag > environment (`ASTROLABE_*`) > file > default. Flags
+//! and the environment are clap's; a value the command line left at its
+//! default is taken from the file when the file sets it. Unknown keys are
+//! refused with the file, line and the keys that exist.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub zone: Option<String>,
+    pub agent_id: Option<u64>,
+    #[serde(default)]
+    pub gossip: GossipSection,
+    #[serde(default)]
+    pub web: WebSection,
+    #[serde(default)]
+    pub collector: CollectorSection,
+    #[serde(default)]
+    pub aggregates: Vec<String>,
+    #[serde(default)]
+    pub attributes: BTreeMap<String, toml::Value>,
+    #[serde(default)]
+    pub log: LogSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GossipSection {
+    pub listen_address: Option<String>,
+    pub advertise_address: Option<String>,
+    #[serde(default)]
+    pub seeds: Vec<String>,
+    pub interval: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebSection {
+    pub listen_address: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollectorSection {
+    pub textfile_directory: Option<PathBuf>,
+    pub timeout: Option<String>,
+    pub host: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    pub format: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {reason}")]
+pub struct ConfigError {
+    pub path: String,
+    pub reason: String,
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
+        let err = |reason: String| ConfigError {
+            path: path.display().to_string(),
+            reason,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+        toml::from_str(&text).map_err(|e: toml::de::Error| {
+            let (line, col) = e
+                .span()
+                .map(|s| {
+                    let before = &text[..s.start.min(text.len())];
+                    let line = before.matches('\n').count() + 1;
+                    let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                    (line, col)
+                })
+                .unwrap_or((0, 0));
+            let message = e.message().replace('\n', " ");
+            err(format!("line {line}, column {col}: {message}"))
+        })
+    }
+}

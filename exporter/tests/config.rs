@@ -1,0 +1,125 @@
+//! The configuration file and its precedence: flag > env > file > default.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+fn check(file: &std::path::Path) -> (bool, String) {
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .arg(file)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text.trim().to_string())
+}
+
+#[test]
+fn check_config_accepts_good_files_and_names_file_line_and_reason() {
+    let dir = temp_dir("config-check");
+    let good = dir.join("good.toml");
+    std::fs::write(
+        &good,
+        "zone = \"/eu/fra/h1\"\naggregates = [\"SELECT max(load1) AS load_peak\"]\n[gossip]\nseeds = [\"127.0.0.1:7946\"]\ninterval = \"500ms\"\n[attributes]\nrole = \"web\"\n",
+    )
+    .unwrap();
+    let (ok, text) = check(&good);
+    assert!(ok, "{text}");
+    assert!(text.contains("ok") && text.contains("/eu/fra/h1"), "{text}");
+
+    for (name, body, needles) in [
+        (
+            "unknown.toml",
+            "zone = \"/a/b\"\n[gossip]\nlisten_adress = \"127.0.0.1:1\"\n",
+            vec!["unknown.toml", "line 3", "unknown field", "listen_adress"],
+        ),
+        (
+            "zone.toml",
+            "zone = \"/a//b\"\n",
+            vec!["zone.toml", "empty segment"],
+        ),
+        (
+            "agg.toml",
+            "zone = \"/a/b\"\naggregates = [\"SELECT sum(x) AS s GROUP BY y\"]\n",
+            vec!["agg.toml", "GROUP BY"],
+        ),
+        (
+            "interval.toml",
+            "zone = \"/a/b\"\n[gossip]\ninterval = \"soon\"\n",
+            vec!["interval.toml", "gossip.interval"],
+        ),
+        ("syntax.toml", "zone = \n", vec!["syntax.toml", "line 1"]),
+    ] {
+        let path = dir.join(name);
+        std::fs::write(&path, body).unwrap();
+        let (ok, text) = check(&path);
+        assert!(!ok, "{name} accepted");
+        assert_eq!(text.lines().count(), 1, "{text}");
+        for n in needles {
+            assert!(text.contains(n), "{name}: {n:?} not in {text:?}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn flags_override_the_environment_which_overrides_the_file() {
+    let dir = temp_dir("config-precedence");
+    let file = dir.join("agent.toml");
+    let web_from_file = free_port();
+    std::fs::write(
+        &file,
+        format!("zone = \"/file/zone\"\n[web]\nlisten_address = \"127.0.0.1:{web_from_file}\"\n[gossip]\nlisten_address = \"127.0.0.1:{}\"\ninterval = \"200ms\"\n", free_port()),
+    )
+    .unwrap();
+    // The file alone.
+    let mut a = Command::new(BIN)
+        .args(["agent", "--no-collector.host", "--config.file"])
+        .arg(&file)
+        .env("ASTROLABE_LOG", "warn")
+        .spawn()
+        .unwrap();
+    let zone_of = |port: u16| {
+        http_get(port, "/api/v1/zones")
+            .and_then(|b| serde_json::from_str::<serde_json::Value>(&b).ok())
+            .map(|j| j["agent_zone"].as_str().unwrap_or("").to_string())
+    };
+    assert!(eventually(Duration::from_secs(10), || zone_of(
+        web_from_file
+    )
+    .as_deref()
+        == Some("/file/zone")));
+    let _ = a.kill();
+    let _ = a.wait();
+    // The environment beats the file; a flag beats both.
+    let web_from_flag = free_port();
+    let mut b = Command::new(BIN)
+        .args(["agent", "--no-collector.host", "--config.file"])
+        .arg(&file)
+        .args([
+            "--web.listen-address",
+            &format!("127.0.0.1:{web_from_flag}"),
+        ])
+        .env("ASTROLABE_ZONE", "/env/zone")
+        .env(
+            "ASTROLABE_WEB_LISTEN_ADDRESS",
+            format!("127.0.0.1:{web_from_file}"),
+        )
+        .env("ASTROLABE_LOG", "warn")
+        .spawn()
+        .unwrap();
+    let ok = eventually(Duration::from_secs(10), || {
+        zone_of(web_from_flag).as_deref() == Some("/env/zone")
+    });
+    let _ = b.kill();
+    let _ = b.wait();
+    assert!(ok, "flag or env did not win");
+    let _ = std::fs::remove_dir_all(dir);
+}
