@@ -17,7 +17,13 @@ pub struct CollectorOutcome {
 /// Collectors whose last run has not returned yet: a hung collector (say,
 /// statfs on a dead NFS server) cannot be cancelled, so it is not started
 /// again until it returns; meanwhile it is reported failed.
-static RUNNING: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
+/// Keyed by the collector instance, not its name: one process may run many
+/// agents (the demo), each with its own collectors of the same names.
+static RUNNING: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+
+fn key(c: &Arc<dyn Collector>) -> usize {
+    Arc::as_ptr(c) as *const () as usize
+}
 
 /// Runs every collector on its own thread and waits at most `timeout` for
 /// all of them. Returns the families of those that finished in time, plus
@@ -32,9 +38,10 @@ pub fn run_all(
     let mut outcomes = Vec::new();
     for c in collectors {
         let name = c.name();
+        let id = key(c);
         {
             let mut running = RUNNING.lock().unwrap_or_else(|p| p.into_inner());
-            if running.contains(&name) {
+            if running.contains(&id) {
                 outcomes.push(CollectorOutcome {
                     name,
                     success: false,
@@ -43,7 +50,7 @@ pub fn run_all(
                 });
                 continue;
             }
-            running.push(name);
+            running.push(id);
         }
         pending.push(name);
         let c = Arc::clone(c);
@@ -54,7 +61,7 @@ pub fn run_all(
             RUNNING
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .retain(|n| *n != name);
+                .retain(|n| *n != id);
             let _ = tx.send((name, t.elapsed(), result));
         });
     }

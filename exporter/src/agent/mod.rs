@@ -44,13 +44,13 @@ pub fn id_from_zone(zone: &ZonePath) -> AgentId {
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
-    #[error("cannot bind the gossip socket {addr}: {source}")]
+    #[error("cannot bind the gossip socket {addr}")]
     Bind {
         addr: SocketAddr,
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot listen for HTTP on {addr}: {source}")]
+    #[error("cannot listen for HTTP on {addr}")]
     Web {
         addr: SocketAddr,
         #[source]

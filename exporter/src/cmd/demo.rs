@@ -28,6 +28,18 @@ pub struct DemoArgs {
     /// Gossip round.
     #[arg(long = "gossip.interval", default_value = "1s", value_parser = parse_duration)]
     pub interval: Duration,
+    /// Do not run the cpu, memory and load collectors in every agent.
+    #[arg(long = "no-collector.host")]
+    pub no_host_collectors: bool,
+    /// Agent i reads *.prom files from DIR/agent<i> (created if missing).
+    #[arg(long = "textfile-root")]
+    pub textfile_root: Option<std::path::PathBuf>,
+    /// An aggregate for every agent (repeatable).
+    #[arg(long = "aggregate")]
+    pub aggregates: Vec<String>,
+    /// Print only the scrape URLs, not the live view.
+    #[arg(long)]
+    pub quiet: bool,
     /// Stop after this long (default: until Ctrl-C).
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
@@ -95,11 +107,19 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
                 seeds: vec![SocketAddr::new(localhost, args.gossip_port)],
                 interval: args.interval,
                 web_listen: web,
-                textfile_directory: None,
-                aggregates: Vec::new(),
+                textfile_directory: match &args.textfile_root {
+                    Some(root) => {
+                        let dir = root.join(format!("agent{i}"));
+                        std::fs::create_dir_all(&dir)
+                            .with_context(|| format!("creating {}", dir.display()))?;
+                        Some(dir)
+                    }
+                    None => None,
+                },
+                aggregates: args.aggregates.clone(),
                 attributes: vec![("demo_index".into(), Value::Int(i as i64))],
                 collector_timeout: Duration::from_secs(5),
-                host_collectors: true,
+                host_collectors: !args.no_host_collectors,
             };
             let agent = start(opts)
                 .await
@@ -124,7 +144,9 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
                 _ = tick => {}
                 _ = tokio::signal::ctrl_c() => break,
             }
-            println!("{}", live_view(&agents[0]));
+            if !args.quiet {
+                println!("{}", live_view(&agents[0]));
+            }
             if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
                 break;
             }

@@ -404,3 +404,14 @@ fn debug_loss() {
     }
     eprintln!("{:?}", e.stats());
 }
+
+#[test]
+fn values_set_before_anyone_is_known_still_spread() {
+    let mut sim = sim(100, 10, 9);
+    sim.run_for(1);
+    for i in 0..100 {
+        sim.set_attribute(i, "mem", Value::Int(1000 + i as i64));
+    }
+    converge(&mut sim, 40);
+    assert_root_correct(&mut sim, 10);
+}
