@@ -123,3 +123,64 @@ fn flags_override_the_environment_which_overrides_the_file() {
     assert!(ok, "flag or env did not win");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn sighup_reloads_aggregates_and_attributes_and_keeps_the_old_config_when_the_new_is_bad() {
+    let dir = temp_dir("config-reload");
+    let file = dir.join("agent.toml");
+    let web = free_port();
+    let body = |agg: &str, role: &str| {
+        format!(
+            "zone = \"/r/a\"\naggregates = [\"{agg}\"]\n[web]\nlisten_address = \"127.0.0.1:{web}\"\n[gossip]\nlisten_address = \"127.0.0.1:{}\"\ninterval = \"200ms\"\n[collector]\nhost = false\n[attributes]\nrole = \"{role}\"\nweight = 5\n",
+            free_port()
+        )
+    };
+    std::fs::write(&file, body("SELECT sum(weight) AS weight_before", "web")).unwrap();
+    let mut agent = Command::new(BIN)
+        .args(["agent", "--config.file"])
+        .arg(&file)
+        .env("ASTROLABE_LOG", "warn")
+        .spawn()
+        .unwrap();
+    let has = |needle: &str| http_get(web, "/metrics").is_some_and(|m| m.contains(needle));
+    assert!(eventually(Duration::from_secs(10), || has(
+        "astrolabe_zone_weight_before{zone_path=\"/\"} 5"
+    )));
+    std::fs::write(
+        &file,
+        body(
+            "SELECT sum(weight) AS weight_after, count(*) AS web_hosts WHERE role = 'db'",
+            "db",
+        ),
+    )
+    .unwrap();
+    let hup = |pid: u32| {
+        Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .unwrap()
+    };
+    hup(agent.id());
+    let reloaded = eventually(Duration::from_secs(10), || {
+        has("astrolabe_zone_weight_after{zone_path=\"/\"} 5")
+            && has("astrolabe_zone_web_hosts{zone_path=\"/\"} 1")
+            && !has("weight_before")
+    });
+    // A broken file is refused; the agent keeps serving the last good one.
+    std::fs::write(
+        &file,
+        "zone = \"/r/a\"\naggregates = [\"SELECT nonsense(\"]\n",
+    )
+    .unwrap();
+    hup(agent.id());
+    std::thread::sleep(Duration::from_millis(800));
+    let still = has("astrolabe_zone_weight_after{zone_path=\"/\"} 5");
+    let _ = agent.kill();
+    let _ = agent.wait();
+    assert!(
+        reloaded,
+        "SIGHUP did not apply the new aggregates and attributes"
+    );
+    assert!(still, "a bad file replaced the running configuration");
+    let _ = std::fs::remove_dir_all(dir);
+}

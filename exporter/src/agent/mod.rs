@@ -87,15 +87,42 @@ pub struct RunningAgent {
     pub view: Arc<ViewCell>,
     stop: mpsc::Sender<Stop>,
     task: tokio::task::JoinHandle<()>,
+    static_attrs: Arc<std::sync::RwLock<Attributes>>,
+    host_collectors: bool,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 enum Stop {
     /// Leave with a tombstone (SIGTERM).
     Leave,
+    /// New aggregates (SIGHUP); static attributes go to the collector loop.
+    Reload(Arc<AggregateSet>),
 }
 
 impl RunningAgent {
+    /// Applies a reloaded configuration: aggregates and static attributes.
+    /// Everything else (zone, addresses) needs a restart.
+    pub async fn reload(
+        &self,
+        aggregates: &[String],
+        attributes: &[(String, Value)],
+    ) -> Result<(), AgentError> {
+        let mut sqls = Vec::new();
+        if self.host_collectors {
+            sqls.push(HOST_AGGREGATES.to_string());
+        }
+        sqls.extend(aggregates.iter().cloned());
+        let set = Arc::new(AggregateSet::with_defaults(&sqls)?);
+        if let Ok(mut base) = self.static_attrs.write() {
+            *base = attributes
+                .iter()
+                .map(|(k, v)| (k.as_str().into(), v.clone()))
+                .collect();
+        }
+        let _ = self.stop.send(Stop::Reload(set)).await;
+        Ok(())
+    }
+
     /// Leaves the cluster cleanly and waits for the tombstone to be sent.
     pub async fn leave(self) {
         let _ = self.stop.send(Stop::Leave).await;
@@ -176,12 +203,14 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
     }
     let interval = opts.interval;
     let timeout = opts.collector_timeout;
-    let base = static_attrs.clone();
+    let shared_attrs = Arc::new(std::sync::RwLock::new(static_attrs.clone()));
+    let base = shared_attrs.clone();
     std::thread::spawn(move || {
         let mut previous: Option<Vec<MetricFamily>> = None;
         loop {
             let (families, _) = astrolabe_collectors::run_all(&collectors, timeout);
-            let attrs = leaf_attributes(&base, previous.as_deref(), &families);
+            let static_now = base.read().map(|b| b.clone()).unwrap_or_default();
+            let attrs = leaf_attributes(&static_now, previous.as_deref(), &families);
             let families = Arc::new(families);
             if attrs_tx.blocking_send((attrs, families.clone())).is_err() {
                 return;
@@ -230,12 +259,18 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
                     host = families;
                     engine.set_attributes(now(), attrs)
                 }
-                Some(Stop::Leave) = stop_rx.recv() => {
-                    let effects = engine.leave(now());
-                    send_all(&socket, effects).await;
-                    tracing::info!("left the cluster");
-                    publish(&engine, &host);
-                    return;
+                Some(control) = stop_rx.recv() => match control {
+                    Stop::Leave => {
+                        let effects = engine.leave(now());
+                        send_all(&socket, effects).await;
+                        tracing::info!("left the cluster");
+                        publish(&engine, &host);
+                        return;
+                    }
+                    Stop::Reload(set) => {
+                        tracing::info!(columns = set.columns().len(), "configuration reloaded");
+                        engine.set_aggregates(now(), set)
+                    }
                 }
             };
             send_all(&socket, effects).await;
@@ -248,6 +283,8 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
         view,
         stop: stop_tx,
         task,
+        static_attrs: shared_attrs,
+        host_collectors: opts.host_collectors,
     })
 }
 

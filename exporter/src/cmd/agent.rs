@@ -25,7 +25,7 @@ impl AgentArgs {
 use crate::agent::{id_from_zone, start, AgentOptions};
 use crate::zone::{Value, ZonePath};
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct AgentArgs {
     /// TOML configuration file; flags and ASTROLABE_* variables override it.
     #[arg(long = "config.file", env = "ASTROLABE_CONFIG_FILE")]
@@ -298,7 +298,9 @@ pub fn check_config(path: PathBuf) -> anyhow::Result<()> {
 }
 
 pub fn run(mut args: AgentArgs, matches: Option<&clap::ArgMatches>) -> anyhow::Result<()> {
-    apply_file(&mut args, matches)?;
+    let given = args.clone();
+    let matches = matches.cloned();
+    apply_file(&mut args, matches.as_ref())?;
     init_logging(&args.log_format)?;
     let opts = options(&args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -310,11 +312,28 @@ pub fn run(mut args: AgentArgs, matches: Option<&clap::ArgMatches>) -> anyhow::R
         .context("starting the runtime")?;
     runtime.block_on(async move {
         let agent = start(opts).await?;
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .context("installing the SIGTERM handler")?;
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM: leaving"),
-            _ = tokio::signal::ctrl_c() => tracing::info!("interrupt: leaving"),
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+        let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+        loop {
+            tokio::select! {
+                _ = term.recv() => { tracing::info!("SIGTERM: leaving"); break; }
+                _ = tokio::signal::ctrl_c() => { tracing::info!("interrupt: leaving"); break; }
+                _ = hup.recv() => {
+                    // Re-read the file over what the command line gave.
+                    let mut fresh = given.clone();
+                    let reloaded = apply_file(&mut fresh, matches.as_ref())
+                        .and_then(|()| options(&fresh));
+                    match reloaded {
+                        Ok(new) => {
+                            if let Err(e) = agent.reload(&new.aggregates, &new.attributes).await {
+                                tracing::error!(error = %e, "SIGHUP: configuration refused, keeping the old one");
+                            }
+                        }
+                        Err(e) => tracing::error!(error = %format!("{e:#}"), "SIGHUP: configuration refused, keeping the old one"),
+                    }
+                }
+            }
         }
         agent.leave().await;
         Ok(())
