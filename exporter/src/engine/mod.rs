@@ -423,10 +423,7 @@ impl Engine {
 
     fn send_digest(&mut self, to: SocketAddr, up_to: usize) {
         let lonely = self.is_lonely();
-        let budget = self
-            .cfg
-            .max_message_bytes()
-            .saturating_sub(self.header_len() + 3);
+        let budget = self.batch_budget();
         let mut parts = Vec::new();
         for k in 0..=up_to.min(self.tables.len() - 1) {
             let table = &self.tables[k];
@@ -435,32 +432,7 @@ impl Engine {
             let own = table.own_row().map_or(0, |r| contacts_check(r.contacts()));
             parts.extend(split_digest(&table.zone, newest, own, entries, budget));
         }
-        let mut batch: Vec<TableDigest> = Vec::new();
-        let mut size = 0;
-        for part in parts {
-            let len = postcard::experimental::serialized_size(&part).unwrap_or(budget);
-            if !batch.is_empty() && size + len > budget {
-                self.send(
-                    to,
-                    Message::Digest {
-                        lonely,
-                        tables: std::mem::take(&mut batch),
-                    },
-                );
-                size = 0;
-            }
-            size += len;
-            batch.push(part);
-        }
-        if !batch.is_empty() {
-            self.send(
-                to,
-                Message::Digest {
-                    lonely,
-                    tables: batch,
-                },
-            );
-        }
+        self.send_batched(to, parts, |tables| Message::Digest { lonely, tables });
     }
 
     // ---- receiving ----------------------------------------------------
@@ -1027,54 +999,55 @@ impl Engine {
     }
 
     fn send_refresh(&mut self, to: SocketAddr, items: Vec<Refresh>) {
-        let budget = self
-            .cfg
+        self.send_batched(to, items, Message::Refresh);
+    }
+
+    fn send_requests(&mut self, to: SocketAddr, requests: Vec<TableRequest>) {
+        let budget = self.batch_budget();
+        let requests = requests
+            .into_iter()
+            .map(|mut req| {
+                // A request for more names than fit is cut; the rest are
+                // asked for in the next exchange.
+                while req.wants.len() > 1
+                    && postcard::experimental::serialized_size(&req).unwrap_or(budget) > budget
+                {
+                    req.wants.truncate(req.wants.len() / 2);
+                }
+                req
+            })
+            .collect();
+        self.send_batched(to, requests, Message::Request);
+    }
+
+    /// Bytes a message may spend on its items.
+    fn batch_budget(&self) -> usize {
+        self.cfg
             .max_message_bytes()
-            .saturating_sub(self.header_len() + 3);
-        let mut batch: Vec<Refresh> = Vec::new();
+            .saturating_sub(self.header_len() + 3)
+    }
+
+    /// Sends items in as few messages as fit the datagram limit.
+    fn send_batched<T: serde::Serialize>(
+        &mut self,
+        to: SocketAddr,
+        items: Vec<T>,
+        wrap: impl Fn(Vec<T>) -> Message,
+    ) {
+        let budget = self.batch_budget();
+        let mut batch: Vec<T> = Vec::new();
         let mut size = 0;
         for item in items {
             let len = postcard::experimental::serialized_size(&item).unwrap_or(budget);
             if !batch.is_empty() && size + len > budget {
-                self.send(to, Message::Refresh(std::mem::take(&mut batch)));
+                self.send(to, wrap(std::mem::take(&mut batch)));
                 size = 0;
             }
             size += len;
             batch.push(item);
         }
         if !batch.is_empty() {
-            self.send(to, Message::Refresh(batch));
-        }
-    }
-
-    fn send_requests(&mut self, to: SocketAddr, requests: Vec<TableRequest>) {
-        if requests.is_empty() {
-            return;
-        }
-        let budget = self
-            .cfg
-            .max_message_bytes()
-            .saturating_sub(self.header_len() + 3);
-        let mut batch: Vec<TableRequest> = Vec::new();
-        let mut size = 0;
-        for req in requests {
-            // A request for more names than fit is cut; the rest are asked
-            // for in the next exchange.
-            let mut req = req;
-            let mut len = postcard::experimental::serialized_size(&req).unwrap_or(budget);
-            while len > budget && req.wants.len() > 1 {
-                req.wants.truncate(req.wants.len() / 2);
-                len = postcard::experimental::serialized_size(&req).unwrap_or(budget);
-            }
-            if !batch.is_empty() && size + len > budget {
-                self.send(to, Message::Request(std::mem::take(&mut batch)));
-                size = 0;
-            }
-            size += len;
-            batch.push(req);
-        }
-        if !batch.is_empty() {
-            self.send(to, Message::Request(batch));
+            self.send(to, wrap(batch));
         }
     }
 }
