@@ -325,17 +325,6 @@ impl Engine {
         for k in 0..self.tables.len() {
             let expiry = self.cfg.expiry_ms(k, leaf_depth);
             let dropped = self.tables[k].expire(now.mono_ms, expiry, forget(expiry));
-            if std::env::var_os("ASTRO_DEBUG").is_some() {
-                for r in &dropped {
-                    eprintln!(
-                        "t={} agent {} expired {} (table {k}) members {}",
-                        now.mono_ms,
-                        self.cfg.id,
-                        r.zone,
-                        r.members()
-                    );
-                }
-            }
             self.stats.rows_expired += dropped.len() as u64;
         }
         self.refresh_ancestors(now);
