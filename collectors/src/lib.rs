@@ -7,16 +7,24 @@
 //! reported failed without holding up the others or the scrape.
 
 mod cpu;
+mod diskstats;
+mod filesystem;
 mod loadavg;
 mod meminfo;
 mod model;
+mod netdev;
+mod pressure;
 mod runner;
 pub mod textfile;
 
 pub use cpu::{utilization, CpuCollector};
+pub use diskstats::DiskstatsCollector;
+pub use filesystem::FilesystemCollector;
 pub use loadavg::LoadavgCollector;
 pub use meminfo::MeminfoCollector;
 pub use model::{Kind, MetricFamily, Sample};
+pub use netdev::NetdevCollector;
+pub use pressure::PressureCollector;
 pub use runner::{run_all, CollectorOutcome};
 pub use textfile::TextfileCollector;
 
@@ -50,5 +58,9 @@ pub fn default_collectors() -> Vec<std::sync::Arc<dyn Collector>> {
         std::sync::Arc::new(CpuCollector),
         std::sync::Arc::new(MeminfoCollector),
         std::sync::Arc::new(LoadavgCollector),
+        std::sync::Arc::new(NetdevCollector),
+        std::sync::Arc::new(DiskstatsCollector),
+        std::sync::Arc::new(FilesystemCollector),
+        std::sync::Arc::new(PressureCollector),
     ]
 }

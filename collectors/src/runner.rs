@@ -138,6 +138,34 @@ mod tests {
     }
 
     #[test]
+    fn host_collectors_read_the_real_proc() {
+        let (families, outcomes) = run_all(&crate::default_collectors(), Duration::from_secs(5));
+        assert!(outcomes.iter().all(|o| o.success), "{outcomes:?}");
+        let find = |n: &str| {
+            families
+                .iter()
+                .find(|f| f.name == n)
+                .unwrap_or_else(|| panic!("{n} missing"))
+        };
+        let rx = find("node_network_receive_bytes_total");
+        assert!(rx
+            .samples
+            .iter()
+            .any(|s| s.labels.contains(&("device".into(), "lo".into()))));
+        let size = find("node_filesystem_size_bytes");
+        assert!(size
+            .samples
+            .iter()
+            .all(|s| s.value > 0.0 || s.labels.iter().any(|(k, _)| k == "fstype")));
+        assert!(!size
+            .samples
+            .iter()
+            .any(|s| s.labels.contains(&("fstype".into(), "proc".into()))));
+        find("node_disk_reads_completed_total");
+        find("node_memory_MemTotal_bytes");
+    }
+
+    #[test]
     fn a_hung_collector_does_not_stall_the_others() {
         let collectors: Vec<Arc<dyn Collector>> = vec![
             Arc::new(Hangs),

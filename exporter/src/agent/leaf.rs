@@ -14,6 +14,7 @@ pub fn leaf_attributes(
     base: &Attributes,
     previous: Option<&[MetricFamily]>,
     current: &[MetricFamily],
+    interval_seconds: Option<f64>,
 ) -> Attributes {
     let mut attrs = base.clone();
     let mut set = |name: &str, v: f64| {
@@ -40,6 +41,52 @@ pub fn leaf_attributes(
     ) {
         if let Some(u) = utilization(before, after) {
             set("cpu_utilization", u);
+        }
+    }
+    if let Some(fs) = find(current, "node_filesystem_avail_bytes") {
+        let root = |f: &MetricFamily| {
+            f.samples
+                .iter()
+                .find(|s| s.labels.iter().any(|(k, v)| k == "mountpoint" && v == "/"))
+                .map(|s| s.value)
+        };
+        if let (Some(avail), Some(size)) = (
+            root(fs),
+            find(current, "node_filesystem_size_bytes").and_then(root),
+        ) {
+            if size > 0.0 {
+                set("filesystem_root_free_ratio", avail / size);
+            }
+        }
+    }
+    for (family, attr) in [
+        (
+            "node_network_receive_bytes_total",
+            "network_receive_bytes_per_second",
+        ),
+        (
+            "node_network_transmit_bytes_total",
+            "network_transmit_bytes_per_second",
+        ),
+    ] {
+        // All devices but loopback, as a rate over the sampling interval.
+        let total = |fams: &[MetricFamily]| {
+            find(fams, family).map(|f| {
+                f.samples
+                    .iter()
+                    .filter(|s| !s.labels.iter().any(|(k, v)| k == "device" && v == "lo"))
+                    .map(|s| s.value)
+                    .sum::<f64>()
+            })
+        };
+        if let (Some((before, secs)), Some(after)) =
+            (previous.zip(interval_seconds), total(current))
+        {
+            if let Some(before) = total(before) {
+                if secs > 0.0 && after >= before {
+                    set(attr, (after - before) / secs);
+                }
+            }
         }
     }
     if let Some(r) = value("node_procs_running") {

@@ -138,7 +138,7 @@ fn wall_ms() -> u64 {
 }
 
 /// Zone summaries every agent computes from the host collectors' attributes.
-pub const HOST_AGGREGATES: &str = "SELECT avg(cpu_utilization) AS cpu_utilization_avg, max(cpu_utilization) AS cpu_utilization_max, quantile(0.95, cpu_utilization) AS cpu_utilization_p95, avg(memory_used_ratio) AS memory_used_ratio_avg, max(memory_used_ratio) AS memory_used_ratio_max, quantile(0.95, memory_used_ratio) AS memory_used_ratio_p95, max(load1) AS load1_max, avg(load1) AS load1_avg, sum(memory_available_bytes) AS memory_available_bytes_all, sum(processes_running) AS processes_running_all";
+pub const HOST_AGGREGATES: &str = "SELECT avg(cpu_utilization) AS cpu_utilization_avg, max(cpu_utilization) AS cpu_utilization_max, quantile(0.95, cpu_utilization) AS cpu_utilization_p95, avg(memory_used_ratio) AS memory_used_ratio_avg, max(memory_used_ratio) AS memory_used_ratio_max, quantile(0.95, memory_used_ratio) AS memory_used_ratio_p95, max(load1) AS load1_max, avg(load1) AS load1_avg, sum(memory_available_bytes) AS memory_available_bytes_all, sum(processes_running) AS processes_running_all, min(filesystem_root_free_ratio) AS filesystem_root_free_ratio_min, sum(network_receive_bytes_per_second) AS network_receive_bytes_per_second_all, sum(network_transmit_bytes_per_second) AS network_transmit_bytes_per_second_all";
 
 pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
     let mut sqls = Vec::new();
@@ -206,16 +206,24 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
     let shared_attrs = Arc::new(std::sync::RwLock::new(static_attrs.clone()));
     let base = shared_attrs.clone();
     std::thread::spawn(move || {
-        let mut previous: Option<Vec<MetricFamily>> = None;
+        let mut previous: Option<(Vec<MetricFamily>, Instant)> = None;
         loop {
+            let sampled = Instant::now();
             let (families, _) = astrolabe_collectors::run_all(&collectors, timeout);
             let static_now = base.read().map(|b| b.clone()).unwrap_or_default();
-            let attrs = leaf_attributes(&static_now, previous.as_deref(), &families);
+            let attrs = leaf_attributes(
+                &static_now,
+                previous.as_ref().map(|(f, _)| f.as_slice()),
+                &families,
+                previous
+                    .as_ref()
+                    .map(|(_, t)| sampled.duration_since(*t).as_secs_f64()),
+            );
             let families = Arc::new(families);
             if attrs_tx.blocking_send((attrs, families.clone())).is_err() {
                 return;
             }
-            previous = Some(families.to_vec());
+            previous = Some((families.to_vec(), sampled));
             std::thread::sleep(interval);
         }
     });

@@ -1,0 +1,115 @@
+use std::ffi::CString;
+
+use crate::{Collector, CollectorError, Kind, MetricFamily};
+
+/// Filesystem types node_exporter leaves out by default: pseudo and
+/// virtual filesystems with no space to run out of.
+const IGNORED_TYPES: &[&str] = &[
+    "autofs",
+    "binfmt_misc",
+    "bpf",
+    "cgroup",
+    "cgroup2",
+    "configfs",
+    "debugfs",
+    "devpts",
+    "devtmpfs",
+    "fusectl",
+    "hugetlbfs",
+    "iso9660",
+    "mqueue",
+    "nsfs",
+    "overlay",
+    "proc",
+    "procfs",
+    "pstore",
+    "rpc_pipefs",
+    "securityfs",
+    "selinuxfs",
+    "squashfs",
+    "sysfs",
+    "tracefs",
+    "tmpfs",
+    "ramfs",
+];
+
+/// `node_filesystem_{size,free,avail}_bytes` and `node_filesystem_files{,_free}`
+/// from statvfs of every mount point. statvfs on a dead NFS server can hang;
+/// that hangs this collector only, which the runner then reports failed.
+pub struct FilesystemCollector;
+
+struct Usage {
+    size: f64,
+    free: f64,
+    avail: f64,
+    files: f64,
+    files_free: f64,
+}
+
+fn statvfs(path: &str) -> Option<Usage> {
+    let c = CString::new(path).ok()?;
+    // SAFETY: `c` is a valid NUL-terminated path and `buf` a properly sized
+    // out-parameter that statvfs fills before we read it.
+    let mut buf: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut buf) } != 0 {
+        return None;
+    }
+    let block = buf.f_frsize as f64;
+    Some(Usage {
+        size: buf.f_blocks as f64 * block,
+        free: buf.f_bfree as f64 * block,
+        avail: buf.f_bavail as f64 * block,
+        files: buf.f_files as f64,
+        files_free: buf.f_ffree as f64,
+    })
+}
+
+impl Collector for FilesystemCollector {
+    fn name(&self) -> &'static str {
+        "filesystem"
+    }
+
+    fn collect(&self) -> Result<Vec<MetricFamily>, CollectorError> {
+        let mounts = procfs::mounts().map_err(|e| CollectorError::Proc(e.to_string()))?;
+        let mut fams: Vec<MetricFamily> = [
+            ("node_filesystem_size_bytes", "Filesystem size in bytes."),
+            (
+                "node_filesystem_free_bytes",
+                "Filesystem free space in bytes.",
+            ),
+            (
+                "node_filesystem_avail_bytes",
+                "Filesystem space available to non-root users in bytes.",
+            ),
+            ("node_filesystem_files", "Filesystem total file nodes."),
+            (
+                "node_filesystem_files_free",
+                "Filesystem total free file nodes.",
+            ),
+        ]
+        .iter()
+        .map(|(n, h)| MetricFamily::new(n, h, Kind::Gauge))
+        .collect();
+        let mut seen = std::collections::BTreeSet::new();
+        for m in mounts {
+            if IGNORED_TYPES.contains(&m.fs_vfstype.as_str()) || !seen.insert(m.fs_file.clone()) {
+                continue;
+            }
+            let Some(u) = statvfs(&m.fs_file) else {
+                continue;
+            };
+            let labels = [
+                ("device", m.fs_spec.as_str()),
+                ("fstype", m.fs_vfstype.as_str()),
+                ("mountpoint", m.fs_file.as_str()),
+            ];
+            for (f, v) in fams
+                .iter_mut()
+                .zip([u.size, u.free, u.avail, u.files, u.files_free])
+            {
+                f.push(&labels, v);
+            }
+        }
+        Ok(fams)
+    }
+}

@@ -1,0 +1,75 @@
+use crate::{Collector, CollectorError, Kind, MetricFamily};
+
+/// Name, help and how to read the value from a device's counters.
+type Spec = (
+    &'static str,
+    &'static str,
+    fn(&procfs::net::DeviceStatus) -> u64,
+);
+
+/// `node_network_{receive,transmit}_*_total{device}` from /proc/net/dev.
+pub struct NetdevCollector;
+
+impl Collector for NetdevCollector {
+    fn name(&self) -> &'static str {
+        "netdev"
+    }
+
+    fn collect(&self) -> Result<Vec<MetricFamily>, CollectorError> {
+        let devs = procfs::net::dev_status().map_err(|e| CollectorError::Proc(e.to_string()))?;
+        let mut names: Vec<&String> = devs.keys().collect();
+        names.sort();
+        let specs: [Spec; 8] = [
+            (
+                "node_network_receive_bytes_total",
+                "Network device statistic receive_bytes.",
+                |d| d.recv_bytes,
+            ),
+            (
+                "node_network_receive_packets_total",
+                "Network device statistic receive_packets.",
+                |d| d.recv_packets,
+            ),
+            (
+                "node_network_receive_errs_total",
+                "Network device statistic receive_errs.",
+                |d| d.recv_errs,
+            ),
+            (
+                "node_network_receive_drop_total",
+                "Network device statistic receive_drop.",
+                |d| d.recv_drop,
+            ),
+            (
+                "node_network_transmit_bytes_total",
+                "Network device statistic transmit_bytes.",
+                |d| d.sent_bytes,
+            ),
+            (
+                "node_network_transmit_packets_total",
+                "Network device statistic transmit_packets.",
+                |d| d.sent_packets,
+            ),
+            (
+                "node_network_transmit_errs_total",
+                "Network device statistic transmit_errs.",
+                |d| d.sent_errs,
+            ),
+            (
+                "node_network_transmit_drop_total",
+                "Network device statistic transmit_drop.",
+                |d| d.sent_drop,
+            ),
+        ];
+        Ok(specs
+            .iter()
+            .map(|(name, help, get)| {
+                let mut f = MetricFamily::new(name, help, Kind::Counter);
+                for n in &names {
+                    f.push(&[("device", n.as_str())], get(&devs[*n]) as f64);
+                }
+                f
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,58 @@
+use procfs::Current;
+
+use crate::{Collector, CollectorError, Kind, MetricFamily};
+
+/// Pressure stall information (/proc/pressure, Linux 4.20+), named like
+/// node_exporter's. A kernel without PSI yields no samples, not an error.
+pub struct PressureCollector;
+
+impl Collector for PressureCollector {
+    fn name(&self) -> &'static str {
+        "pressure"
+    }
+
+    fn collect(&self) -> Result<Vec<MetricFamily>, CollectorError> {
+        if !std::path::Path::new("/proc/pressure").exists() {
+            return Ok(Vec::new());
+        }
+        let secs = |us: u64| us as f64 / 1e6;
+        let mut out = Vec::new();
+        let mut push = |name: &str, help: &str, v: f64| {
+            let mut f = MetricFamily::new(name, help, Kind::Counter);
+            f.push(&[], v);
+            out.push(f);
+        };
+        if let Ok(cpu) = procfs::CpuPressure::current() {
+            push(
+                "node_pressure_cpu_waiting_seconds_total",
+                "Total time in seconds that processes have waited for CPU time",
+                secs(cpu.some.total),
+            );
+        }
+        if let Ok(mem) = procfs::MemoryPressure::current() {
+            push(
+                "node_pressure_memory_waiting_seconds_total",
+                "Total time in seconds that processes have waited for memory",
+                secs(mem.some.total),
+            );
+            push(
+                "node_pressure_memory_stalled_seconds_total",
+                "Total time in seconds no process could make progress due to memory congestion",
+                secs(mem.full.total),
+            );
+        }
+        if let Ok(io) = procfs::IoPressure::current() {
+            push(
+                "node_pressure_io_waiting_seconds_total",
+                "Total time in seconds that processes have waited due to IO congestion",
+                secs(io.some.total),
+            );
+            push(
+                "node_pressure_io_stalled_seconds_total",
+                "Total time in seconds no process could make progress due to IO congestion",
+                secs(io.full.total),
+            );
+        }
+        Ok(out)
+    }
+}
