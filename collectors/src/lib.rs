@@ -6,6 +6,7 @@
 //! on threads with a deadline, so one that hangs (a stale NFS mount) is
 //! reported failed without holding up the others or the scrape.
 
+mod application;
 mod cpu;
 mod diskstats;
 mod filesystem;
@@ -17,6 +18,7 @@ mod pressure;
 mod runner;
 pub mod textfile;
 
+pub use application::ApplicationCollector;
 pub use cpu::{utilization, CpuCollector};
 pub use diskstats::DiskstatsCollector;
 pub use filesystem::FilesystemCollector;

@@ -51,6 +51,9 @@ pub struct CollectorSection {
     pub textfile_directory: Option<PathBuf>,
     pub timeout: Option<String>,
     pub host: Option<bool>,
+    pub application_url: Option<String>,
+    #[serde(default)]
+    pub application_import: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -34,6 +34,8 @@ pub struct AgentOptions {
     pub attributes: Vec<(String, Value)>,
     pub collector_timeout: Duration,
     pub host_collectors: bool,
+    /// A local Prometheus endpoint and the metrics to import from it.
+    pub application: Option<(String, Vec<String>)>,
 }
 
 /// A stable id from the zone path, so a restarted agent is the same agent.
@@ -199,6 +201,13 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
     if let Some(dir) = &opts.textfile_directory {
         collectors.push(Arc::new(TextfileCollector {
             directory: dir.clone(),
+        }));
+    }
+    if let Some((url, import)) = &opts.application {
+        collectors.push(Arc::new(astrolabe_collectors::ApplicationCollector {
+            url: url.clone(),
+            import: import.clone(),
+            timeout: opts.collector_timeout,
         }));
     }
     let interval = opts.interval;

@@ -72,6 +72,15 @@ pub struct AgentArgs {
         env = "ASTROLABE_COLLECTOR_TEXTFILE_DIRECTORY"
     )]
     pub textfile_directory: Option<PathBuf>,
+    /// A local Prometheus endpoint to scrape, e.g. http://localhost:8080/metrics.
+    #[arg(
+        long = "collector.application.url",
+        env = "ASTROLABE_COLLECTOR_APPLICATION_URL"
+    )]
+    pub application_url: Option<String>,
+    /// A metric of that endpoint to import (repeatable); unlabeled ones become attributes.
+    #[arg(long = "collector.application.import", value_delimiter = ',')]
+    pub application_import: Vec<String>,
     /// Longest a collector may take before it is reported failed.
     #[arg(long = "collector.timeout", default_value = "5s", value_parser = parse_duration)]
     pub collector_timeout: Duration,
@@ -203,6 +212,12 @@ pub fn apply_file(args: &mut AgentArgs, matches: Option<&clap::ArgMatches>) -> a
     if !args.no_host_collectors {
         args.no_host_collectors = file.collector.host == Some(false);
     }
+    if args.application_url.is_none() {
+        args.application_url = file.collector.application_url;
+    }
+    if args.application_import.is_empty() {
+        args.application_import = file.collector.application_import;
+    }
     if args.aggregates.is_empty() {
         args.aggregates = file.aggregates;
     }
@@ -258,6 +273,10 @@ pub fn options(args: &AgentArgs) -> anyhow::Result<AgentOptions> {
         attributes,
         collector_timeout: args.collector_timeout,
         host_collectors: !args.no_host_collectors,
+        application: args
+            .application_url
+            .clone()
+            .map(|url| (url, args.application_import.clone())),
     })
 }
 

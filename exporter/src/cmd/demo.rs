@@ -120,6 +120,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
                 attributes: vec![("demo_index".into(), Value::Int(i as i64))],
                 collector_timeout: Duration::from_secs(5),
                 host_collectors: !args.no_host_collectors,
+                application: None,
             };
             let agent = start(opts)
                 .await
