@@ -75,7 +75,7 @@ impl Collector for ApplicationCollector {
         let families = textfile::parse(&self.url, &body)?;
         Ok(families
             .into_iter()
-            .filter(|f| self.import.iter().any(|n| *n == f.name))
+            .filter(|f| self.import.contains(&f.name))
             .collect())
     }
 }
