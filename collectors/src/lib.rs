@@ -15,6 +15,7 @@ mod meminfo;
 mod model;
 mod netdev;
 mod pressure;
+mod processes;
 mod runner;
 pub mod textfile;
 
@@ -27,6 +28,7 @@ pub use meminfo::MeminfoCollector;
 pub use model::{Kind, MetricFamily, Sample};
 pub use netdev::NetdevCollector;
 pub use pressure::PressureCollector;
+pub use processes::{ProcessCollector, ProcessGroup};
 pub use runner::{run_all, CollectorOutcome};
 pub use textfile::TextfileCollector;
 

@@ -89,6 +89,9 @@ pub fn leaf_attributes(
             }
         }
     }
+    if let Some(n) = value("astrolabe_processes") {
+        set("processes", n);
+    }
     if let Some(r) = value("node_procs_running") {
         set("processes_running", r);
     }

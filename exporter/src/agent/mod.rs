@@ -36,6 +36,8 @@ pub struct AgentOptions {
     pub host_collectors: bool,
     /// A local Prometheus endpoint and the metrics to import from it.
     pub application: Option<(String, Vec<String>)>,
+    /// `name=regex` process groups.
+    pub process_groups: Vec<String>,
 }
 
 /// A stable id from the zone path, so a restarted agent is the same agent.
@@ -202,6 +204,14 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
         collectors.push(Arc::new(TextfileCollector {
             directory: dir.clone(),
         }));
+    }
+    let groups: Vec<_> = opts
+        .process_groups
+        .iter()
+        .filter_map(|g| astrolabe_collectors::ProcessGroup::parse(g).ok())
+        .collect();
+    if opts.host_collectors || !groups.is_empty() {
+        collectors.push(Arc::new(astrolabe_collectors::ProcessCollector { groups }));
     }
     if let Some((url, import)) = &opts.application {
         collectors.push(Arc::new(astrolabe_collectors::ApplicationCollector {

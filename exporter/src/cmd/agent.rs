@@ -81,6 +81,9 @@ pub struct AgentArgs {
     /// A metric of that endpoint to import (repeatable); unlabeled ones become attributes.
     #[arg(long = "collector.application.import", value_delimiter = ',')]
     pub application_import: Vec<String>,
+    /// A process group to report, name=regex on the process name or command line (repeatable).
+    #[arg(long = "collector.process.group")]
+    pub process_groups: Vec<String>,
     /// Longest a collector may take before it is reported failed.
     #[arg(long = "collector.timeout", default_value = "5s", value_parser = parse_duration)]
     pub collector_timeout: Duration,
@@ -255,6 +258,10 @@ pub fn options(args: &AgentArgs) -> anyhow::Result<AgentOptions> {
         }
         attributes.push((k.to_string(), Value::parse_literal(v)));
     }
+    for g in &args.process_groups {
+        astrolabe_collectors::ProcessGroup::parse(g)
+            .map_err(|e| anyhow::anyhow!("--collector.process.group: {e}"))?;
+    }
     let seeds = args
         .seeds
         .iter()
@@ -277,6 +284,7 @@ pub fn options(args: &AgentArgs) -> anyhow::Result<AgentOptions> {
             .application_url
             .clone()
             .map(|url| (url, args.application_import.clone())),
+        process_groups: args.process_groups.clone(),
     })
 }
 

@@ -121,6 +121,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
                 collector_timeout: Duration::from_secs(5),
                 host_collectors: !args.no_host_collectors,
                 application: None,
+                process_groups: Vec::new(),
             };
             let agent = start(opts)
                 .await
