@@ -13,6 +13,7 @@ trap cleanup EXIT
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+rss_split() { awk '/RssAnon|RssFile/ {printf "%s %s kB  ", $1, $2}' "/proc/$1/status"; }
 measure() { # name pid url
     local name=$1 pid=$2 url=$3
     for _ in $(seq 20); do curl -s -o /dev/null "$url"; done   # warm up
@@ -44,3 +45,4 @@ done
 echo "--- the measured agent's root counts ${m:-?} members"
 measure "astrolabe agent" "$AGENT" http://127.0.0.1:34998/metrics
 measure "node_exporter $($NE --version 2>&1 | head -1 | awk '{print $3}')" "$NEPID" http://127.0.0.1:34997/metrics
+echo "agent: $(rss_split "$AGENT")   node_exporter: $(rss_split "$NEPID")"

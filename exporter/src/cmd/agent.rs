@@ -324,7 +324,18 @@ pub fn check_config(path: PathBuf) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Collectors run on short-lived threads; glibc would give each its own
+/// malloc arena and keep the pages. Two arenas are plenty for an agent.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only tunes the allocator; called before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
 pub fn run(mut args: AgentArgs, matches: Option<&clap::ArgMatches>) -> anyhow::Result<()> {
+    limit_malloc_arenas();
     let given = args.clone();
     let matches = matches.cloned();
     apply_file(&mut args, matches.as_ref())?;
