@@ -286,3 +286,36 @@ fn a_real_prometheus_scraping_one_agent_sees_the_whole_cluster() {
     drop(agents);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn an_unreachable_seed_is_reported_loudly_and_in_a_metric() {
+    let web = free_port();
+    let mut child = Command::new(BIN)
+        .args([
+            "agent",
+            "--zone",
+            "/lonely/h1",
+            "--no-collector.host",
+            "--gossip.interval",
+            "100ms",
+        ])
+        .args([
+            "--gossip.listen-address",
+            &format!("127.0.0.1:{}", free_port()),
+        ])
+        .args(["--web.listen-address", &format!("127.0.0.1:{web}")])
+        .args(["--gossip.seed", &format!("127.0.0.1:{}", free_port())])
+        .env("ASTROLABE_LOG", "warn")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let known = eventually(Duration::from_secs(5), || {
+        http_get(web, "/metrics").is_some_and(|m| m.contains("astrolabe_gossip_known_zones 0"))
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(known, "known_zones metric missing");
+    assert!(err.contains("no seed has answered"), "{err}");
+}

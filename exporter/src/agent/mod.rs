@@ -254,6 +254,10 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
     let task = tokio::spawn(async move {
         let mut host: Arc<Vec<MetricFamily>> = Arc::new(Vec::new());
         let mut buf = vec![0u8; 65_536];
+        // Said once, loudly: seeds configured but nobody has answered.
+        let seeds = engine.config().seeds.clone();
+        let lonely_warning_ms = 10 * engine.config().interval_ms;
+        let mut warned = false;
         let publish = |engine: &Engine, host: &Arc<Vec<MetricFamily>>| {
             cell.set(View::capture(
                 engine,
@@ -302,6 +306,14 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
             };
             send_all(&socket, effects).await;
             publish(&engine, &host);
+            let alone = engine
+                .tables()
+                .iter()
+                .all(|t| t.live_siblings().next().is_none());
+            if alone && !warned && !seeds.is_empty() && now().mono_ms > lonely_warning_ms {
+                tracing::warn!(seeds = ?seeds, "no seed has answered after 10 gossip rounds; check the addresses and that UDP reaches them");
+                warned = true;
+            }
         }
     });
     Ok(RunningAgent {

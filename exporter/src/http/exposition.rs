@@ -115,10 +115,21 @@ fn agent_families(view: &View) -> Vec<MetricFamily> {
     for r in Refusal::ALL {
         refused.push(&[("reason", r.label())], s.refused(r) as f64);
     }
+    let peers = view
+        .zones
+        .iter()
+        .filter(|z| !z.computed && !z.row.zone.is_root())
+        .count();
+    let peers = MetricFamily::gauge(
+        "astrolabe_gossip_known_zones",
+        "Rows of other zones and hosts this agent holds; 0 means no seed has answered.",
+        peers as f64,
+    );
     let mut info = MetricFamily::new("astrolabe_build_info", "Version of the agent.", Kind::Gauge);
     info.push(&[("version", env!("CARGO_PKG_VERSION"))], 1.0);
     vec![
         info,
+        peers,
         counter(
             "astrolabe_gossip_rounds_total",
             "Gossip rounds run.",
