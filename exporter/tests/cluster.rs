@@ -171,3 +171,47 @@ fn a_twelve_process_cluster_serves_exact_zone_aggregates() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn agents_gossip_over_ipv6() {
+    if std::net::UdpSocket::bind("[::1]:0").is_err() {
+        eprintln!("no IPv6 loopback on this machine; skipped");
+        return;
+    }
+    let dir = temp_dir("ipv6");
+    let mut agents = Vec::new();
+    let mut seed: Option<u16> = None;
+    for i in 0..3 {
+        let gossip = free_port();
+        let web = free_port();
+        let d = dir.join(format!("a{i}"));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("w.prom"), format!("work_items {}\n", i + 1)).unwrap();
+        let mut cmd = std::process::Command::new(BIN);
+        cmd.arg("agent")
+            .args(["--zone", &format!("/v6/h{i}")])
+            .args(["--gossip.listen-address", &format!("[::1]:{gossip}")])
+            .args(["--web.listen-address", &format!("127.0.0.1:{web}")])
+            .args(["--gossip.interval", "200ms", "--no-collector.host"])
+            .args(["--collector.textfile.directory", d.to_str().unwrap()])
+            .args(["--aggregate", AGGREGATE])
+            .env("ASTROLABE_LOG", "warn");
+        if let Some(s) = seed {
+            cmd.args(["--gossip.seed", &format!("[::1]:{s}")]);
+        }
+        seed.get_or_insert(gossip);
+        agents.push((cmd.spawn().unwrap(), web));
+    }
+    let ok = eventually(Duration::from_secs(20), || {
+        agents.iter().all(|(_, web)| {
+            http_get(*web, "/metrics")
+                .is_some_and(|m| zone_value(&m, "astrolabe_zone_work_sum", "/") == Some(6.0))
+        })
+    });
+    for (mut c, _) in agents {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    assert!(ok, "agents on [::1] did not converge");
+    let _ = std::fs::remove_dir_all(dir);
+}
