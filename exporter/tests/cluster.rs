@@ -93,6 +93,19 @@ fn all_serve_truth(agents: &[Agent], values: &[f64]) -> Result<(), String> {
     Ok(())
 }
 
+/// Waits until every live agent serves the truth; the last mismatch if not.
+fn wait_for_truth(agents: &[Agent], values: &[f64], timeout: Duration) -> Result<(), String> {
+    let mut last = Ok(());
+    if eventually(timeout, || {
+        last = all_serve_truth(agents, values);
+        last.is_ok()
+    }) {
+        Ok(())
+    } else {
+        last
+    }
+}
+
 #[test]
 fn a_twelve_process_cluster_serves_exact_zone_aggregates() {
     let dir = temp_dir("cluster");
@@ -132,31 +145,14 @@ fn a_twelve_process_cluster_serves_exact_zone_aggregates() {
         }
         agents.push(agent);
     }
-    let mut last = String::new();
-    let converged = eventually(Duration::from_secs(40), || {
-        match all_serve_truth(&agents, &values) {
-            Ok(()) => true,
-            Err(e) => {
-                last = e;
-                false
-            }
-        }
-    });
-    assert!(converged, "no convergence: {last}");
+    wait_for_truth(&agents, &values, Duration::from_secs(40))
+        .unwrap_or_else(|e| panic!("no convergence: {e}"));
 
     // Two agents die without a word: gone from every aggregate after expiry.
     agents[4].signal("-KILL");
     agents[10].signal("-KILL");
-    let gone = eventually(Duration::from_secs(40), || {
-        match all_serve_truth(&agents, &values) {
-            Ok(()) => true,
-            Err(e) => {
-                last = e;
-                false
-            }
-        }
-    });
-    assert!(gone, "killed agents still counted: {last}");
+    wait_for_truth(&agents, &values, Duration::from_secs(40))
+        .unwrap_or_else(|e| panic!("killed agents still counted: {e}"));
 
     // One leaves cleanly: gone within a few rounds (200 ms each), far
     // sooner than the 4 s leaf expiry.
