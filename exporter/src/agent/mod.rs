@@ -111,12 +111,12 @@ impl RunningAgent {
         aggregates: &[String],
         attributes: &[(String, Value)],
     ) -> Result<(), AgentError> {
-        let mut sqls = Vec::new();
-        if self.host_collectors {
-            sqls.push(HOST_AGGREGATES.to_string());
-        }
-        sqls.extend(aggregates.iter().cloned());
-        let set = Arc::new(AggregateSet::with_defaults(&sqls)?);
+        let system: &[&str] = if self.host_collectors {
+            &[HOST_AGGREGATES]
+        } else {
+            &[]
+        };
+        let set = Arc::new(AggregateSet::with_system(system, aggregates)?);
         if let Ok(mut base) = self.static_attrs.write() {
             *base = attributes
                 .iter()
@@ -145,12 +145,12 @@ fn wall_ms() -> u64 {
 pub const HOST_AGGREGATES: &str = "SELECT avg(cpu_utilization) AS cpu_utilization_avg, max(cpu_utilization) AS cpu_utilization_max, quantile(0.95, cpu_utilization) AS cpu_utilization_p95, avg(memory_used_ratio) AS memory_used_ratio_avg, max(memory_used_ratio) AS memory_used_ratio_max, quantile(0.95, memory_used_ratio) AS memory_used_ratio_p95, max(load1) AS load1_max, avg(load1) AS load1_avg, sum(memory_available_bytes) AS memory_available_bytes_all, sum(processes_running) AS processes_running_all, min(filesystem_root_free_ratio) AS filesystem_root_free_ratio_min, sum(network_receive_bytes_per_second) AS network_receive_bytes_per_second_all, sum(network_transmit_bytes_per_second) AS network_transmit_bytes_per_second_all";
 
 pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
-    let mut sqls = Vec::new();
-    if opts.host_collectors {
-        sqls.push(HOST_AGGREGATES.to_string());
-    }
-    sqls.extend(opts.aggregates.iter().cloned());
-    let aggregates = Arc::new(AggregateSet::with_defaults(&sqls)?);
+    let system: &[&str] = if opts.host_collectors {
+        &[HOST_AGGREGATES]
+    } else {
+        &[]
+    };
+    let aggregates = Arc::new(AggregateSet::with_system(system, &opts.aggregates)?);
     let socket = transport::bind(opts.listen).map_err(|source| AgentError::Bind {
         addr: opts.listen,
         source,

@@ -96,7 +96,21 @@ impl AggregateSet {
     /// The default set plus the given SELECT statements (one per string).
     /// User aggregates may not define `members` or `contacts`.
     pub fn with_defaults<S: AsRef<str>>(extra: &[S]) -> Result<AggregateSet, AggregateError> {
+        Self::with_system(&[] as &[&str], extra)
+    }
+
+    /// The defaults, then `system` statements the program itself adds (the
+    /// host summaries), then the user's; errors number the user's
+    /// statements from 1, as the user wrote them.
+    pub fn with_system<S: AsRef<str>, U: AsRef<str>>(
+        system: &[S],
+        extra: &[U],
+    ) -> Result<AggregateSet, AggregateError> {
         let mut set = Self::compile(&[DEFAULT_AGGREGATES])?;
+        for sql in system {
+            let select = parse::parse_select(sql.as_ref())?;
+            set.add(select, sql.as_ref())?;
+        }
         for (i, sql) in extra.iter().enumerate() {
             let select = parse::parse_select(sql.as_ref()).map_err(|e| e.in_statement(i + 1))?;
             for c in &select.columns {

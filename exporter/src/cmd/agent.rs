@@ -87,10 +87,10 @@ pub struct AgentArgs {
     /// Longest a collector may take before it is reported failed.
     #[arg(long = "collector.timeout", default_value = "5s", value_parser = parse_duration)]
     pub collector_timeout: Duration,
-    /// Do not run the cpu, memory and load collectors.
+    /// Do not run the host collectors (cpu, memory, load, network, disks, filesystems, pressure, processes).
     #[arg(long = "no-collector.host")]
     pub no_host_collectors: bool,
-    /// An aggregate applied at every level, e.g. 'SELECT max(load1) AS load1_max' (repeatable).
+    /// An aggregate applied at every level, e.g. 'SELECT max(load1) AS load1_peak' (repeatable).
     #[arg(long = "aggregate")]
     pub aggregates: Vec<String>,
     /// A static attribute of this agent's row, k=v (repeatable).
@@ -310,10 +310,11 @@ pub fn check_config(path: PathBuf) -> anyhow::Result<()> {
     args.config_file = Some(path.clone());
     apply_file(&mut args, None)?;
     let opts = options(&args).map_err(|e| anyhow::anyhow!("{}: {e:#}", path.display()))?;
-    let mut sqls = vec![crate::agent::HOST_AGGREGATES.to_string()];
-    sqls.extend(opts.aggregates.iter().cloned());
-    let set = crate::aggregate::AggregateSet::with_defaults(&sqls)
-        .map_err(|e| anyhow::anyhow!("{}: aggregates: {e}", path.display()))?;
+    let set = crate::aggregate::AggregateSet::with_system(
+        &[crate::agent::HOST_AGGREGATES],
+        &opts.aggregates,
+    )
+    .map_err(|e| anyhow::anyhow!("{}: aggregates: {e}", path.display()))?;
     println!(
         "{}: ok (zone {}, {} aggregate columns, {} seeds)",
         path.display(),
