@@ -127,8 +127,19 @@ fn agent_families(view: &View) -> Vec<MetricFamily> {
     );
     let mut info = MetricFamily::new("astrolabe_build_info", "Version of the agent.", Kind::Gauge);
     info.push(&[("version", env!("CARGO_PKG_VERSION"))], 1.0);
+    // The agent's own zone as a label, to join agent-level metrics (drops,
+    // seeds) with the zone they concern in alert rules.
+    let mut agent = MetricFamily::new(
+        "astrolabe_agent_info",
+        "The agent's own leaf zone.",
+        Kind::Gauge,
+    );
+    if let Some(zone) = &view.agent_zone {
+        agent.push(&[("zone_path", zone.as_str())], 1.0);
+    }
     vec![
         info,
+        agent,
         peers,
         counter(
             "astrolabe_gossip_rounds_total",
