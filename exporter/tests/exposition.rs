@@ -319,3 +319,27 @@ fn an_unreachable_seed_is_reported_loudly_and_in_a_metric() {
     assert!(known, "known_zones metric missing");
     assert!(err.contains("no seed has answered"), "{err}");
 }
+
+#[test]
+fn with_no_flags_the_agent_runs_a_single_host_agent() {
+    // Default ports may be taken on a developer's machine; the environment
+    // moves them without changing anything else.
+    let web = free_port();
+    let mut child = Command::new(BIN)
+        .arg("agent")
+        .env("ASTROLABE_WEB_LISTEN_ADDRESS", format!("127.0.0.1:{web}"))
+        .env(
+            "ASTROLABE_GOSSIP_LISTEN_ADDRESS",
+            format!("0.0.0.0:{}", free_port()),
+        )
+        .env("ASTROLABE_LOG", "warn")
+        .spawn()
+        .unwrap();
+    let ok = eventually(Duration::from_secs(10), || {
+        http_get(web, "/api/v1/zones").is_some_and(|z| z.contains("\"agent_zone\":\"/local/"))
+            && http_get(web, "/metrics").is_some_and(|m| m.contains("node_load1 "))
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(ok, "a flagless agent did not come up as /local/<hostname>");
+}

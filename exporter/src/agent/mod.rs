@@ -134,6 +134,29 @@ impl RunningAgent {
     }
 }
 
+/// The address peers can reach a wildcard-bound agent at: the local address
+/// the kernel would use towards the first seed (a connected UDP socket sends
+/// nothing), or loopback for an agent alone on its host.
+fn guess_advertise(bound: SocketAddr, seeds: &[SocketAddr]) -> Option<SocketAddr> {
+    let Some(seed) = seeds.first() else {
+        let ip = if bound.is_ipv4() {
+            std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+        } else {
+            std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)
+        };
+        return Some(SocketAddr::new(ip, bound.port()));
+    };
+    let any: SocketAddr = if seed.is_ipv4() {
+        "0.0.0.0:0".parse().ok()?
+    } else {
+        "[::]:0".parse().ok()?
+    };
+    let probe = std::net::UdpSocket::bind(any).ok()?;
+    probe.connect(seed).ok()?;
+    let local = probe.local_addr().ok()?;
+    Some(SocketAddr::new(local.ip(), bound.port()))
+}
+
 fn wall_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -159,7 +182,12 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
         addr: opts.listen,
         source,
     })?;
-    let advertise = opts.advertise.unwrap_or(gossip_addr);
+    let advertise = match opts.advertise {
+        Some(a) => a,
+        None if gossip_addr.ip().is_unspecified() => guess_advertise(gossip_addr, &opts.seeds)
+            .ok_or(AgentError::Unadvertisable(gossip_addr))?,
+        None => gossip_addr,
+    };
     if advertise.ip().is_unspecified() {
         return Err(AgentError::Unadvertisable(advertise));
     }
