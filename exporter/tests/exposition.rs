@@ -232,13 +232,22 @@ fn bad_configuration_stops_start_up_with_one_clear_line() {
 fn a_real_prometheus_scraping_one_agent_sees_the_whole_cluster() {
     let (agents, dir) = cluster(4, "prom");
     let port = free_port();
+    // The shipped configuration, pointed at this cluster's first agent and
+    // scraping every second, with the shipped rules beside it.
+    let dashboards = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../dashboards");
+    let shipped = std::fs::read_to_string(dashboards.join("prometheus.yml")).unwrap();
+    let target = format!("127.0.0.1:{}", agents[0].web);
+    let config_text = shipped
+        .replace("scrape_interval: 15s", "scrape_interval: 1s")
+        .replace("evaluation_interval: 15s", "evaluation_interval: 1s")
+        .replace("'agent-eu.example.internal:9464'", &format!("'{target}'"))
+        .replace("          - 'agent-us.example.internal:9464'\n", "");
+    assert!(config_text.contains(&target) && config_text.contains("honor_labels: true"));
     let config = dir.join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: astrolabe\n    honor_labels: true\n    static_configs:\n      - targets: ['127.0.0.1:{}']\n",
-            agents[0].web
-        ),
+    std::fs::write(&config, config_text).unwrap();
+    std::fs::copy(
+        dashboards.join("astrolabe-rules.yml"),
+        dir.join("astrolabe-rules.yml"),
     )
     .unwrap();
     let mut prom = Command::new("prometheus")
