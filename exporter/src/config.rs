@@ -27,6 +27,17 @@ pub struct FileConfig {
     pub attributes: BTreeMap<String, toml::Value>,
     #[serde(default)]
     pub log: LogSection,
+    #[serde(default)]
+    pub otlp: OtlpSection,
+}
+
+/// `[otlp]`: push to an OpenTelemetry endpoint (off without `endpoint`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtlpSection {
+    pub endpoint: Option<String>,
+    pub protocol: Option<String>,
+    pub interval: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

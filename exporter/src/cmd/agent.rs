@@ -96,6 +96,19 @@ pub struct AgentArgs {
     /// A static attribute of this agent's row, k=v (repeatable).
     #[arg(long = "attribute")]
     pub attributes: Vec<String>,
+    /// OTLP endpoint to push metrics to, e.g. http://collector:4317 (off when unset).
+    #[arg(long = "otlp.endpoint", env = "ASTROLABE_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+    /// OTLP protocol: grpc or http/protobuf.
+    #[arg(
+        long = "otlp.protocol",
+        env = "ASTROLABE_OTLP_PROTOCOL",
+        default_value = "grpc"
+    )]
+    pub otlp_protocol: String,
+    /// How often to push to the OTLP endpoint.
+    #[arg(long = "otlp.interval", env = "ASTROLABE_OTLP_INTERVAL", default_value = "15s", value_parser = parse_duration)]
+    pub otlp_interval: Duration,
     /// Log format: text or json.
     #[arg(
         long = "log.format",
@@ -233,6 +246,15 @@ pub fn apply_file(args: &mut AgentArgs, matches: Option<&clap::ArgMatches>) -> a
             args.attributes.push(format!("{k}={text}"));
         }
     }
+    if args.otlp_endpoint.is_none() {
+        args.otlp_endpoint = file.otlp.endpoint;
+    }
+    if let Some(v) = file.otlp.protocol.filter(|_| defaulted("otlp_protocol")) {
+        args.otlp_protocol = v;
+    }
+    if let Some(v) = file.otlp.interval.filter(|_| defaulted("otlp_interval")) {
+        args.otlp_interval = parse_duration(&v).map_err(|e| at(format!("otlp.interval: {e}")))?;
+    }
     if let Some(v) = file.log.format.filter(|_| defaulted("log_format")) {
         args.log_format = v;
     }
@@ -288,6 +310,30 @@ pub fn options(args: &AgentArgs) -> anyhow::Result<AgentOptions> {
     })
 }
 
+/// The OTLP push, if an endpoint is configured; checked before start-up.
+pub fn otlp_options(args: &AgentArgs) -> anyhow::Result<Option<crate::otel::OtlpOptions>> {
+    let Some(endpoint) = args
+        .otlp_endpoint
+        .as_deref()
+        .filter(|e| !e.trim().is_empty())
+    else {
+        return Ok(None);
+    };
+    let protocol: crate::otel::Protocol = args.otlp_protocol.parse()?;
+    let opts = crate::otel::OtlpOptions::new(endpoint, protocol, args.otlp_interval);
+    opts.signal_endpoint()?;
+    Ok(Some(opts))
+}
+
+/// Stops the OTLP task when the agent leaves.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 pub fn init_logging(format: &str) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("ASTROLABE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -310,6 +356,7 @@ pub fn check_config(path: PathBuf) -> anyhow::Result<()> {
     args.config_file = Some(path.clone());
     apply_file(&mut args, None)?;
     let opts = options(&args).map_err(|e| anyhow::anyhow!("{}: {e:#}", path.display()))?;
+    otlp_options(&args).map_err(|e| anyhow::anyhow!("{}: {e:#}", path.display()))?;
     let set = crate::aggregate::AggregateSet::with_system(
         &[crate::agent::HOST_AGGREGATES],
         &opts.aggregates,
@@ -342,6 +389,7 @@ pub fn run(mut args: AgentArgs, matches: Option<&clap::ArgMatches>) -> anyhow::R
     apply_file(&mut args, matches.as_ref())?;
     init_logging(&args.log_format)?;
     let opts = options(&args)?;
+    let otlp = otlp_options(&args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         // One worker is plenty for one engine, one socket and scrapes, and
         // keeps the resident set near a third of node_exporter's.
@@ -350,7 +398,16 @@ pub fn run(mut args: AgentArgs, matches: Option<&clap::ArgMatches>) -> anyhow::R
         .build()
         .context("starting the runtime")?;
     runtime.block_on(async move {
+        let identity = crate::otel::Identity {
+            host_name: hostname(),
+            zone_path: opts.zone.to_string(),
+            agent_id: opts.id,
+        };
         let agent = start(opts).await?;
+        let _otlp = match otlp {
+            Some(o) => Some(AbortOnDrop(crate::otel::spawn(o, identity, agent.view.clone())?)),
+            None => None,
+        };
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
         let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
