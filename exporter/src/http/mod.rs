@@ -2,6 +2,7 @@
 //! health checks. Every handler reads the current snapshot only.
 
 pub mod exposition;
+pub mod landing;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -164,50 +165,5 @@ async fn zones(State(cell): State<Arc<ViewCell>>) -> Json<ZonesJson> {
 }
 
 async fn landing(State(cell): State<Arc<ViewCell>>) -> Html<String> {
-    let view = cell.get();
-    let mut rows = String::new();
-    let mut zones: Vec<_> = view.zones.iter().collect();
-    zones.sort_by(|a, b| a.row.zone.cmp(&b.row.zone));
-    for z in zones {
-        let depth = z.row.zone.depth();
-        let name = if z.row.zone.is_root() {
-            "/"
-        } else {
-            z.row.zone.name()
-        };
-        rows.push_str(&format!(
-            "<tr><td style=\"padding-left:{}em\" title=\"{}\">{}</td><td>{}</td><td>{}</td><td>{:.1}s</td></tr>\n",
-            depth as f64 * 1.5 + 0.5,
-            z.row.zone,
-            name,
-            z.row.members(),
-            z.row
-                .value(crate::zone::ATTR_REPORTING)
-                .map(|v| v.to_string())
-                .unwrap_or_else(|| "-".into()),
-            z.age_seconds
-        ));
-    }
-    let zone = view
-        .agent_zone
-        .as_ref()
-        .map(|z| z.to_string())
-        .unwrap_or_default();
-    Html(format!(
-        r#"<!doctype html>
-<html><head><meta charset="utf-8"><title>Astrolabe exporter</title>
-<meta http-equiv="refresh" content="5">
-<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{padding:.2em .8em;border-bottom:1px solid #ddd;text-align:left}}</style>
-</head><body>
-<h1>Astrolabe exporter</h1>
-<p>Agent <code>{zone}</code> (id {id}), version {version}.
-<a href="/metrics">Metrics</a> · <a href="/api/v1/zones">Zones (JSON)</a> · <a href="/-/healthy">Health</a></p>
-<table id="zones"><thead><tr><th>Zone</th><th>Members</th><th>Reporting</th><th>Age</th></tr></thead>
-<tbody>
-{rows}</tbody></table>
-</body></html>
-"#,
-        id = view.agent_id,
-        version = env!("CARGO_PKG_VERSION"),
-    ))
+    Html(landing::page(&cell.get()))
 }
