@@ -161,8 +161,17 @@ fn compose_cluster_reports_a_partition_and_heals() {
     ok(Command::new("docker").arg("info"));
     let compose = compose_command().expect("docker-compose or the docker compose plugin");
     let pid = std::process::id();
+    // Phase times go to stderr for BENCHMARKS.md; never asserted.
+    let started = std::time::Instant::now();
+    let phase = |what: &str| {
+        eprintln!(
+            "docker test: {what} after {:.1} s",
+            started.elapsed().as_secs_f64()
+        )
+    };
     let image = Image(format!("astrolabe-test:{pid}"));
     ok(Command::new(repo().join("docker/package.sh")).args([BIN, &image.0]));
+    phase("image packaged");
     // Zone networks at <net>.<zone>.0/24; another project's networks may
     // hold a prefix already, so try a few.
     let mut stack = None;
@@ -219,6 +228,7 @@ fn compose_cluster_reports_a_partition_and_heals() {
         ok
     });
     assert!(whole, "agent1 never saw all nine:\n{last}");
+    phase("nine agents up and converged");
 
     // Cut zone 3 off: every link between it and the other zones goes.
     let links: Vec<(usize, String)> = (0..6)
@@ -238,6 +248,7 @@ fn compose_cluster_reports_a_partition_and_heals() {
         "the partition was not reported as (members, reporting) of /demo: majority {:?}, zone 3 {:?}",
         seen.0, seen.1
     );
+    phase("partition reported on both sides");
     // Inside the cut-off zone, its agents still have one another.
     assert_eq!(sees(a7, "/demo/zone3"), Some((3.0, 3.0)));
 
@@ -254,6 +265,7 @@ fn compose_cluster_reports_a_partition_and_heals() {
         "no convergence after reconnecting: majority {:?}, zone 3 {:?}",
         seen.0, seen.1
     );
+    phase("converged again after reconnecting");
     drop(stack);
     drop(image);
 }

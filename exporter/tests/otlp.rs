@@ -306,6 +306,11 @@ async fn same_numbers_over(protocol: Protocol) {
     let received = next_request(&mut inbox).await;
     let served = points_of_text(&scrape(web.port()).await);
     let pushed = points_of(&received);
+    // Figures for BENCHMARKS.md (printed, never asserted).
+    eprintln!(
+        "{protocol}: one export of a 3-agent snapshot: {sent} data points, {} bytes of protobuf",
+        received.encoded_len()
+    );
     assert_eq!(sent, pushed.len(), "points sent vs received");
     let only_served: Vec<_> = served.difference(&pushed).take(10).collect();
     let only_pushed: Vec<_> = pushed.difference(&served).take(10).collect();
