@@ -361,6 +361,18 @@ async fn same_numbers_over(protocol: Protocol) {
     exporter.export(&frozen.get()).await.unwrap();
     let again = points_of(&next_request(&mut inbox).await);
     assert_eq!(again, points_of_text(&scrape(web.port()).await));
+
+    // Rows and families that vanish (expired zones, a removed textfile)
+    // vanish from the next export too: no stale points kept by the SDK.
+    let mut smaller = (*agents[0].view.get()).clone();
+    smaller.zones.truncate(2);
+    smaller.host = Arc::new(Vec::new());
+    frozen.set(smaller);
+    exporter.export(&frozen.get()).await.unwrap();
+    let after = points_of(&next_request(&mut inbox).await);
+    let served = points_of_text(&scrape(web.port()).await);
+    assert!(!after.iter().any(|(n, _, _)| n.starts_with("node_")));
+    assert_eq!(after, served);
     exporter.shutdown();
     for a in agents {
         a.leave().await;
