@@ -510,3 +510,53 @@ fn bad_otlp_settings_stop_start_up_with_one_line() {
         assert!(err.lines().count() <= 3, "{flags:?}: short, got {err}");
     }
 }
+
+#[test]
+fn check_config_refuses_a_bad_otlp_section() {
+    let dir = temp_dir("otlp-check");
+    for (text, needle) in [
+        (
+            "zone = \"/a/b\"\n[otlp]\nendpoint = \"http://c:4317\"\nprotocol = \"udp\"\n",
+            "use grpc or http/protobuf",
+        ),
+        (
+            "zone = \"/a/b\"\n[otlp]\nendpiont = \"http://c:4317\"\n",
+            "unknown field `endpiont`",
+        ),
+        (
+            "zone = \"/a/b\"\n[otlp]\nendpoint = \"http://c:4317\"\ninterval = \"soon\"\n",
+            "otlp.interval",
+        ),
+    ] {
+        let file = dir.join("bad.toml");
+        std::fs::write(&file, text).unwrap();
+        let out = std::process::Command::new(BIN)
+            .arg("check-config")
+            .arg(&file)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{text} passed");
+        assert!(
+            err.contains(needle) && err.contains("bad.toml"),
+            "{text}: {err}"
+        );
+    }
+    let good = dir.join("good.toml");
+    std::fs::write(
+        &good,
+        "zone = \"/a/b\"\n[otlp]\nendpoint = \"http://c:4318\"\nprotocol = \"http/protobuf\"\ninterval = \"30s\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(BIN)
+        .arg("check-config")
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
