@@ -103,6 +103,23 @@ fn the_landing_page_renders_the_live_zone_tree_in_chromium() {
         assert!(known.contains(&z.to_string()), "{z} not in {known:?}");
     }
 
+    // No external assets: every src and href stays on the agent.
+    let html = agents[0].get("/").unwrap();
+    for needle in [
+        "src=\"http",
+        "href=\"http",
+        "src=\"//",
+        "href=\"//",
+        "url(http",
+        "@import",
+    ] {
+        assert!(
+            !html.contains(needle),
+            "external asset ({needle}) in the page"
+        );
+    }
+    assert!(html.contains("<script>") && html.contains("/api/v1/zones"));
+
     // The DOM after the script ran: marked live, one row per zone.
     let profile = dir.join("profile");
     let mut dom = String::new();
