@@ -155,3 +155,62 @@ pub fn temp_dir(name: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// A real Prometheus server (Debian package `prometheus`) on a free
+/// loopback port, killed and its directory removed on drop.
+pub struct Prometheus {
+    child: Child,
+    pub port: u16,
+    dir: PathBuf,
+}
+
+impl Prometheus {
+    /// Starts Prometheus with `config`; its data goes under `dir`.
+    pub fn start(config: &Path, dir: &Path) -> Prometheus {
+        std::fs::create_dir_all(dir).unwrap();
+        let port = free_port();
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus (Debian package) must be installed; .ci/run installs it");
+        Prometheus {
+            child,
+            port,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// The JSON answer of an instant query, if Prometheus answered.
+    pub fn query(&self, promql: &str) -> Option<serde_json::Value> {
+        let path = format!("/api/v1/query?query={}", percent_encode(promql));
+        let (_, body) = http_get_with(self.port, &path, &[])?;
+        serde_json::from_str(&body).ok()
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(self.dir.join("data"));
+    }
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters.
+pub fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

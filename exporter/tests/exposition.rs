@@ -231,7 +231,6 @@ fn bad_configuration_stops_start_up_with_one_clear_line() {
 #[test]
 fn a_real_prometheus_scraping_one_agent_sees_the_whole_cluster() {
     let (agents, dir) = cluster(4, "prom");
-    let port = free_port();
     // The shipped configuration, pointed at this cluster's first agent and
     // scraping every second, with the shipped rules beside it.
     let dashboards = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../dashboards");
@@ -250,32 +249,10 @@ fn a_real_prometheus_scraping_one_agent_sees_the_whole_cluster() {
         dir.join("astrolabe-rules.yml"),
     )
     .unwrap();
-    let mut prom = Command::new("prometheus")
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("prometheus (Debian package) must be installed; .ci/run installs it");
-    let query = |q: &str| -> Option<serde_json::Value> {
-        let path = format!(
-            "/api/v1/query?query={}",
-            q.replace('{', "%7B")
-                .replace('}', "%7D")
-                .replace('"', "%22")
-                .replace('=', "%3D")
-                .replace('/', "%2F")
-        );
-        let body = http_get(port, &path)?;
-        serde_json::from_str(&body).ok()
-    };
+    let prom = Prometheus::start(&config, &dir);
     let mut last = None;
     let ok = eventually(Duration::from_secs(40), || {
-        let r = query("astrolabe_zone_work_summed");
+        let r = prom.query("astrolabe_zone_work_summed");
         let found = r
             .as_ref()
             .and_then(|r| r["data"]["result"].as_array().cloned())
@@ -286,8 +263,7 @@ fn a_real_prometheus_scraping_one_agent_sees_the_whole_cluster() {
         last = r;
         ok
     });
-    let _ = prom.kill();
-    let _ = prom.wait();
+    drop(prom);
     assert!(
         ok,
         "PromQL did not return the cluster's aggregates: {last:?}"

@@ -7,8 +7,7 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::Duration;
 
 use common::*;
@@ -150,17 +149,6 @@ fn dashboards_are_portable_grafana_json() {
     }
 }
 
-fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 /// Grafana's variables as a user would have them set.
 fn substitute(expr: &str, zone: &str, instance: &str) -> String {
     let out = expr
@@ -187,48 +175,15 @@ fn as_query(expr: &str) -> (String, Option<String>) {
     }
 }
 
-struct Prometheus {
-    child: Child,
-    port: u16,
-    dir: PathBuf,
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 fn prometheus(dir: &Path, targets: &[String]) -> Prometheus {
     std::fs::create_dir_all(dir).unwrap();
-    let port = free_port();
     let list: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
     let config = format!(
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: astrolabe\n    honor_labels: true\n    static_configs:\n      - targets: [{}]\n",
         list.join(", ")
     );
     std::fs::write(dir.join("prometheus.yml"), config).unwrap();
-    let child = Command::new("prometheus")
-        .arg(format!(
-            "--config.file={}",
-            dir.join("prometheus.yml").display()
-        ))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("prometheus (Debian package) must be installed; .ci/run installs it");
-    Prometheus {
-        child,
-        port,
-        dir: dir.to_path_buf(),
-    }
+    Prometheus::start(&dir.join("prometheus.yml"), dir)
 }
 
 /// The query's result, or why it has none.

@@ -102,18 +102,6 @@ async fn http_receiver() -> (SocketAddr, Inbox) {
 /// One served value: metric name, sorted labels, value as rendered.
 type Point = (String, Vec<(String, String)>, String);
 
-fn render_value(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v == f64::INFINITY {
-        "+Inf".into()
-    } else if v == f64::NEG_INFINITY {
-        "-Inf".into()
-    } else {
-        format!("{v}")
-    }
-}
-
 /// The data points of one request, named as `/metrics` names them
 /// (monotonic sums get `_total` back).
 fn points_of(req: &ExportMetricsServiceRequest) -> BTreeSet<Point> {
@@ -141,7 +129,11 @@ fn points_of(req: &ExportMetricsServiceRequest) -> BTreeSet<Point> {
                         .map(|kv| (kv.key.clone(), string_of(kv.value.as_ref())))
                         .collect();
                     labels.sort();
-                    out.insert((name.clone(), labels, render_value(value)));
+                    out.insert((
+                        name.clone(),
+                        labels,
+                        astrolabe::http::exposition::format_value(value),
+                    ));
                 }
             }
         }
@@ -185,7 +177,7 @@ fn points_of_text(text: &str) -> BTreeSet<Point> {
             "-Inf" => f64::NEG_INFINITY,
             v => v.parse().unwrap(),
         };
-        out.insert((name, labels, render_value(v)));
+        out.insert((name, labels, astrolabe::http::exposition::format_value(v)));
     }
     out
 }

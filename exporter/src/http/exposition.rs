@@ -206,7 +206,8 @@ fn escape(value: &str) -> String {
         .replace('"', "\\\"")
 }
 
-fn format_value(v: f64) -> String {
+/// A sample value as the text formats write it (`NaN`, `+Inf`, `-Inf`).
+pub fn format_value(v: f64) -> String {
     if v.is_nan() {
         "NaN".into()
     } else if v == f64::INFINITY {
