@@ -37,6 +37,10 @@ pub struct GossipSection {
     #[serde(default)]
     pub seeds: Vec<String>,
     pub interval: Option<String>,
+    /// Base64 of 32 bytes; the keyring file wins when both are set.
+    pub key: Option<String>,
+    pub keyring_file: Option<PathBuf>,
+    pub replay_window: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
