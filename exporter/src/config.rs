@@ -47,6 +47,8 @@ pub struct GossipSection {
 #[serde(deny_unknown_fields)]
 pub struct WebSection {
     pub listen_address: Option<String>,
+    /// exporter-toolkit web configuration (TLS, basic auth).
+    pub config_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -41,6 +41,8 @@ pub struct AgentOptions {
     pub process_groups: Vec<String>,
     /// The gossip keyring; None runs unauthenticated (and says so).
     pub gossip_security: Option<Arc<GossipSecurity>>,
+    /// exporter-toolkit web configuration: TLS and basic auth.
+    pub web_config: Option<PathBuf>,
 }
 
 /// A stable id from the zone path, so a restarted agent is the same agent.
@@ -63,6 +65,8 @@ pub enum AgentError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{0}")]
+    WebConfig(String),
     #[error("{0}")]
     Aggregate(#[from] crate::aggregate::AggregateError),
     #[error("{0}")]
@@ -199,12 +203,17 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
     if let Some(sec) = &opts.gossip_security {
         app = app.merge(crate::http::keys::router(sec.clone()));
     }
-    let (web_addr, _web) = crate::http::serve_router(opts.web_listen, app)
-        .await
-        .map_err(|source| AgentError::Web {
-            addr: opts.web_listen,
-            source,
-        })?;
+    let (web_addr, _web) = match &opts.web_config {
+        Some(path) => crate::http::secure::serve(opts.web_listen, app, path)
+            .await
+            .map_err(|e| AgentError::WebConfig(e.to_string()))?,
+        None => crate::http::serve_router(opts.web_listen, app)
+            .await
+            .map_err(|source| AgentError::Web {
+                addr: opts.web_listen,
+                source,
+            })?,
+    };
 
     let mut cfg = EngineConfig::new(opts.id, opts.zone.clone(), advertise);
     cfg.seeds = opts

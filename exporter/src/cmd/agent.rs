@@ -66,6 +66,9 @@ pub struct AgentArgs {
         default_value = "0.0.0.0:9464"
     )]
     pub web_listen: SocketAddr,
+    /// exporter-toolkit web configuration file (TLS, client certificates, basic auth), re-read when it changes.
+    #[arg(long = "web.config.file", env = "ASTROLABE_WEB_CONFIG_FILE")]
+    pub web_config_file: Option<PathBuf>,
     /// Directory of *.prom files to read, like node_exporter's.
     #[arg(
         long = "collector.textfile.directory",
@@ -228,6 +231,9 @@ pub fn apply_file(args: &mut AgentArgs, matches: Option<&clap::ArgMatches>) -> a
             .parse()
             .map_err(|_| at(format!("web.listen_address {v:?} is not host:port")))?;
     }
+    if args.web_config_file.is_none() {
+        args.web_config_file = file.web.config_file;
+    }
     if args.textfile_directory.is_none() {
         args.textfile_directory = file.collector.textfile_directory;
     }
@@ -325,6 +331,7 @@ pub fn options(args: &AgentArgs) -> anyhow::Result<AgentOptions> {
             .map(|url| (url, args.application_import.clone())),
         process_groups: args.process_groups.clone(),
         gossip_security,
+        web_config: args.web_config_file.clone(),
     })
 }
 

@@ -134,6 +134,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
                 application: None,
                 process_groups: Vec::new(),
                 gossip_security: Some(security),
+                web_config: None,
             };
             let agent = start(opts)
                 .await

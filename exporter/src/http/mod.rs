@@ -3,6 +3,7 @@
 
 pub mod exposition;
 pub mod keys;
+pub mod secure;
 
 use std::io::Write;
 use std::net::SocketAddr;
