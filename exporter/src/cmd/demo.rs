@@ -41,6 +41,9 @@ pub struct DemoArgs {
     /// Print only the scrape URLs, not the live view.
     #[arg(long)]
     pub quiet: bool,
+    /// Gossip in the clear (to measure what encryption costs).
+    #[arg(long = "no-gossip-encryption")]
+    pub no_gossip_encryption: bool,
     /// Stop after this long (default: until Ctrl-C).
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
@@ -133,7 +136,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
                 host_collectors: !args.no_host_collectors,
                 application: None,
                 process_groups: Vec::new(),
-                gossip_security: Some(security),
+                gossip_security: (!args.no_gossip_encryption).then_some(security),
                 web_config: None,
             };
             let agent = start(opts)
