@@ -112,11 +112,18 @@ fn basic_auth_and_tls_with_curl() {
             "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\nbasic_auth_users:\n  prometheus: {hash}\n"
         ),
     );
+    let gossip_key = astrolabe::transport::crypto::Key::generate().to_base64();
     let agent = Agent::spawn(
         "/w/h1",
         &[],
         &dir.join("tf"),
-        &["--no-collector.host", "--web.config.file", &config],
+        &[
+            "--no-collector.host",
+            "--web.config.file",
+            &config,
+            "--gossip.key",
+            &gossip_key,
+        ],
     );
     let url = format!("https://127.0.0.1:{}/metrics", agent.web);
     let ca = pki.path("ca.crt");
@@ -143,6 +150,35 @@ fn basic_auth_and_tls_with_curl() {
         ]),
         "401"
     );
+    // `astrolabe keys` reaches a secured agent with the CA and the user.
+    let keys = |password: &str| {
+        Command::new(BIN)
+            .args([
+                "keys",
+                "install",
+                &astrolabe::transport::crypto::Key::generate().to_base64(),
+            ])
+            .args([
+                "--server",
+                &format!("https://127.0.0.1:{}", agent.web),
+                "--tls.ca-file",
+                &ca,
+            ])
+            .args(["--web.username", "prometheus"])
+            .env("ASTROLABE_WEB_PASSWORD", password)
+            .env("ASTROLABE_GOSSIP_KEY", &gossip_key)
+            .output()
+            .unwrap()
+    };
+    let ok = keys("s3cret");
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
+    let refused = keys("wrong");
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stdout).contains("401"));
     // Plain HTTP on the TLS port gets nothing.
     assert_ne!(
         curl(&[&format!("http://127.0.0.1:{}/metrics", agent.web)]),

@@ -54,6 +54,71 @@ pub struct Servers {
     /// Seconds to wait for each agent.
     #[arg(long, default_value = "5")]
     pub timeout: u64,
+    /// CA certificate (PEM) that signed the agents' HTTPS certificates.
+    #[arg(long = "tls.ca-file", env = "ASTROLABE_TLS_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for agents that require one (mTLS).
+    #[arg(
+        long = "tls.cert-file",
+        env = "ASTROLABE_TLS_CERT_FILE",
+        requires = "key_file"
+    )]
+    pub cert_file: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[arg(
+        long = "tls.key-file",
+        env = "ASTROLABE_TLS_KEY_FILE",
+        requires = "cert_file"
+    )]
+    pub key_file: Option<PathBuf>,
+    /// Basic auth user of the agents' web config.
+    #[arg(long = "web.username", env = "ASTROLABE_WEB_USERNAME")]
+    pub username: Option<String>,
+    /// Its password (prefer the environment variable).
+    #[arg(
+        long = "web.password",
+        env = "ASTROLABE_WEB_PASSWORD",
+        hide_env_values = true
+    )]
+    pub password: Option<String>,
+}
+
+impl Servers {
+    fn agent(&self) -> anyhow::Result<ureq::Agent> {
+        use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts, TlsConfig};
+        let read =
+            |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+        let mut tls = TlsConfig::builder();
+        if let Some(ca) = &self.ca_file {
+            let cert = Certificate::from_pem(&read(ca)?)
+                .with_context(|| format!("{}: not a PEM certificate", ca.display()))?;
+            tls = tls.root_certs(RootCerts::new_with_certs(&[cert]));
+        }
+        if let (Some(c), Some(k)) = (&self.cert_file, &self.key_file) {
+            let cert = Certificate::from_pem(&read(c)?)
+                .with_context(|| format!("{}: not a PEM certificate", c.display()))?;
+            let key = PrivateKey::from_pem(&read(k)?)
+                .with_context(|| format!("{}: not a PEM private key", k.display()))?;
+            tls = tls.client_cert(Some(ClientCert::new_with_certs(&[cert], key)));
+        }
+        Ok(ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(self.timeout)))
+            .http_status_as_error(false)
+            .tls_config(tls.build())
+            .build()
+            .into())
+    }
+
+    /// The Authorization header, if a user is given.
+    fn authorization(&self) -> Option<String> {
+        use base64::Engine as _;
+        let user = self.username.as_ref()?;
+        let pass = self.password.clone().unwrap_or_default();
+        Some(format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
+        ))
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -81,14 +146,6 @@ fn url(server: &str) -> String {
         format!("http://{server}")
     };
     format!("{}/api/v1/keys", base.trim_end_matches('/'))
-}
-
-fn agent(timeout: u64) -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(timeout)))
-        .http_status_as_error(false)
-        .build()
-        .into()
 }
 
 fn wall_ms() -> u64 {
@@ -123,10 +180,14 @@ pub fn run(args: KeysArgs) -> anyhow::Result<()> {
             Ok(())
         }
         KeysCommand::List(s) => {
-            let http = agent(s.timeout);
+            let http = s.agent()?;
             let mut failed = 0;
             for server in &s.servers {
-                match http.get(&url(server)).call().and_then(read) {
+                let mut req = http.get(&url(server));
+                if let Some(a) = s.authorization() {
+                    req = req.header("authorization", a);
+                }
+                match req.call().and_then(read) {
                     Ok((200, text)) => println!("{server}: {}", describe(&text)),
                     Ok((status, text)) => {
                         failed += 1;
@@ -158,17 +219,18 @@ fn change(op: KeyOp, c: Change) -> anyhow::Result<()> {
         op,
         key: key.to_base64(),
     })?;
-    let http = agent(c.servers.timeout);
+    let http = c.servers.agent()?;
     let mut failed = Vec::new();
     for server in &c.servers.servers {
         // Sealed per agent: each seal is accepted once (replay protection).
         let sealed = ring.seal(wall_ms(), &body);
-        match http
+        let mut req = http
             .post(&url(server))
-            .header("content-type", "application/octet-stream")
-            .send(&sealed[..])
-            .and_then(read)
-        {
+            .header("content-type", "application/octet-stream");
+        if let Some(a) = c.servers.authorization() {
+            req = req.header("authorization", a);
+        }
+        match req.send(&sealed[..]).and_then(read) {
             Ok((200, text)) => println!("{server}: ok, {}", describe(&text)),
             Ok((status, text)) => {
                 println!("{server}: refused, HTTP {status}: {}", text.trim());
