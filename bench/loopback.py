@@ -10,7 +10,7 @@ import os, random, re, shutil, subprocess, sys, tempfile, time, urllib.request
 AGENTS = int(sys.argv[1]) if len(sys.argv) > 1 else 100
 CHANGES = int(sys.argv[2]) if len(sys.argv) > 2 else 20
 WEB, GOSSIP = 20000, 22000
-BIN = os.path.join(os.path.dirname(__file__), "..", "target", "release", "astrolabe")
+BIN = os.environ.get("ASTROLABE_BIN") or os.path.join(os.path.dirname(__file__), "..", "target", "release", "astrolabe")
 
 def root_sum(i):
     try:
