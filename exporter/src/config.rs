@@ -48,12 +48,18 @@ pub struct GossipSection {
     #[serde(default)]
     pub seeds: Vec<String>,
     pub interval: Option<String>,
+    /// Base64 of 32 bytes; the keyring file wins when both are set.
+    pub key: Option<String>,
+    pub keyring_file: Option<PathBuf>,
+    pub replay_window: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebSection {
     pub listen_address: Option<String>,
+    /// exporter-toolkit web configuration (TLS, basic auth).
+    pub config_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]

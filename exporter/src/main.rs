@@ -24,6 +24,8 @@ enum Command {
     },
     /// Start a local cluster (9 agents in 3 zones) and show its zones live.
     Demo(cmd::demo::DemoArgs),
+    /// Generate gossip keys and rotate them across a running cluster.
+    Keys(cmd::keys::KeysArgs),
     /// Simulate N agents on a virtual clock and report convergence as JSON.
     Sim(cmd::sim::SimArgs),
 }
@@ -60,6 +62,7 @@ fn main() -> ExitCode {
         Command::CheckConfig { file } => cmd::agent::check_config(file),
         Command::Demo(args) => cmd::demo::run(args),
         Command::Sim(args) => cmd::sim::run(args),
+        Command::Keys(args) => cmd::keys::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

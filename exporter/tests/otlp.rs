@@ -233,6 +233,8 @@ fn options(zone: &str, seeds: Vec<SocketAddr>, work: i64) -> AgentOptions {
         host_collectors: true,
         application: None,
         process_groups: Vec::new(),
+        gossip_security: None,
+        web_config: None,
     }
 }
 

@@ -16,6 +16,7 @@ pub use leaf::leaf_attributes;
 
 use crate::aggregate::AggregateSet;
 use crate::engine::{Effect, Engine, EngineConfig, Now};
+use crate::transport::crypto::GossipSecurity;
 use crate::transport::{self, DropReason};
 use crate::view::{View, ViewCell};
 use crate::zone::{AgentId, Attributes, Value, ZonePath};
@@ -38,6 +39,10 @@ pub struct AgentOptions {
     pub application: Option<(String, Vec<String>)>,
     /// `name=regex` process groups.
     pub process_groups: Vec<String>,
+    /// The gossip keyring; None runs unauthenticated (and says so).
+    pub gossip_security: Option<Arc<GossipSecurity>>,
+    /// exporter-toolkit web configuration: TLS and basic auth.
+    pub web_config: Option<PathBuf>,
 }
 
 /// A stable id from the zone path, so a restarted agent is the same agent.
@@ -60,6 +65,8 @@ pub enum AgentError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{0}")]
+    WebConfig(String),
     #[error("{0}")]
     Aggregate(#[from] crate::aggregate::AggregateError),
     #[error("{0}")]
@@ -192,12 +199,21 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
         return Err(AgentError::Unadvertisable(advertise));
     }
     let view = Arc::new(ViewCell::default());
-    let (web_addr, _web) = crate::http::serve(opts.web_listen, view.clone())
-        .await
-        .map_err(|source| AgentError::Web {
-            addr: opts.web_listen,
-            source,
-        })?;
+    let mut app = crate::http::router(view.clone());
+    if let Some(sec) = &opts.gossip_security {
+        app = app.merge(crate::http::keys::router(sec.clone()));
+    }
+    let (web_addr, _web) = match &opts.web_config {
+        Some(path) => crate::http::secure::serve(opts.web_listen, app, path)
+            .await
+            .map_err(|e| AgentError::WebConfig(e.to_string()))?,
+        None => crate::http::serve_router(opts.web_listen, app)
+            .await
+            .map_err(|source| AgentError::Web {
+                addr: opts.web_listen,
+                source,
+            })?,
+    };
 
     let mut cfg = EngineConfig::new(opts.id, opts.zone.clone(), advertise);
     cfg.seeds = opts
@@ -220,6 +236,14 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
         .collect();
     let mut engine = Engine::new(cfg, aggregates, static_attrs.clone(), now())?;
     tracing::info!(zone = %opts.zone, id = opts.id, gossip = %gossip_addr, advertise = %advertise, web = %web_addr, seeds = ?opts.seeds, "agent started");
+    match &opts.gossip_security {
+        Some(sec) => {
+            tracing::info!(keys = ?sec.fingerprints(), "gossip is encrypted and authenticated")
+        }
+        None => tracing::warn!(
+            "GOSSIP IS UNAUTHENTICATED AND UNENCRYPTED: anyone who can reach {gossip_addr} can read and forge this cluster's state; set --gossip.key or --gossip.keyring-file (astrolabe keys generate)"
+        ),
+    }
 
     // Collectors run on blocking threads and send fresh leaf attributes.
     let (attrs_tx, mut attrs_rx) = mpsc::channel::<(Attributes, Arc<Vec<MetricFamily>>)>(4);
@@ -279,6 +303,7 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
     let (stop_tx, mut stop_rx) = mpsc::channel::<Stop>(1);
     let cell = view.clone();
     let max_datagram = engine.config().max_datagram_bytes;
+    let security = opts.gossip_security.clone();
     let task = tokio::spawn(async move {
         let mut host: Arc<Vec<MetricFamily>> = Arc::new(Vec::new());
         let mut buf = vec![0u8; 65_536];
@@ -300,7 +325,8 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
             let wait = Duration::from_millis(next.saturating_sub(now().mono_ms));
             let effects = tokio::select! {
                 received = socket.recv_from(&mut buf) => match received {
-                    Ok((len, from)) => match transport::decode(&buf[..len], max_datagram) {
+                    Ok((len, from)) => match transport::unseal(security.as_deref(), wall_ms(), &buf[..len], max_datagram)
+                        .and_then(|plain| transport::decode(&plain, max_datagram)) {
                         Ok(envelope) => engine.handle(now(), from, envelope),
                         Err(reason) => {
                             drops.count(reason);
@@ -321,7 +347,7 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
                 Some(control) = stop_rx.recv() => match control {
                     Stop::Leave => {
                         let effects = engine.leave(now());
-                        send_all(&socket, effects).await;
+                        send_all(&socket, security.as_deref(), effects).await;
                         tracing::info!("left the cluster");
                         publish(&engine, &host);
                         return;
@@ -332,7 +358,7 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
                     }
                 }
             };
-            send_all(&socket, effects).await;
+            send_all(&socket, security.as_deref(), effects).await;
             publish(&engine, &host);
             let alone = engine
                 .tables()
@@ -355,10 +381,14 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
     })
 }
 
-async fn send_all(socket: &tokio::net::UdpSocket, effects: Vec<Effect>) {
+async fn send_all(
+    socket: &tokio::net::UdpSocket,
+    security: Option<&GossipSecurity>,
+    effects: Vec<Effect>,
+) {
     for effect in effects {
         let Effect::Send { to, envelope } = effect;
-        let bytes = transport::encode(&envelope);
+        let bytes = transport::seal(security, wall_ms(), transport::encode(&envelope));
         if let Err(e) = socket.send_to(&bytes, to).await {
             tracing::debug!(%to, error = %e, "send failed");
         }

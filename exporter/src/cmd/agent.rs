@@ -66,6 +66,9 @@ pub struct AgentArgs {
         default_value = "0.0.0.0:9464"
     )]
     pub web_listen: SocketAddr,
+    /// exporter-toolkit web configuration file (TLS, client certificates, basic auth), re-read when it changes.
+    #[arg(long = "web.config.file", env = "ASTROLABE_WEB_CONFIG_FILE")]
+    pub web_config_file: Option<PathBuf>,
     /// Directory of *.prom files to read, like node_exporter's.
     #[arg(
         long = "collector.textfile.directory",
@@ -109,6 +112,19 @@ pub struct AgentArgs {
     /// How often to push to the OTLP endpoint.
     #[arg(long = "otlp.interval", env = "ASTROLABE_OTLP_INTERVAL", default_value = "15s", value_parser = parse_duration)]
     pub otlp_interval: Duration,
+    /// Gossip encryption key, base64 of 32 bytes (astrolabe keys generate); prefer the environment or a keyring file to the command line.
+    #[arg(
+        long = "gossip.key",
+        env = "ASTROLABE_GOSSIP_KEY",
+        hide_env_values = true
+    )]
+    pub gossip_key: Option<String>,
+    /// Gossip keyring file: a JSON array of base64 keys, the first seals; `astrolabe keys` changes it. Created from --gossip.key if missing.
+    #[arg(long = "gossip.keyring-file", env = "ASTROLABE_GOSSIP_KEYRING_FILE")]
+    pub gossip_keyring_file: Option<PathBuf>,
+    /// Sealed datagrams stamped further than this from our clock are dropped, and any seen twice within it.
+    #[arg(long = "gossip.replay-window", env = "ASTROLABE_GOSSIP_REPLAY_WINDOW", default_value = "60s", value_parser = parse_duration)]
+    pub gossip_replay_window: Duration,
     /// Log format: text or json.
     #[arg(
         long = "log.format",
@@ -206,6 +222,20 @@ pub fn apply_file(args: &mut AgentArgs, matches: Option<&clap::ArgMatches>) -> a
     if args.seeds.is_empty() {
         args.seeds = file.gossip.seeds;
     }
+    if args.gossip_key.is_none() {
+        args.gossip_key = file.gossip.key;
+    }
+    if args.gossip_keyring_file.is_none() {
+        args.gossip_keyring_file = file.gossip.keyring_file;
+    }
+    if let Some(v) = file
+        .gossip
+        .replay_window
+        .filter(|_| defaulted("gossip_replay_window"))
+    {
+        args.gossip_replay_window =
+            parse_duration(&v).map_err(|e| at(format!("gossip.replay_window: {e}")))?;
+    }
     if let Some(v) = file.gossip.interval.filter(|_| defaulted("interval")) {
         args.interval = parse_duration(&v).map_err(|e| at(format!("gossip.interval: {e}")))?;
     }
@@ -213,6 +243,9 @@ pub fn apply_file(args: &mut AgentArgs, matches: Option<&clap::ArgMatches>) -> a
         args.web_listen = v
             .parse()
             .map_err(|_| at(format!("web.listen_address {v:?} is not host:port")))?;
+    }
+    if args.web_config_file.is_none() {
+        args.web_config_file = file.web.config_file;
     }
     if args.textfile_directory.is_none() {
         args.textfile_directory = file.collector.textfile_directory;
@@ -289,6 +322,18 @@ pub fn options(args: &AgentArgs) -> anyhow::Result<AgentOptions> {
         .iter()
         .map(|s| resolve_seed(s))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let gossip_security = crate::transport::crypto::load_keyring(
+        args.gossip_key.as_deref(),
+        args.gossip_keyring_file.as_deref(),
+    )
+    .map_err(|e| anyhow::anyhow!("gossip keyring: {e}"))?
+    .map(|ring| {
+        std::sync::Arc::new(crate::transport::crypto::GossipSecurity::new(
+            ring,
+            args.gossip_keyring_file.clone(),
+            args.gossip_replay_window.as_millis() as u64,
+        ))
+    });
     Ok(AgentOptions {
         id: args.id.unwrap_or_else(|| id_from_zone(&zone)),
         zone,
@@ -307,6 +352,8 @@ pub fn options(args: &AgentArgs) -> anyhow::Result<AgentOptions> {
             .clone()
             .map(|url| (url, args.application_import.clone())),
         process_groups: args.process_groups.clone(),
+        gossip_security,
+        web_config: args.web_config_file.clone(),
     })
 }
 

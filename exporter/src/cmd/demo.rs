@@ -2,6 +2,7 @@
 //! within seconds of the first command.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -40,6 +41,9 @@ pub struct DemoArgs {
     /// Print only the scrape URLs, not the live view.
     #[arg(long)]
     pub quiet: bool,
+    /// Gossip in the clear (to measure what encryption costs).
+    #[arg(long = "no-gossip-encryption")]
+    pub no_gossip_encryption: bool,
     /// Stop after this long (default: until Ctrl-C).
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
@@ -85,7 +89,17 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
         let mut agents = Vec::new();
+        // The demo's gossip is encrypted too, under a key of its own.
+        let keyring =
+            crate::transport::crypto::Keyring::new(
+                vec![crate::transport::crypto::Key::generate()],
+            )?;
         for i in 0..args.agents {
+            let security = Arc::new(crate::transport::crypto::GossipSecurity::new(
+                keyring.clone(),
+                None,
+                crate::transport::crypto::DEFAULT_REPLAY_WINDOW_MS,
+            ));
             let zone = ZonePath::parse(&format!("/demo/zone{}/agent{i}", i % args.zones))?;
             let gossip = SocketAddr::new(
                 localhost,
@@ -122,6 +136,8 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
                 host_collectors: !args.no_host_collectors,
                 application: None,
                 process_groups: Vec::new(),
+                gossip_security: (!args.no_gossip_encryption).then_some(security),
+                web_config: None,
             };
             let agent = start(opts)
                 .await

@@ -2,7 +2,9 @@
 //! health checks. Every handler reads the current snapshot only.
 
 pub mod exposition;
+pub mod keys;
 pub mod landing;
+pub mod secure;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -32,9 +34,16 @@ pub async fn serve(
     listen: SocketAddr,
     view: Arc<ViewCell>,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    serve_router(listen, router(view)).await
+}
+
+/// Serves any router: the agent's, merged with optional APIs (keys, ...).
+pub async fn serve_router(
+    listen: SocketAddr,
+    app: Router,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let bound = listener.local_addr()?;
-    let app = router(view);
     let handle = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "http server stopped");

@@ -3,6 +3,11 @@
 //! A datagram is one version byte followed by the postcard encoding of an
 //! `Envelope`. Anything else is dropped and counted by reason; the engine
 //! never sees it.
+//!
+//! With a gossip key, every datagram is sealed whole (see `crypto`) before
+//! it leaves and opened before anything reads its first byte.
+
+pub mod crypto;
 
 use std::io;
 use std::net::SocketAddr;
@@ -25,14 +30,41 @@ pub enum DropReason {
     Malformed,
     #[error("datagram larger than the limit")]
     Oversized,
+    #[error("plain datagram, but gossip is encrypted")]
+    Unencrypted,
+    #[error("sealed datagram, but no gossip key is configured")]
+    NoKey,
+    #[error("no key of the keyring opens it")]
+    Decrypt,
+    #[error("sender clock outside the replay window")]
+    Stale,
+    #[error("replayed datagram")]
+    Replay,
+}
+
+impl From<crypto::OpenError> for DropReason {
+    fn from(e: crypto::OpenError) -> DropReason {
+        match e {
+            crypto::OpenError::Unencrypted => DropReason::Unencrypted,
+            crypto::OpenError::Encrypted => DropReason::NoKey,
+            crypto::OpenError::Decrypt => DropReason::Decrypt,
+            crypto::OpenError::Stale => DropReason::Stale,
+            crypto::OpenError::Replay => DropReason::Replay,
+        }
+    }
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 4] = [
+    pub const ALL: [DropReason; 9] = [
         DropReason::Empty,
         DropReason::Version,
         DropReason::Malformed,
         DropReason::Oversized,
+        DropReason::Unencrypted,
+        DropReason::NoKey,
+        DropReason::Decrypt,
+        DropReason::Stale,
+        DropReason::Replay,
     ];
 
     pub fn label(self) -> &'static str {
@@ -41,6 +73,11 @@ impl DropReason {
             DropReason::Version => "version",
             DropReason::Malformed => "malformed",
             DropReason::Oversized => "oversized",
+            DropReason::Unencrypted => "unencrypted",
+            DropReason::NoKey => "no_key",
+            DropReason::Decrypt => "decrypt",
+            DropReason::Stale => "stale",
+            DropReason::Replay => "replay",
         }
     }
 }
@@ -61,6 +98,32 @@ pub fn decode(datagram: &[u8], max_len: usize) -> Result<Envelope, DropReason> {
         return Err(DropReason::Version);
     }
     Envelope::decode(body).map_err(|_| DropReason::Malformed)
+}
+
+/// Seals an encoded datagram when gossip is encrypted.
+pub fn seal(security: Option<&crypto::GossipSecurity>, wall_ms: u64, plain: Vec<u8>) -> Vec<u8> {
+    match security {
+        Some(sec) => sec.seal(wall_ms, &plain),
+        None => plain,
+    }
+}
+
+/// Opens a received datagram, whatever frame it carries: authentic, fresh
+/// and never seen with a keyring; as it is without one.
+pub fn unseal<'a>(
+    security: Option<&crypto::GossipSecurity>,
+    wall_ms: u64,
+    datagram: &'a [u8],
+    max_len: usize,
+) -> Result<std::borrow::Cow<'a, [u8]>, DropReason> {
+    if datagram.len() > max_len {
+        return Err(DropReason::Oversized);
+    }
+    match security {
+        Some(sec) => Ok(sec.open(wall_ms, datagram)?.into()),
+        None if datagram.first() == Some(&crypto::SEALED_MARKER) => Err(DropReason::NoKey),
+        None => Ok(datagram.into()),
+    }
 }
 
 /// Binds the gossip socket with address reuse (restarts do not wait for

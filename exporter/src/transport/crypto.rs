@@ -1,0 +1,650 @@
+//! Sealed datagrams: gossip encryption, authentication and replay protection.
+//!
+//! A sealed datagram is
+//!
+//! ```text
+//! 0xA5 | nonce (24 bytes: sender wall clock ms, u64 BE | 16 random bytes) | XChaCha20-Poly1305(datagram) | tag (16)
+//! ```
+//!
+//! The whole plain datagram is sealed, whatever its first byte (gossip frame,
+//! overlay frame, ...), so the kinds of frames are invisible on the wire.
+//! The overhead is 41 bytes, within the 64 the engine reserves
+//! (`TRANSPORT_OVERHEAD_BYTES`). XChaCha's 192-bit nonce makes random nonces
+//! safe however many datagrams a key seals.
+//!
+//! The keyring works like Serf's: the first key seals, every key opens, so
+//! a new key is installed everywhere before anyone seals with it, and the
+//! old one is removed only once nobody does.
+//!
+//! Replay: the sender's clock is inside the nonce, which the AEAD
+//! authenticates. A datagram whose clock is further than the window from
+//! ours is dropped (`stale`), and one seen before within the window is
+//! dropped (`replay`). Only datagrams that opened are remembered, so an
+//! outsider cannot fill the memory; it is capped all the same.
+//!
+//! Everything here is sans-IO: the caller passes the wall clock.
+
+use std::collections::{HashSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, RwLock};
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+/// First byte of a sealed datagram. Plain frames start with a small
+/// version or kind number, so the two never collide.
+pub const SEALED_MARKER: u8 = 0xA5;
+pub const KEY_LEN: usize = 32;
+pub const NONCE_LEN: usize = 24;
+pub const TAG_LEN: usize = 16;
+/// Bytes a seal adds to a datagram.
+pub const SEAL_OVERHEAD: usize = 1 + NONCE_LEN + TAG_LEN;
+/// Default replay window: clocks of a cluster must agree within it (NTP).
+pub const DEFAULT_REPLAY_WINDOW_MS: u64 = 60_000;
+/// Most datagrams remembered for replay detection (about 6 MB at most).
+pub const REPLAY_MEMORY_CAP: usize = 1 << 17;
+
+/// Why a sealed datagram could not be opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum OpenError {
+    #[error("plain datagram, but gossip is encrypted")]
+    Unencrypted,
+    #[error("sealed datagram, but no key is configured")]
+    Encrypted,
+    #[error("no key of the keyring opens it")]
+    Decrypt,
+    #[error("sender clock outside the replay window")]
+    Stale,
+    #[error("seen before")]
+    Replay,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("a gossip key is base64 of 32 bytes ({0})")]
+    Format(String),
+    #[error("the keyring is empty")]
+    Empty,
+    #[error("key {0} is not installed")]
+    NotInstalled(String),
+    #[error("key {0} is the primary key; use another one first")]
+    RemovePrimary(String),
+    #[error("{path}: {reason}")]
+    File { path: String, reason: String },
+}
+
+/// A 32-byte cluster key. Its Debug shows the fingerprint, never the key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Key([u8; KEY_LEN]);
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Key({})", self.fingerprint())
+    }
+}
+
+impl Key {
+    pub fn generate() -> Key {
+        let mut k = [0u8; KEY_LEN];
+        rand::rng().fill_bytes(&mut k);
+        Key(k)
+    }
+
+    pub fn from_bytes(bytes: [u8; KEY_LEN]) -> Key {
+        Key(bytes)
+    }
+
+    pub fn parse(text: &str) -> Result<Key, KeyError> {
+        let bytes = B64
+            .decode(text.trim())
+            .map_err(|e| KeyError::Format(e.to_string()))?;
+        let arr: [u8; KEY_LEN] = bytes
+            .try_into()
+            .map_err(|b: Vec<u8>| KeyError::Format(format!("got {} bytes", b.len())))?;
+        Ok(Key(arr))
+    }
+
+    pub fn to_base64(&self) -> String {
+        B64.encode(self.0)
+    }
+
+    /// A name for the key that reveals nothing of it: 8 bytes of its SHA-256.
+    pub fn fingerprint(&self) -> String {
+        let digest = Sha256::digest(self.0);
+        digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    fn cipher(&self) -> XChaCha20Poly1305 {
+        XChaCha20Poly1305::new(&self.0.into())
+    }
+}
+
+/// Keys in order: the first seals, all open.
+#[derive(Debug, Clone)]
+pub struct Keyring {
+    keys: Vec<Key>,
+}
+
+impl Keyring {
+    pub fn new(keys: Vec<Key>) -> Result<Keyring, KeyError> {
+        if keys.is_empty() {
+            return Err(KeyError::Empty);
+        }
+        let mut unique: Vec<Key> = Vec::with_capacity(keys.len());
+        for k in keys {
+            if !unique.contains(&k) {
+                unique.push(k);
+            }
+        }
+        Ok(Keyring { keys: unique })
+    }
+
+    pub fn keys(&self) -> &[Key] {
+        &self.keys
+    }
+
+    pub fn primary(&self) -> &Key {
+        // Never empty: `new` and `remove` keep at least one key.
+        &self.keys[0]
+    }
+
+    /// Adds a key that opens but does not seal yet.
+    pub fn install(&mut self, key: Key) {
+        if !self.keys.contains(&key) {
+            self.keys.push(key);
+        }
+    }
+
+    /// Makes an installed key the one that seals.
+    pub fn use_key(&mut self, key: &Key) -> Result<(), KeyError> {
+        let at = self
+            .keys
+            .iter()
+            .position(|k| k == key)
+            .ok_or_else(|| KeyError::NotInstalled(key.fingerprint()))?;
+        let k = self.keys.remove(at);
+        self.keys.insert(0, k);
+        Ok(())
+    }
+
+    pub fn remove(&mut self, key: &Key) -> Result<(), KeyError> {
+        if self.primary() == key {
+            return Err(KeyError::RemovePrimary(key.fingerprint()));
+        }
+        let before = self.keys.len();
+        self.keys.retain(|k| k != key);
+        if self.keys.len() == before {
+            return Err(KeyError::NotInstalled(key.fingerprint()));
+        }
+        Ok(())
+    }
+
+    /// Seals `plain` under the primary key, stamped with `wall_ms`.
+    pub fn seal(&self, wall_ms: u64, plain: &[u8]) -> Vec<u8> {
+        let mut nonce = [0u8; NONCE_LEN];
+        nonce[..8].copy_from_slice(&wall_ms.to_be_bytes());
+        rand::rng().fill_bytes(&mut nonce[8..]);
+        let sealed = self
+            .primary()
+            .cipher()
+            .encrypt(
+                XNonce::from_slice(&nonce),
+                Payload {
+                    msg: plain,
+                    aad: &[SEALED_MARKER],
+                },
+            )
+            // Encryption fails only for messages of gigabytes.
+            .unwrap_or_default();
+        let mut out = Vec::with_capacity(SEAL_OVERHEAD + plain.len());
+        out.push(SEALED_MARKER);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&sealed);
+        out
+    }
+
+    /// Opens a sealed datagram with any key; returns the sender's clock,
+    /// the nonce and the plain bytes. Replay is the caller's next step.
+    pub fn open(&self, datagram: &[u8]) -> Result<Opened, OpenError> {
+        if datagram.first() != Some(&SEALED_MARKER) {
+            return Err(OpenError::Unencrypted);
+        }
+        if datagram.len() < SEAL_OVERHEAD {
+            return Err(OpenError::Decrypt);
+        }
+        let nonce = &datagram[1..1 + NONCE_LEN];
+        let body = &datagram[1 + NONCE_LEN..];
+        for key in &self.keys {
+            if let Ok(plain) = key.cipher().decrypt(
+                XNonce::from_slice(nonce),
+                Payload {
+                    msg: body,
+                    aad: &[SEALED_MARKER],
+                },
+            ) {
+                let mut ts = [0u8; 8];
+                ts.copy_from_slice(&nonce[..8]);
+                let mut id = [0u8; 16];
+                id.copy_from_slice(&nonce[8..]);
+                return Ok(Opened {
+                    sent_ms: u64::from_be_bytes(ts),
+                    nonce_id: u128::from_be_bytes(id),
+                    plain,
+                });
+            }
+        }
+        Err(OpenError::Decrypt)
+    }
+
+    /// Serf's keyring file: a JSON array of base64 keys, the primary first.
+    pub fn load_file(path: &Path) -> Result<Keyring, KeyError> {
+        let err = |reason: String| KeyError::File {
+            path: path.display().to_string(),
+            reason,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+        let list: Vec<String> = serde_json::from_str(&text)
+            .map_err(|e| err(format!("expected a JSON array of base64 keys: {e}")))?;
+        let keys = list
+            .iter()
+            .map(|k| Key::parse(k))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| err(e.to_string()))?;
+        Keyring::new(keys).map_err(|e| err(e.to_string()))
+    }
+
+    /// Writes the keyring atomically, readable by its owner only.
+    pub fn save_file(&self, path: &Path) -> Result<(), KeyError> {
+        let err = |reason: String| KeyError::File {
+            path: path.display().to_string(),
+            reason,
+        };
+        let list: Vec<String> = self.keys.iter().map(Key::to_base64).collect();
+        let text = serde_json::to_string_pretty(&list).map_err(|e| err(e.to_string()))?;
+        let tmp = path.with_extension("tmp");
+        {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(|e| err(e.to_string()))?;
+            f.write_all(text.as_bytes())
+                .and_then(|()| f.write_all(b"\n"))
+                .and_then(|()| f.sync_all())
+                .map_err(|e| err(e.to_string()))?;
+        }
+        std::fs::rename(&tmp, path).map_err(|e| err(e.to_string()))
+    }
+}
+
+#[derive(Debug)]
+pub struct Opened {
+    pub sent_ms: u64,
+    pub nonce_id: u128,
+    pub plain: Vec<u8>,
+}
+
+/// Remembers the datagrams opened within the window.
+#[derive(Debug)]
+pub struct ReplayGuard {
+    window_ms: u64,
+    cap: usize,
+    seen: HashSet<u128>,
+    order: VecDeque<(u64, u128)>,
+    /// Everything stamped at or before this was forgotten early (cap) and
+    /// is refused as if stale.
+    floor: u64,
+}
+
+impl ReplayGuard {
+    pub fn new(window_ms: u64) -> ReplayGuard {
+        ReplayGuard::with_cap(window_ms, REPLAY_MEMORY_CAP)
+    }
+
+    pub fn with_cap(window_ms: u64, cap: usize) -> ReplayGuard {
+        ReplayGuard {
+            window_ms,
+            cap: cap.max(1),
+            seen: HashSet::new(),
+            order: VecDeque::new(),
+            floor: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.seen.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.seen.is_empty()
+    }
+
+    /// Accepts a datagram once, if its clock is within the window of ours.
+    pub fn check(&mut self, now_ms: u64, sent_ms: u64, nonce_id: u128) -> Result<(), OpenError> {
+        let oldest = now_ms.saturating_sub(self.window_ms);
+        while let Some(&(ts, id)) = self.order.front() {
+            if ts >= oldest {
+                break;
+            }
+            self.order.pop_front();
+            self.seen.remove(&id);
+        }
+        if sent_ms < oldest || sent_ms > now_ms.saturating_add(self.window_ms) {
+            return Err(OpenError::Stale);
+        }
+        if sent_ms <= self.floor {
+            return Err(OpenError::Stale);
+        }
+        if !self.seen.insert(nonce_id) {
+            return Err(OpenError::Replay);
+        }
+        self.order.push_back((sent_ms, nonce_id));
+        while self.order.len() > self.cap {
+            if let Some((ts, id)) = self.order.pop_front() {
+                self.seen.remove(&id);
+                self.floor = self.floor.max(ts);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The keyring of a running agent, shared by the socket loop and the
+/// admin API, with where to persist changes.
+#[derive(Debug)]
+pub struct GossipSecurity {
+    ring: RwLock<Keyring>,
+    file: Option<PathBuf>,
+    gossip_replay: Mutex<ReplayGuard>,
+    admin_replay: Mutex<ReplayGuard>,
+}
+
+/// What the admin API changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyOp {
+    Install,
+    Use,
+    Remove,
+}
+
+/// The body of `POST /api/v1/keys`, sealed with a key of the keyring.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct KeyCommand {
+    pub op: KeyOp,
+    pub key: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("not sealed with a key of this agent's keyring: {0}")]
+    Unauthenticated(OpenError),
+    #[error("malformed key command: {0}")]
+    Malformed(String),
+    #[error("{0}")]
+    Refused(KeyError),
+}
+
+impl GossipSecurity {
+    pub fn new(ring: Keyring, file: Option<PathBuf>, window_ms: u64) -> GossipSecurity {
+        GossipSecurity {
+            ring: RwLock::new(ring),
+            file,
+            gossip_replay: Mutex::new(ReplayGuard::new(window_ms)),
+            admin_replay: Mutex::new(ReplayGuard::new(window_ms)),
+        }
+    }
+
+    pub fn keyring(&self) -> Keyring {
+        match self.ring.read() {
+            Ok(r) => r.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    pub fn seal(&self, wall_ms: u64, plain: &[u8]) -> Vec<u8> {
+        match self.ring.read() {
+            Ok(r) => r.seal(wall_ms, plain),
+            Err(poisoned) => poisoned.into_inner().seal(wall_ms, plain),
+        }
+    }
+
+    /// Opens a gossip datagram: authentic, within the window, never seen.
+    pub fn open(&self, now_ms: u64, datagram: &[u8]) -> Result<Vec<u8>, OpenError> {
+        let opened = match self.ring.read() {
+            Ok(r) => r.open(datagram)?,
+            Err(poisoned) => poisoned.into_inner().open(datagram)?,
+        };
+        let mut guard = match self.gossip_replay.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        guard.check(now_ms, opened.sent_ms, opened.nonce_id)?;
+        Ok(opened.plain)
+    }
+
+    /// Applies a sealed key command from the admin API and persists the
+    /// keyring; returns the fingerprints after the change.
+    pub fn apply_command(&self, now_ms: u64, sealed: &[u8]) -> Result<Vec<String>, CommandError> {
+        let opened = self
+            .keyring()
+            .open(sealed)
+            .map_err(CommandError::Unauthenticated)?;
+        {
+            let mut guard = match self.admin_replay.lock() {
+                Ok(g) => g,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            guard
+                .check(now_ms, opened.sent_ms, opened.nonce_id)
+                .map_err(CommandError::Unauthenticated)?;
+        }
+        let cmd: KeyCommand = serde_json::from_slice(&opened.plain)
+            .map_err(|e| CommandError::Malformed(e.to_string()))?;
+        let key = Key::parse(&cmd.key).map_err(CommandError::Refused)?;
+        let mut ring = match self.ring.write() {
+            Ok(r) => r,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let mut next = ring.clone();
+        match cmd.op {
+            KeyOp::Install => next.install(key.clone()),
+            KeyOp::Use => next.use_key(&key).map_err(CommandError::Refused)?,
+            KeyOp::Remove => next.remove(&key).map_err(CommandError::Refused)?,
+        }
+        // Persist first: a keyring that would be lost at restart is refused.
+        if let Some(path) = &self.file {
+            next.save_file(path).map_err(CommandError::Refused)?;
+        }
+        *ring = next;
+        tracing::info!(op = ?cmd.op, key = %key.fingerprint(), primary = %ring.primary().fingerprint(), "gossip keyring changed");
+        Ok(ring.keys().iter().map(Key::fingerprint).collect())
+    }
+
+    pub fn fingerprints(&self) -> Vec<String> {
+        self.keyring().keys().iter().map(Key::fingerprint).collect()
+    }
+}
+
+/// Loads the keyring a configuration names: the keyring file if it exists
+/// (Serf's precedence), else the single key, which also initialises a
+/// keyring file that does not exist yet.
+pub fn load_keyring(key: Option<&str>, file: Option<&Path>) -> Result<Option<Keyring>, KeyError> {
+    match (key, file) {
+        (_, Some(path)) if path.exists() => Keyring::load_file(path).map(Some),
+        (Some(k), Some(path)) => {
+            let ring = Keyring::new(vec![Key::parse(k)?])?;
+            ring.save_file(path)?;
+            Ok(Some(ring))
+        }
+        (None, Some(path)) => Err(KeyError::File {
+            path: path.display().to_string(),
+            reason:
+                "does not exist (create it with `astrolabe keys generate`, or give --gossip.key)"
+                    .into(),
+        }),
+        (Some(k), None) => Ok(Some(Keyring::new(vec![Key::parse(k)?])?)),
+        (None, None) => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ring(keys: &[&Key]) -> Keyring {
+        Keyring::new(keys.iter().map(|k| (*k).clone()).collect()).unwrap()
+    }
+
+    #[test]
+    fn seal_open_round_trip_with_overhead_within_the_reserve() {
+        let a = Key::generate();
+        let r = ring(&[&a]);
+        for plain in [&b""[..], b"\x01hello", &[2u8; 1336]] {
+            let sealed = r.seal(1000, plain);
+            assert_eq!(sealed.len(), plain.len() + SEAL_OVERHEAD);
+            let opened = r.open(&sealed).unwrap();
+            assert_eq!(opened.plain, plain);
+            assert_eq!(opened.sent_ms, 1000);
+        }
+        const { assert!(SEAL_OVERHEAD <= crate::engine::TRANSPORT_OVERHEAD_BYTES) };
+    }
+
+    #[test]
+    fn wrong_key_tampered_truncated_and_plain_are_refused() {
+        let a = Key::generate();
+        let b = Key::generate();
+        let sealed = ring(&[&a]).seal(5, b"\x01payload");
+        assert_eq!(ring(&[&b]).open(&sealed).unwrap_err(), OpenError::Decrypt);
+        for at in [1, 10, 30, sealed.len() - 1] {
+            let mut t = sealed.clone();
+            t[at] ^= 0x40;
+            assert_eq!(
+                ring(&[&a]).open(&t).unwrap_err(),
+                OpenError::Decrypt,
+                "{at}"
+            );
+        }
+        assert_eq!(
+            ring(&[&a]).open(&sealed[..20]).unwrap_err(),
+            OpenError::Decrypt
+        );
+        assert_eq!(
+            ring(&[&a]).open(b"\x01plain").unwrap_err(),
+            OpenError::Unencrypted
+        );
+        assert_eq!(ring(&[&a]).open(b"").unwrap_err(), OpenError::Unencrypted);
+    }
+
+    #[test]
+    fn keyring_first_seals_all_open_and_rotation() {
+        let old = Key::generate();
+        let new = Key::generate();
+        let mut r = ring(&[&old]);
+        let by_old_only = r.seal(1, b"x");
+        r.install(new.clone());
+        // Installed but not used: still seals with old, opens both.
+        assert!(ring(&[&old]).open(&r.seal(1, b"x")).is_ok());
+        assert!(r.open(&ring(&[&new]).seal(1, b"y")).is_ok());
+        r.use_key(&new).unwrap();
+        assert!(ring(&[&new]).open(&r.seal(1, b"x")).is_ok());
+        assert!(r.open(&by_old_only).is_ok());
+        assert!(matches!(r.remove(&new), Err(KeyError::RemovePrimary(_))));
+        r.remove(&old).unwrap();
+        assert_eq!(r.open(&by_old_only).unwrap_err(), OpenError::Decrypt);
+        assert!(matches!(r.remove(&old), Err(KeyError::NotInstalled(_))));
+        assert!(matches!(r.use_key(&old), Err(KeyError::NotInstalled(_))));
+        assert_eq!(r.keys().len(), 1);
+    }
+
+    #[test]
+    fn replay_within_window_and_stale_are_refused() {
+        let mut g = ReplayGuard::new(1000);
+        assert_eq!(g.check(10_000, 9_500, 1), Ok(()));
+        assert_eq!(g.check(10_001, 9_500, 1), Err(OpenError::Replay));
+        assert_eq!(g.check(10_001, 8_000, 2), Err(OpenError::Stale));
+        assert_eq!(g.check(10_001, 12_000, 3), Err(OpenError::Stale));
+        // Once out of the window it is forgotten, and refused as stale.
+        assert_eq!(g.check(20_000, 9_500, 1), Err(OpenError::Stale));
+        assert!(g.is_empty());
+    }
+
+    #[test]
+    fn replay_memory_is_capped_and_stays_safe() {
+        let mut g = ReplayGuard::with_cap(60_000, 100);
+        for i in 0..1000u128 {
+            assert_eq!(g.check(100_000, 50_000 + i as u64, i), Ok(()));
+        }
+        assert_eq!(g.len(), 100);
+        // An early-forgotten datagram is still refused.
+        assert_eq!(g.check(100_000, 50_005, 5), Err(OpenError::Stale));
+        assert_eq!(g.check(100_000, 50_999, 999), Err(OpenError::Replay));
+    }
+
+    #[test]
+    fn keys_parse_and_never_print() {
+        let k = Key::generate();
+        assert_eq!(Key::parse(&k.to_base64()).unwrap(), k);
+        assert!(Key::parse("c2hvcnQ=").is_err());
+        assert!(Key::parse("not base64!").is_err());
+        assert!(!format!("{k:?}").contains(&k.to_base64()));
+    }
+
+    #[test]
+    fn keyring_file_round_trip_and_commands() {
+        let dir = std::env::temp_dir().join(format!("astrolabe-keys-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("keyring.json");
+        let _ = std::fs::remove_file(&path);
+        let a = Key::generate();
+        let ring0 = load_keyring(Some(&a.to_base64()), Some(&path))
+            .unwrap()
+            .unwrap();
+        assert_eq!(ring0.keys(), std::slice::from_ref(&a));
+        assert_eq!(
+            Keyring::load_file(&path).unwrap().keys(),
+            std::slice::from_ref(&a)
+        );
+        let sec = GossipSecurity::new(ring0.clone(), Some(path.clone()), 60_000);
+        let b = Key::generate();
+        let cmd = |op: KeyOp, k: &Key| {
+            serde_json::to_vec(&KeyCommand {
+                op,
+                key: k.to_base64(),
+            })
+            .unwrap()
+        };
+        let sealed = ring0.seal(1_000, &cmd(KeyOp::Install, &b));
+        assert_eq!(sec.apply_command(1_000, &sealed).unwrap().len(), 2);
+        // The same sealed command again is a replay.
+        assert!(matches!(
+            sec.apply_command(1_001, &sealed),
+            Err(CommandError::Unauthenticated(OpenError::Replay))
+        ));
+        // A command sealed by an outsider is refused.
+        let outsider = ring(&[&Key::generate()]).seal(1_000, &cmd(KeyOp::Use, &b));
+        assert!(matches!(
+            sec.apply_command(1_002, &outsider),
+            Err(CommandError::Unauthenticated(OpenError::Decrypt))
+        ));
+        sec.apply_command(1_003, &ring0.seal(1_003, &cmd(KeyOp::Use, &b)))
+            .unwrap();
+        sec.apply_command(1_004, &ring0.seal(1_004, &cmd(KeyOp::Remove, &a)))
+            .unwrap();
+        let on_disk = Keyring::load_file(&path).unwrap();
+        assert_eq!(on_disk.keys(), std::slice::from_ref(&b));
+        // A file with garbage is refused with its path.
+        std::fs::write(&path, "[\"nope\"]").unwrap();
+        let e = Keyring::load_file(&path).unwrap_err().to_string();
+        assert!(e.contains("keyring.json"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
