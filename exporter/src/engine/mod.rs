@@ -468,10 +468,14 @@ impl Engine {
             let peers_own = peers_own.as_ref().map(|z| z.name()).unwrap_or("");
             let table = &self.tables[k];
             let mut wanted = Vec::new();
-            let mut listed = 0usize;
+            // Which of our rows the peer listed, by index.
+            let mut listed = vec![false; table.len()];
             for entry in &part.entries {
                 let issued = part.issued_of(entry);
-                if *entry.name == *table.own {
+                if table.is_own(&entry.name) {
+                    if let Ok(index) = table.find(&entry.name) {
+                        listed[index] = true;
+                    }
                     if k == leaf
                         && table
                             .own_row()
@@ -483,32 +487,37 @@ impl Engine {
                     }
                     continue;
                 }
-                let Some(mine) = table.get(&entry.name) else {
-                    let newer_than_forgotten = table.wants(
-                        &entry.name,
-                        Freshness {
-                            issued,
-                            inputs: u128::MAX,
-                        },
-                        AgentId::MAX,
-                    );
-                    if newer_than_forgotten {
-                        wanted.push((entry.name.clone(), 0));
+                let index = match table.find(&entry.name) {
+                    Ok(index) => index,
+                    Err(_) => {
+                        let newer_than_forgotten = table.wants(
+                            &entry.name,
+                            Freshness {
+                                issued,
+                                inputs: u128::MAX,
+                            },
+                            AgentId::MAX,
+                        );
+                        if newer_than_forgotten {
+                            wanted.push((entry.name.clone(), 0));
+                        }
+                        continue;
                     }
-                    continue;
                 };
-                listed += 1;
-                let row = &mine.row;
-                let my_content = row.body.fingerprint() as u32;
-                let my_issued = row.freshness.issued;
+                listed[index] = true;
+                let mine = table.at(index);
+                let my_content = mine.content();
+                let my_freshness = mine.freshness();
+                let my_issued = my_freshness.issued;
                 let tie = issued == my_issued
-                    && entry.check != freshness_check(&row.freshness, row.issuer);
+                    && entry.check != freshness_check(&my_freshness, mine.issuer());
                 if issued < my_issued || tie {
+                    let row = &mine.row;
                     if entry.content == my_content {
                         refresh.push(Refresh {
                             zone: row.zone.clone(),
-                            freshness: row.freshness,
-                            issuer: row.issuer,
+                            freshness: my_freshness,
+                            issuer: mine.issuer(),
                             content: my_content,
                         });
                     } else {
@@ -519,16 +528,14 @@ impl Engine {
                     wanted.push((entry.name.clone(), my_content));
                 }
             }
-            // Rows the peer did not list at all (only worth a scan when the
-            // peer listed fewer than we hold).
-            if listed < table.len() {
-                let names: std::collections::BTreeSet<&str> =
-                    part.entries.iter().map(|e| &*e.name).collect();
-                for (name, e) in table.entries() {
-                    let is_peers_own = k < leaf && **name == *peers_own;
-                    if !is_peers_own && part.covers(name) && !names.contains(&**name) {
-                        send.push(e.row.clone());
-                    }
+            // Rows the peer did not list at all.
+            for (index, (name, e)) in table.entries().enumerate() {
+                if listed[index] {
+                    continue;
+                }
+                let is_peers_own = k < leaf && **name == *peers_own;
+                if !is_peers_own && part.covers(name) {
+                    send.push(e.row.clone());
                 }
             }
             // The peer's own zone as others see it, if they see other
@@ -595,7 +602,7 @@ impl Engine {
                 continue;
             }
             let name = item.zone.name();
-            if *name == *self.tables[k].own {
+            if self.tables[k].is_own(name) {
                 continue;
             }
             self.clock.observe(now.wall_ms, item.freshness.issued);
@@ -648,7 +655,7 @@ impl Engine {
             }
             self.clock.observe(now.wall_ms, row.freshness.issued);
             let name = row.zone.name();
-            if *name == *self.tables[k].own {
+            if self.tables[k].is_own(name) {
                 if k == leaf {
                     if row.issuer != self.cfg.id {
                         self.stats.refuse(Refusal::ZoneConflict);
@@ -662,7 +669,7 @@ impl Engine {
                     // Our own ancestor as someone else computed it: not
                     // taken in, but its contacts lead to zone-mates.
                     self.hints[k + 1] = row.contacts().to_vec();
-                    self.note_unknown_contacts(row.contacts());
+                    self.note_unknown_contacts(k, row.contacts());
                 }
                 continue;
             }
@@ -752,7 +759,10 @@ impl Engine {
     }
 
     /// Queues contacts of our own zones that no table of ours mentions.
-    fn note_unknown_contacts(&mut self, contacts: &[SocketAddr]) {
+    /// `level`: the table the contacts' zone (our ancestor) lives in. Its
+    /// contacts are inside it, so in tables above `level` only our own
+    /// entries can name them; the sibling rows there are not looked at.
+    fn note_unknown_contacts(&mut self, level: usize, contacts: &[SocketAddr]) {
         const MAX_DISCOVER: usize = 8;
         if self.discover.len() >= MAX_DISCOVER {
             return;
@@ -763,11 +773,13 @@ impl Engine {
             .copied()
             .filter(|c| *c != me && !self.discover.contains(c))
             .filter(|c| {
-                !self
-                    .tables
-                    .iter()
-                    .flat_map(|t| t.rows())
-                    .any(|r| r.contacts().contains(c))
+                !self.tables.iter().enumerate().any(|(j, t)| {
+                    if j < level {
+                        t.own_row().is_some_and(|r| r.contacts().contains(c))
+                    } else {
+                        t.rows().any(|r| r.contacts().contains(c))
+                    }
+                })
             })
             .collect();
         for c in unknown {

@@ -13,6 +13,38 @@ pub struct Entry {
     /// Local time the row was last replaced by a fresher one; expiry counts
     /// from here, so a peer's skewed clock cannot expire or keep rows alive.
     pub refreshed_ms: u64,
+    /// Copies of the row's freshness, issuer and content fingerprint, kept
+    /// inline: digests and freshness sums read them for every row of every
+    /// exchange, and following `row` to its body for each was the main cost
+    /// of a 10^5-agent simulation (cache misses).
+    freshness: Freshness,
+    issuer: AgentId,
+    content: u64,
+}
+
+impl Entry {
+    fn new(row: Arc<Row>, refreshed_ms: u64) -> Entry {
+        Entry {
+            freshness: row.freshness,
+            issuer: row.issuer,
+            content: row.body.fingerprint(),
+            row,
+            refreshed_ms,
+        }
+    }
+
+    /// Low 32 bits of the content fingerprint (what digests carry).
+    pub fn content(&self) -> u32 {
+        self.content as u32
+    }
+
+    pub fn freshness(&self) -> Freshness {
+        self.freshness
+    }
+
+    pub fn issuer(&self) -> AgentId {
+        self.issuer
+    }
 }
 
 /// What is remembered of a dropped row, so that an older copy still held
@@ -33,6 +65,35 @@ pub enum Offer {
     Stale,
 }
 
+/// The first 8 bytes of a name, big-endian, zero-padded: comparing two of
+/// these orders names as their bytes do (names never contain a zero byte),
+/// and for names of at most 8 bytes equal keys mean equal names. Lookups
+/// compare these integers, kept inline, instead of the strings behind
+/// pointers.
+fn name_key(name: &str) -> u64 {
+    let mut buf = [0u8; 8];
+    let n = name.len().min(8);
+    buf[..n].copy_from_slice(&name.as_bytes()[..n]);
+    u64::from_be_bytes(buf)
+}
+
+fn cmp_names(a_key: u64, a: &str, b_key: u64, b: &str) -> std::cmp::Ordering {
+    a_key.cmp(&b_key).then_with(|| {
+        if a.len() <= 8 && b.len() <= 8 {
+            std::cmp::Ordering::Equal
+        } else {
+            a.as_bytes().cmp(b.as_bytes())
+        }
+    })
+}
+
+#[derive(Debug, Clone)]
+struct Slot {
+    key: u64,
+    name: Arc<str>,
+    entry: Entry,
+}
+
 #[derive(Debug, Clone)]
 pub struct Table {
     pub zone: ZonePath,
@@ -40,7 +101,11 @@ pub struct Table {
     /// Name of the child this agent belongs to (its own row, or its
     /// ancestor's row, which it computes itself).
     pub own: Arc<str>,
-    rows: BTreeMap<Arc<str>, Entry>,
+    own_key: u64,
+    /// Sorted by name: a table holds at most a few hundred children, so a
+    /// sorted vector beats a tree (one contiguous block, binary search on
+    /// inline keys, no allocation per row).
+    rows: Vec<Slot>,
     dead: BTreeMap<Arc<str>, Dead>,
     /// Something changed since the parent row was last computed.
     pub dirty: bool,
@@ -53,28 +118,46 @@ impl Table {
         Table {
             zone,
             depth,
+            own_key: name_key(&own),
             own,
-            rows: BTreeMap::new(),
+            rows: Vec::new(),
             dead: BTreeMap::new(),
             dirty: true,
             content_dirty: true,
         }
     }
 
+    /// Index of `name`, or where it would be inserted.
+    pub fn find(&self, name: &str) -> Result<usize, usize> {
+        let key = name_key(name);
+        self.rows
+            .binary_search_by(|s| cmp_names(s.key, &s.name, key, name))
+    }
+
+    /// Whether `name` is this agent's own child in the table.
+    pub fn is_own(&self, name: &str) -> bool {
+        cmp_names(self.own_key, &self.own, name_key(name), name).is_eq()
+    }
+
     pub fn get(&self, name: &str) -> Option<&Entry> {
-        self.rows.get(name)
+        self.find(name).ok().map(|i| &self.rows[i].entry)
+    }
+
+    /// The entry at an index returned by `find`.
+    pub fn at(&self, index: usize) -> &Entry {
+        &self.rows[index].entry
     }
 
     pub fn own_row(&self) -> Option<&Arc<Row>> {
-        self.rows.get(&*self.own).map(|e| &e.row)
+        self.get(&self.own).map(|e| &e.row)
     }
 
     pub fn entries(&self) -> impl Iterator<Item = (&Arc<str>, &Entry)> {
-        self.rows.iter()
+        self.rows.iter().map(|s| (&s.name, &s.entry))
     }
 
     pub fn rows(&self) -> impl Iterator<Item = &Arc<Row>> {
-        self.rows.values().map(|e| &e.row)
+        self.rows.iter().map(|s| &s.entry.row)
     }
 
     pub fn len(&self) -> usize {
@@ -89,14 +172,17 @@ impl Table {
     pub fn live_siblings(&self) -> impl Iterator<Item = &Arc<Row>> {
         self.rows
             .iter()
-            .filter(|(name, e)| **name != self.own && !e.row.is_tombstone())
-            .map(|(_, e)| &e.row)
+            .filter(|s| {
+                cmp_names(s.key, &s.name, self.own_key, &self.own).is_ne()
+                    && !s.entry.row.is_tombstone()
+            })
+            .map(|s| &s.entry.row)
     }
 
     /// Whether a row with this freshness would be taken in.
     pub fn wants(&self, name: &str, freshness: Freshness, issuer: AgentId) -> bool {
-        if let Some(e) = self.rows.get(name) {
-            return (freshness, issuer) > (e.row.freshness, e.row.issuer);
+        if let Some(e) = self.get(name) {
+            return (freshness, issuer) > (e.freshness, e.issuer);
         }
         match self.dead.get(name) {
             Some(d) => (freshness, issuer) > (d.freshness, d.issuer),
@@ -107,9 +193,13 @@ impl Table {
     /// Offers a received row. `authoritative` skips the memory of dropped
     /// rows: the issuer itself says it is alive (a restart).
     pub fn offer(&mut self, name: &str, row: Arc<Row>, now_ms: u64, authoritative: bool) -> Offer {
-        let fresher = match self.rows.get(name) {
-            Some(e) => row.is_fresher_than(&e.row),
-            None => {
+        let found = self.find(name);
+        let fresher = match found {
+            Ok(i) => {
+                let e = &self.rows[i].entry;
+                (row.freshness, row.issuer) > (e.freshness, e.issuer)
+            }
+            Err(_) => {
                 authoritative
                     || self
                         .dead
@@ -120,10 +210,10 @@ impl Table {
         if !fresher {
             return Offer::Stale;
         }
-        // Reuse the key already held, so a refresh allocates nothing.
-        let key = match self.rows.get_key_value(name) {
-            Some((k, _)) => k.clone(),
-            None => Arc::from(name),
+        // Reuse the name already held, so a refresh allocates nothing.
+        let key = match found {
+            Ok(i) => self.rows[i].name.clone(),
+            Err(_) => Arc::from(name),
         };
         self.install(key, row, now_ms)
     }
@@ -138,12 +228,11 @@ impl Table {
         content: u32,
         now_ms: u64,
     ) -> bool {
-        let Some(e) = self.rows.get_mut(name) else {
+        let Ok(i) = self.find(name) else {
             return false;
         };
-        if e.row.body.fingerprint() as u32 != content
-            || (freshness, issuer) <= (e.row.freshness, e.row.issuer)
-        {
+        let e = &mut self.rows[i].entry;
+        if e.content as u32 != content || (freshness, issuer) <= (e.freshness, e.issuer) {
             return false;
         }
         e.row = Arc::new(Row {
@@ -152,6 +241,8 @@ impl Table {
             issuer,
             body: e.row.body.clone(),
         });
+        e.freshness = freshness;
+        e.issuer = issuer;
         e.refreshed_ms = now_ms;
         self.dirty = true;
         true
@@ -159,18 +250,23 @@ impl Table {
 
     /// Installs a row unconditionally (this agent's own rows).
     pub fn install(&mut self, name: Arc<str>, row: Arc<Row>, now_ms: u64) -> Offer {
-        let content_changed = self
-            .rows
-            .get(&name)
-            .is_none_or(|e| !e.row.same_content(&row));
-        self.dead.remove(&name);
-        self.rows.insert(
-            name,
-            Entry {
-                row,
-                refreshed_ms: now_ms,
-            },
-        );
+        let entry = Entry::new(row, now_ms);
+        let content_changed = match self.find(&name) {
+            Ok(i) => {
+                let slot = &mut self.rows[i];
+                let changed = slot.entry.content != entry.content;
+                slot.entry = entry;
+                changed
+            }
+            Err(i) => {
+                if !self.dead.is_empty() {
+                    self.dead.remove(&name);
+                }
+                let key = name_key(&name);
+                self.rows.insert(i, Slot { key, name, entry });
+                true
+            }
+        };
         self.dirty = true;
         self.content_dirty |= content_changed;
         Offer::Installed { content_changed }
@@ -179,27 +275,25 @@ impl Table {
     /// Drops rows (never the agent's own) not refreshed within `expiry_ms`;
     /// forgets remembered ones past their time. Returns the dropped rows.
     pub fn expire(&mut self, now_ms: u64, expiry_ms: u64, forget_after_ms: u64) -> Vec<Arc<Row>> {
-        let own = self.own.clone();
-        let expired: Vec<Arc<str>> = self
-            .rows
-            .iter()
-            .filter(|(name, e)| **name != own && now_ms.saturating_sub(e.refreshed_ms) > expiry_ms)
-            .map(|(name, _)| name.clone())
-            .collect();
-        let mut dropped = Vec::with_capacity(expired.len());
-        for name in expired {
-            if let Some(e) = self.rows.remove(&name) {
-                self.dead.insert(
-                    name,
+        let mut dropped = Vec::new();
+        let (own_key, own) = (self.own_key, self.own.clone());
+        let dead = &mut self.dead;
+        self.rows.retain(|s| {
+            let keep = cmp_names(s.key, &s.name, own_key, &own).is_eq()
+                || now_ms.saturating_sub(s.entry.refreshed_ms) <= expiry_ms;
+            if !keep {
+                dead.insert(
+                    s.name.clone(),
                     Dead {
-                        freshness: e.row.freshness,
-                        issuer: e.row.issuer,
+                        freshness: s.entry.freshness,
+                        issuer: s.entry.issuer,
                         forget_at_ms: now_ms + forget_after_ms,
                     },
                 );
-                dropped.push(e.row);
+                dropped.push(s.entry.row.clone());
             }
-        }
+            keep
+        });
         if !dropped.is_empty() {
             self.dirty = true;
             self.content_dirty = true;
@@ -213,9 +307,10 @@ impl Table {
     pub fn input_freshness(&self) -> Freshness {
         let mut newest = Hlc::ZERO;
         let mut sum: u128 = 0;
-        for e in self.rows.values() {
-            newest = newest.max(e.row.freshness.issued);
-            sum = sum.saturating_add(e.row.freshness.issued.0 as u128);
+        for s in &self.rows {
+            let issued = s.entry.freshness.issued;
+            newest = newest.max(issued);
+            sum = sum.saturating_add(issued.0 as u128);
         }
         Freshness {
             issued: newest,
@@ -225,8 +320,8 @@ impl Table {
 
     pub fn newest(&self) -> Hlc {
         self.rows
-            .values()
-            .map(|e| e.row.freshness.issued)
+            .iter()
+            .map(|s| s.entry.freshness.issued)
             .max()
             .unwrap_or(Hlc::ZERO)
     }
@@ -235,11 +330,11 @@ impl Table {
     pub fn digest_entries(&self, newest: Hlc) -> Vec<DigestEntry> {
         self.rows
             .iter()
-            .map(|(name, e)| DigestEntry {
-                name: name.clone(),
-                age: newest.0.saturating_sub(e.row.freshness.issued.0),
-                check: freshness_check(&e.row.freshness, e.row.issuer),
-                content: e.row.body.fingerprint() as u32,
+            .map(|s| DigestEntry {
+                name: s.name.clone(),
+                age: newest.0.saturating_sub(s.entry.freshness.issued.0),
+                check: freshness_check(&s.entry.freshness, s.entry.issuer),
+                content: s.entry.content as u32,
             })
             .collect()
     }
@@ -248,8 +343,8 @@ impl Table {
     pub fn oldest_refresh_ms(&self) -> Option<u64> {
         self.rows
             .iter()
-            .filter(|(name, _)| **name != self.own)
-            .map(|(_, e)| e.refreshed_ms)
+            .filter(|s| cmp_names(s.key, &s.name, self.own_key, &self.own).is_ne())
+            .map(|s| s.entry.refreshed_ms)
             .min()
     }
 }

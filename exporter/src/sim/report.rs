@@ -120,7 +120,27 @@ pub fn run_benchmark(opts: &SimOptions) -> Result<SimReport, BenchError> {
     let n = sim.live_count() as i64;
     sim.set_predicate(Box::new(move |root: &Row| root.members() as i64 == n));
     let limit = deadline(&sim);
+    // ASTROLABE_SIM_TRACE=1: one stderr line per virtual round of the cold
+    // start with what all agents sent in it (what BENCHMARKS.md's cold-start
+    // figures come from).
+    let trace = std::env::var_os("ASTROLABE_SIM_TRACE").is_some();
+    let mut last_round = 0u64;
+    let mut last_tot = [0u64; 9];
     let converged = sim.run_until(limit, &mut |s: &Sim| {
+        if trace && s.now_ms() / interval > last_round {
+            last_round = s.now_ms() / interval;
+            let mut tot = [0u64; 9];
+            for i in s.live_indices() {
+                if let Some(e) = s.engine(i) {
+                    let st = e.stats();
+                    let v = [st.messages_sent, st.bytes_sent, st.sent_by_kind[0], st.sent_by_kind[1], st.sent_by_kind[2], st.sent_by_kind[3], st.rows_sent, st.refreshes_sent, st.forwards];
+                    for j in 0..9 { tot[j] += v[j]; }
+                }
+            }
+            let d: Vec<u64> = (0..9).map(|j| tot[j] - last_tot[j]).collect();
+            last_tot = tot;
+            eprintln!("trace r={} wall={:.1} msgs={} bytes={} dig={} req={} rows={} refr={} rowsitems={} refritems={} fwd={} ok={}", last_round, started.elapsed().as_secs_f64(), d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8], s.ok_count());
+        }
         progress.say(false, || {
             format!(
                 "sim: membership  round {:>5.1}  {}/{} agents see all members",
