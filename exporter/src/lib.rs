@@ -8,6 +8,7 @@ pub mod cmd;
 pub mod config;
 pub mod engine;
 pub mod http;
+pub mod overlay;
 pub mod sim;
 pub mod transport;
 pub mod view;
