@@ -20,9 +20,12 @@ pub trait Directory {
     fn children(&self, zone: &ZonePath) -> Option<Vec<ChildZone>>;
 }
 
-impl Directory for [Table] {
+/// The engine's tables as a directory.
+pub struct Tables<'a>(pub &'a [Table]);
+
+impl Directory for Tables<'_> {
     fn children(&self, zone: &ZonePath) -> Option<Vec<ChildZone>> {
-        let table = self.iter().find(|t| t.zone == *zone)?;
+        let table = self.0.iter().find(|t| t.zone == *zone)?;
         Some(
             table
                 .rows()

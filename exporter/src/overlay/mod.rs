@@ -7,6 +7,6 @@ pub mod message;
 mod node;
 pub mod query;
 
-pub use directory::{ChildZone, Directory};
+pub use directory::{ChildZone, Directory, Tables};
 pub use message::{Outcome, OverlayMessage, Reply, Request, RequestError};
 pub use node::{Answer, Overlay, OverlayConfig, OverlayEffect, OverlayStats};

@@ -107,6 +107,8 @@ struct Task {
     sent_answered: Option<u32>,
     sent_at: u64,
     first_answer_at: Option<u64>,
+    /// A child's reply improved since the last reply went up.
+    improved: bool,
     finished: Option<Vec<OverlayMessage>>,
     finished_reply: Option<Reply>,
     forget_at: u64,
@@ -117,7 +119,8 @@ struct Task {
 pub struct OverlayStats {
     pub asks_sent: u64,
     pub chunks_sent: u64,
-    pub bytes_sent: u64,
+    /// Encoded reply bytes sent (chunk payloads).
+    pub reply_bytes: u64,
     pub retries: u64,
     pub malformed: u64,
 }
@@ -129,6 +132,9 @@ pub struct Overlay {
     inbox: VecDeque<Internal>,
     next_qid: u64,
     stats: OverlayStats,
+    /// Plans by SQL text: every node of a query parses it once, not once
+    /// per zone it answers for.
+    plans: HashMap<String, Arc<Query>>,
 }
 
 enum Internal {
@@ -176,6 +182,7 @@ impl Overlay {
             inbox: VecDeque::new(),
             next_qid,
             stats: OverlayStats::default(),
+            plans: HashMap::new(),
         }
     }
 
@@ -230,6 +237,18 @@ impl Overlay {
         );
         self.drain(now, dir, &mut out);
         Ok((qid, out))
+    }
+
+    fn plan(&mut self, sql: &str) -> Result<Arc<Query>, super::query::QueryError> {
+        if let Some(q) = self.plans.get(sql) {
+            return Ok(q.clone());
+        }
+        let q = Arc::new(Query::parse(sql)?);
+        if self.plans.len() >= 64 {
+            self.plans.clear();
+        }
+        self.plans.insert(sql.to_string(), q.clone());
+        Ok(q)
     }
 
     /// A zone whose parent's table this agent holds, but which is not in it.
@@ -343,7 +362,7 @@ impl Overlay {
                     at(c.next_retry);
                 }
             }
-            if task.first_answer_at.is_some() {
+            if task.improved {
                 at(task.sent_at + self.flush_gap(task));
             }
         }
@@ -430,7 +449,6 @@ impl Overlay {
             budget_ms,
         };
         stats.asks_sent += 1;
-        stats.bytes_sent += message.encode().len() as u64;
         out.push(OverlayEffect::Send { to, message });
     }
 
@@ -487,8 +505,8 @@ impl Overlay {
             return;
         }
         let query = match request.as_ref() {
-            Request::Query { sql } => match Query::parse(sql) {
-                Ok(q) => Some(Arc::new(q)),
+            Request::Query { sql } => match self.plan(sql) {
+                Ok(q) => Some(q),
                 Err(e) => {
                     // Only a peer with another parser gets here.
                     self.fixed(
@@ -519,6 +537,7 @@ impl Overlay {
             sent_answered: None,
             sent_at: now,
             first_answer_at: None,
+            improved: false,
             finished: None,
             finished_reply: None,
             forget_at: 0,
@@ -630,6 +649,7 @@ impl Overlay {
             sent_answered: None,
             sent_at: now,
             first_answer_at: None,
+            improved: false,
             finished: None,
             finished_reply: None,
             forget_at: 0,
@@ -670,6 +690,7 @@ impl Overlay {
                     };
                     if better {
                         c.best = Some(reply.clone());
+                        task.improved = true;
                     }
                 }
                 if task.first_answer_at.is_none() {
@@ -776,6 +797,7 @@ impl Overlay {
             return;
         }
         task.version += 1;
+        task.improved = false;
         task.sent_answered = Some(reply.answered);
         task.sent_at = now;
         let elapsed_ms = now - task.started;
@@ -820,7 +842,9 @@ impl Overlay {
         }
         for message in chunks {
             self.stats.chunks_sent += 1;
-            self.stats.bytes_sent += message.encode().len() as u64;
+            if let OverlayMessage::Chunk { bytes, .. } = &message {
+                self.stats.reply_bytes += bytes.len() as u64;
+            }
             out.push(OverlayEffect::Send { to, message });
         }
     }
