@@ -27,6 +27,9 @@ pub struct FileConfig {
     pub attributes: BTreeMap<String, toml::Value>,
     #[serde(default)]
     pub log: LogSection,
+    /// Actions the overlay may run: name = ["program", "arg", ...].
+    #[serde(default)]
+    pub actions: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -122,6 +122,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
                 host_collectors: !args.no_host_collectors,
                 application: None,
                 process_groups: Vec::new(),
+                actions: Default::default(),
             };
             let agent = start(opts)
                 .await

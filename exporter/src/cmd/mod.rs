@@ -2,4 +2,5 @@
 
 pub mod agent;
 pub mod demo;
+pub mod query;
 pub mod sim;

@@ -31,9 +31,18 @@ pub async fn serve(
     listen: SocketAddr,
     view: Arc<ViewCell>,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    serve_with(listen, view, Router::new()).await
+}
+
+/// `serve` with more routes (the overlay's `/api/v1/query` and `command`).
+pub async fn serve_with(
+    listen: SocketAddr,
+    view: Arc<ViewCell>,
+    extra: Router,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let bound = listener.local_addr()?;
-    let app = router(view);
+    let app = router(view).merge(extra);
     let handle = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "http server stopped");
@@ -113,7 +122,7 @@ pub struct ZonesJson {
     pub zones: Vec<ZoneJson>,
 }
 
-fn to_json(v: &Value) -> serde_json::Value {
+pub fn to_json(v: &Value) -> serde_json::Value {
     match v {
         Value::Null => serde_json::Value::Null,
         Value::Bool(b) => (*b).into(),

@@ -10,3 +10,7 @@ pub mod query;
 pub use directory::{ChildZone, Directory, Tables};
 pub use message::{Outcome, OverlayMessage, Reply, Request, RequestError};
 pub use node::{Answer, Overlay, OverlayConfig, OverlayEffect, OverlayStats};
+pub mod actions;
+pub mod http;
+pub mod local;
+pub mod runtime;
