@@ -29,6 +29,9 @@ pub struct FileConfig {
     pub log: LogSection,
     #[serde(default)]
     pub otlp: OtlpSection,
+    /// Actions the overlay may run: name = ["program", "arg", ...].
+    #[serde(default)]
+    pub actions: BTreeMap<String, Vec<String>>,
 }
 
 /// `[otlp]`: push to an OpenTelemetry endpoint (off without `endpoint`).

@@ -9,6 +9,7 @@ pub mod config;
 pub mod engine;
 pub mod http;
 pub mod otel;
+pub mod overlay;
 pub mod sim;
 pub mod transport;
 pub mod view;

@@ -28,6 +28,11 @@ enum Command {
     Keys(cmd::keys::KeysArgs),
     /// Simulate N agents on a virtual clock and report convergence as JSON.
     Sim(cmd::sim::SimArgs),
+    /// Ask every host of a zone a SQL question (tables host and process).
+    Query(cmd::query::QueryArgs),
+    /// Run a command on every host of a zone (collect, set-log-level, actions).
+    #[command(name = "command")]
+    Exec(cmd::query::CommandArgs),
 }
 
 fn main() -> ExitCode {
@@ -63,6 +68,8 @@ fn main() -> ExitCode {
         Command::Demo(args) => cmd::demo::run(args),
         Command::Sim(args) => cmd::sim::run(args),
         Command::Keys(args) => cmd::keys::run(args),
+        Command::Query(args) => cmd::query::run_query(args),
+        Command::Exec(args) => cmd::query::run_command(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

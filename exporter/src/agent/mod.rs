@@ -43,6 +43,8 @@ pub struct AgentOptions {
     pub gossip_security: Option<Arc<GossipSecurity>>,
     /// exporter-toolkit web configuration: TLS and basic auth.
     pub web_config: Option<PathBuf>,
+    /// Actions the overlay may run here (`crate::overlay::actions`).
+    pub actions: crate::overlay::actions::Actions,
 }
 
 /// A stable id from the zone path, so a restarted agent is the same agent.
@@ -199,7 +201,11 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
         return Err(AgentError::Unadvertisable(advertise));
     }
     let view = Arc::new(ViewCell::default());
-    let mut app = crate::http::router(view.clone());
+    let (calls_tx, mut calls_rx) = mpsc::channel::<crate::overlay::runtime::Call>(64);
+    // The overlay's APIs go through the same TLS and authentication as the rest.
+    let mut app = crate::http::router(view.clone()).merge(crate::overlay::http::router(
+        crate::overlay::runtime::OverlayHandle { calls: calls_tx },
+    ));
     if let Some(sec) = &opts.gossip_security {
         app = app.merge(crate::http::keys::router(sec.clone()));
     }
@@ -274,6 +280,8 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
     }
     let interval = opts.interval;
     let timeout = opts.collector_timeout;
+    // `collect` over the overlay wakes the collector thread early.
+    let (collect_now_tx, collect_now_rx) = std::sync::mpsc::channel::<()>();
     let shared_attrs = Arc::new(std::sync::RwLock::new(static_attrs.clone()));
     let base = shared_attrs.clone();
     std::thread::spawn(move || {
@@ -295,7 +303,12 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
                 return;
             }
             previous = Some((families.to_vec(), sampled));
-            std::thread::sleep(interval);
+            match collect_now_rx.recv_timeout(interval) {
+                Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    std::thread::sleep(interval)
+                }
+            }
         }
     });
 
@@ -304,6 +317,14 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
     let cell = view.clone();
     let max_datagram = engine.config().max_datagram_bytes;
     let security = opts.gossip_security.clone();
+    let (agent_cmd_tx, mut agent_cmd_rx) = mpsc::unbounded_channel();
+    let (mut overlay, mut local_rx) = crate::overlay::runtime::OverlayRuntime::new(
+        advertise,
+        opts.zone.clone(),
+        opts.id ^ wall_ms().rotate_left(17),
+        opts.actions.clone(),
+        agent_cmd_tx,
+    );
     let task = tokio::spawn(async move {
         let mut host: Arc<Vec<MetricFamily>> = Arc::new(Vec::new());
         let mut buf = vec![0u8; 65_536];
@@ -322,12 +343,20 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
         publish(&engine, &host);
         loop {
             let next = engine.next_tick_ms();
+            let overlay_next = overlay.overlay.next_tick_ms().unwrap_or(u64::MAX);
             let wait = Duration::from_millis(next.saturating_sub(now().mono_ms));
+            let overlay_wait = Duration::from_millis(overlay_next.saturating_sub(now().mono_ms));
+            let mut overlay_effects = Vec::new();
             let effects = tokio::select! {
                 received = socket.recv_from(&mut buf) => match received {
                     Ok((len, from)) => match transport::unseal(security.as_deref(), wall_ms(), &buf[..len], max_datagram)
-                        .and_then(|plain| transport::decode(&plain, max_datagram)) {
-                        Ok(envelope) => engine.handle(now(), from, envelope),
+                        .and_then(|plain| transport::decode_frame(&plain, max_datagram)) {
+                        Ok(transport::Frame::Gossip(envelope)) => engine.handle(now(), from, envelope),
+                        Ok(transport::Frame::Overlay(message)) => {
+                            let dir = crate::overlay::Tables(engine.tables());
+                            overlay_effects = overlay.overlay.handle(now().mono_ms, from, message, &dir);
+                            Vec::new()
+                        }
                         Err(reason) => {
                             drops.count(reason);
                             tracing::debug!(%from, %reason, "datagram dropped");
@@ -340,6 +369,32 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
                     }
                 },
                 _ = tokio::time::sleep(wait) => engine.tick(now()),
+                _ = tokio::time::sleep(overlay_wait), if overlay_next != u64::MAX => {
+                    let dir = crate::overlay::Tables(engine.tables());
+                    overlay_effects = overlay.overlay.tick(now().mono_ms, &dir);
+                    Vec::new()
+                }
+                Some(call) = calls_rx.recv() => {
+                    let dir = crate::overlay::Tables(engine.tables());
+                    overlay_effects = overlay.call(now().mono_ms, call, &dir);
+                    Vec::new()
+                }
+                Some((qid, outcome)) = local_rx.recv() => {
+                    let dir = crate::overlay::Tables(engine.tables());
+                    overlay_effects = overlay.overlay.local_done(now().mono_ms, qid, outcome, &dir);
+                    Vec::new()
+                }
+                Some(command) = agent_cmd_rx.recv() => {
+                    match command {
+                        crate::overlay::runtime::AgentCommand::Collect => {
+                            let _ = collect_now_tx.send(());
+                        }
+                        crate::overlay::runtime::AgentCommand::SetLogLevel(level) => {
+                            let _ = crate::overlay::runtime::set_log_level(&level);
+                        }
+                    }
+                    Vec::new()
+                }
                 Some((attrs, families)) = attrs_rx.recv() => {
                     host = families;
                     engine.set_attributes(now(), attrs)
@@ -359,6 +414,24 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
                 }
             };
             send_all(&socket, security.as_deref(), effects).await;
+            if !overlay_effects.is_empty() {
+                let own = || {
+                    engine
+                        .own_row()
+                        .map(|r| r.values().clone())
+                        .unwrap_or_default()
+                };
+                for (to, message) in overlay.effects(overlay_effects, own, &host) {
+                    let bytes = transport::seal(
+                        security.as_deref(),
+                        wall_ms(),
+                        transport::encode_overlay(&message),
+                    );
+                    if let Err(e) = socket.send_to(&bytes, to).await {
+                        tracing::debug!(%to, error = %e, "overlay send failed");
+                    }
+                }
+            }
             publish(&engine, &host);
             let alone = engine
                 .tables()

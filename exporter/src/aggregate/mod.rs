@@ -21,6 +21,9 @@ use std::sync::Arc;
 
 pub use expr::{compare, BinOp, Expr};
 pub use parse::{Column, Func, Select, MAX_ITEMS};
+// The on-demand query language (overlay) plans its WHERE and aggregate
+// functions with the same code, so both languages agree.
+pub(crate) use parse::{plan_expr, plan_function};
 pub use state::{value_hash, State};
 
 use crate::zone::{Attributes, Value, ATTR_CONTACTS, ATTR_MEMBERS};
@@ -225,7 +228,7 @@ impl AggregateSet {
     }
 }
 
-fn empty_state(func: &Func) -> State {
+pub(crate) fn empty_state(func: &Func) -> State {
     match func {
         Func::Count(_) => State::Count(0),
         Func::Sum(_) => State::Sum {
@@ -268,7 +271,7 @@ fn present(v: Value) -> Option<Value> {
     }
 }
 
-fn leaf_state(func: &Func, attrs: &Attributes) -> State {
+pub(crate) fn leaf_state(func: &Func, attrs: &Attributes) -> State {
     let mut state = empty_state(func);
     match (func, &mut state) {
         (Func::Count(None), State::Count(c)) => *c = 1,

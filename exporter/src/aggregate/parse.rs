@@ -152,7 +152,7 @@ fn derived_name(expr: &SqlExpr) -> String {
     name.trim_matches('_').to_string()
 }
 
-fn plan_function(expr: &SqlExpr) -> Result<Func> {
+pub(crate) fn plan_function(expr: &SqlExpr) -> Result<Func> {
     let SqlExpr::Function(f) = expr else {
         return Err(at(
             expr,
@@ -305,7 +305,7 @@ fn plan_function(expr: &SqlExpr) -> Result<Func> {
     Ok(func)
 }
 
-fn plan_expr(expr: &SqlExpr) -> Result<Expr> {
+pub(crate) fn plan_expr(expr: &SqlExpr) -> Result<Expr> {
     Ok(match expr {
         SqlExpr::Identifier(ident) => Expr::Column(ident.value.as_str().into()),
         SqlExpr::CompoundIdentifier(parts) => {

@@ -87,6 +87,16 @@ pub struct AgentArgs {
     /// A process group to report, name=regex on the process name or command line (repeatable).
     #[arg(long = "collector.process.group")]
     pub process_groups: Vec<String>,
+    /// An action the overlay may run here, name=program args (repeatable),
+    /// e.g. 'restart-app=systemctl restart app'; none runs unless configured.
+    #[arg(long = "overlay.action")]
+    pub actions: Vec<String>,
+    /// Actions from the file's `[actions]` table.
+    #[arg(skip)]
+    pub file_actions: Vec<(String, Vec<String>)>,
+    /// Longest an action may run before it is killed and reported failed.
+    #[arg(long = "overlay.action-timeout", default_value = "10s", value_parser = parse_duration)]
+    pub action_timeout: Duration,
     /// Longest a collector may take before it is reported failed.
     #[arg(long = "collector.timeout", default_value = "5s", value_parser = parse_duration)]
     pub collector_timeout: Duration,
@@ -198,6 +208,12 @@ pub fn apply_file(args: &mut AgentArgs, matches: Option<&clap::ArgMatches>) -> a
     };
     if args.zone.is_none() {
         args.zone = file.zone;
+    }
+    for (name, argv) in file.actions {
+        if argv.is_empty() {
+            return Err(at(format!("actions.{name}: the command is empty")));
+        }
+        args.file_actions.push((name, argv));
     }
     if args.id.is_none() {
         args.id = file.agent_id;
@@ -317,6 +333,18 @@ pub fn options(args: &AgentArgs) -> anyhow::Result<AgentOptions> {
         astrolabe_collectors::ProcessGroup::parse(g)
             .map_err(|e| anyhow::anyhow!("--collector.process.group: {e}"))?;
     }
+    let mut actions = crate::overlay::actions::Actions {
+        defined: Default::default(),
+        timeout: args.action_timeout,
+    };
+    for (name, argv) in &args.file_actions {
+        actions.defined.insert(name.clone(), argv.clone());
+    }
+    for a in &args.actions {
+        let (name, argv) = crate::overlay::actions::parse_action(a)
+            .map_err(|e| anyhow::anyhow!("--overlay.action: {e}"))?;
+        actions.defined.insert(name, argv);
+    }
     let seeds = args
         .seeds
         .iter()
@@ -354,6 +382,7 @@ pub fn options(args: &AgentArgs) -> anyhow::Result<AgentOptions> {
         process_groups: args.process_groups.clone(),
         gossip_security,
         web_config: args.web_config_file.clone(),
+        actions,
     })
 }
 
@@ -390,7 +419,16 @@ pub fn init_logging(format: &str) -> anyhow::Result<()> {
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
-        "text" => builder.try_init(),
+        "text" => {
+            let builder = builder.with_filter_reloading();
+            let handle = builder.reload_handle();
+            crate::overlay::runtime::set_log_reloader(Box::new(move |level: &str| {
+                let filter =
+                    tracing_subscriber::EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+                handle.reload(filter).map_err(|e| e.to_string())
+            }));
+            builder.try_init()
+        }
         "json" => builder.json().try_init(),
         other => bail!("--log.format {other:?}: use text or json"),
     }

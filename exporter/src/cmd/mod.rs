@@ -3,4 +3,5 @@
 pub mod agent;
 pub mod demo;
 pub mod keys;
+pub mod query;
 pub mod sim;

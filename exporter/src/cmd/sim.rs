@@ -35,6 +35,19 @@ pub struct SimArgs {
     /// Print the JSON report (the default; kept for scripts that pass it).
     #[arg(long)]
     pub json: bool,
+    /// Instead of the gossip figures: run this many on-demand queries over
+    /// the whole tree once gossip has converged, and report their figures.
+    #[arg(long, default_value_t = 0)]
+    pub queries: usize,
+    /// With --queries: the fraction of agents crashed (rows not yet expired).
+    #[arg(long, default_value_t = 0.05)]
+    pub dead: f64,
+    /// With --queries: the query's SQL.
+    #[arg(
+        long,
+        default_value = "SELECT count(*) AS hosts, sum(mem) AS mem, avg(load) AS load FROM host"
+    )]
+    pub sql: String,
     /// No progress lines on stderr.
     #[arg(long, short)]
     pub quiet: bool,
@@ -52,6 +65,13 @@ pub fn run(args: SimArgs) -> anyhow::Result<()> {
     config.skew_ms = args.skew_ms;
     config.latency_min_ms = args.latency_min_ms;
     config.latency_max_ms = args.latency_max_ms;
+    if args.queries > 0 {
+        let mut osim = crate::sim::overlay::OverlaySim::new(config, args.dead, args.max_rounds)?;
+        let (report, _) =
+            crate::sim::overlay::run_queries(&mut osim, args.queries, &args.sql, 2000);
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
     let opts = SimOptions {
         config,
         max_rounds: args.max_rounds,

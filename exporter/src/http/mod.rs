@@ -123,7 +123,7 @@ pub struct ZonesJson {
     pub zones: Vec<ZoneJson>,
 }
 
-fn to_json(v: &Value) -> serde_json::Value {
+pub fn to_json(v: &Value) -> serde_json::Value {
     match v {
         Value::Null => serde_json::Value::Null,
         Value::Bool(b) => (*b).into(),

@@ -6,6 +6,7 @@
 //! network are simulated.
 
 mod network;
+pub mod overlay;
 mod report;
 mod tree;
 

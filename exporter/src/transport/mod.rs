@@ -19,6 +19,17 @@ use crate::engine::Envelope;
 /// Bumped on any incompatible change of the encoding.
 pub const WIRE_VERSION: u8 = 1;
 
+/// First byte of an on-demand overlay datagram (queries and commands,
+/// `crate::overlay`), beside gossip's `WIRE_VERSION`: both share the socket.
+pub const OVERLAY_FRAME: u8 = 2;
+
+/// A decoded datagram of either kind.
+#[derive(Debug)]
+pub enum Frame {
+    Gossip(Envelope),
+    Overlay(crate::overlay::OverlayMessage),
+}
+
 /// Why a datagram was dropped; the label of `astrolabe_gossip_dropped_datagrams_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, thiserror::Error)]
 pub enum DropReason {
@@ -126,6 +137,27 @@ pub fn unseal<'a>(
     }
 }
 
+/// An overlay message as a datagram: its frame byte, then the message.
+pub fn encode_overlay(message: &crate::overlay::OverlayMessage) -> Vec<u8> {
+    let body = message.encode();
+    let mut out = Vec::with_capacity(body.len() + 1);
+    out.push(OVERLAY_FRAME);
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Either kind of datagram; gossip ones exactly as `decode`.
+pub fn decode_frame(datagram: &[u8], max_len: usize) -> Result<Frame, DropReason> {
+    match datagram.split_first() {
+        Some((&OVERLAY_FRAME, body)) if datagram.len() <= max_len => {
+            crate::overlay::OverlayMessage::decode(body)
+                .map(Frame::Overlay)
+                .map_err(|_| DropReason::Malformed)
+        }
+        _ => decode(datagram, max_len).map(Frame::Gossip),
+    }
+}
+
 /// Binds the gossip socket with address reuse (restarts do not wait for
 /// the old socket) and large buffers (a round's burst of datagrams).
 pub fn bind(addr: SocketAddr) -> io::Result<tokio::net::UdpSocket> {
@@ -178,6 +210,37 @@ mod tests {
         let at = bad.iter().position(|b| *b == b'/').unwrap();
         bad[at] = b'x';
         assert_eq!(decode(&bad, 1400).unwrap_err(), DropReason::Malformed);
+    }
+
+    #[test]
+    fn overlay_frames_share_the_socket() {
+        use crate::overlay::OverlayMessage;
+        let m = OverlayMessage::Ask {
+            qid: 5,
+            zone: ZonePath::parse("/a").unwrap(),
+            request: std::sync::Arc::new(crate::overlay::Request::Query {
+                sql: "SELECT count(*) FROM host".into(),
+            }),
+            budget_ms: 100,
+        };
+        let bytes = encode_overlay(&m);
+        assert!(matches!(
+            decode_frame(&bytes, 1400),
+            Ok(Frame::Overlay(OverlayMessage::Ask { qid: 5, .. }))
+        ));
+        assert_eq!(
+            decode_frame(&[OVERLAY_FRAME, 0xff], 1400).unwrap_err(),
+            DropReason::Malformed
+        );
+        let env = Envelope {
+            sender: 1,
+            sender_zone: ZonePath::parse("/a").unwrap(),
+            message: Message::Rows(vec![]),
+        };
+        assert!(matches!(
+            decode_frame(&encode(&env), 1400),
+            Ok(Frame::Gossip(_))
+        ));
     }
 
     #[tokio::test]

@@ -1,0 +1,256 @@
+//! `astrolabe query` and `astrolabe command`: ask an agent's overlay and
+//! print the answer as a table with its coverage.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use clap::Args;
+use serde_json::{json, Value};
+
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    /// The agent to ask, e.g. http://host:9464.
+    #[arg(long, default_value = "http://127.0.0.1:9464")]
+    pub server: String,
+    /// The zone whose hosts answer.
+    #[arg(long, default_value = "/")]
+    pub zone: String,
+    /// How long to wait for hosts, in milliseconds.
+    #[arg(long = "timeout-ms", default_value_t = 2000)]
+    pub timeout_ms: u64,
+    /// Print the JSON answer instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// SQL over the tables host and process, e.g. "SELECT count(*) FROM process".
+    pub sql: String,
+}
+
+#[derive(Debug, Args)]
+pub struct CommandArgs {
+    #[arg(long, default_value = "http://127.0.0.1:9464")]
+    pub server: String,
+    #[arg(long, default_value = "/")]
+    pub zone: String,
+    #[arg(long = "timeout-ms", default_value_t = 2000)]
+    pub timeout_ms: u64,
+    #[arg(long)]
+    pub json: bool,
+    /// collect, set-log-level LEVEL, or an action configured on the hosts.
+    pub command: String,
+    /// Arguments of the command.
+    pub args: Vec<String>,
+}
+
+/// POSTs JSON and returns the status and the parsed body.
+fn post(server: &str, path: &str, body: &Value, timeout: Duration) -> anyhow::Result<(u16, Value)> {
+    let rest = server
+        .strip_prefix("http://")
+        .ok_or_else(|| anyhow!("--server {server:?}: expected http://host:port"))?;
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let mut stream =
+        TcpStream::connect(authority).with_context(|| format!("cannot reach {server}"))?;
+    stream.set_read_timeout(Some(timeout)).ok();
+    let text = body.to_string();
+    // HTTP/1.0: the answer comes whole, then the connection closes.
+    let request = format!(
+        "POST {path} HTTP/1.0\r\nHost: {authority}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{text}",
+        text.len()
+    );
+    stream
+        .write_all(request.as_bytes())
+        .with_context(|| format!("cannot send to {server}"))?;
+    let mut raw = Vec::new();
+    stream
+        .read_to_end(&mut raw)
+        .with_context(|| format!("no answer from {server}"))?;
+    let raw = String::from_utf8_lossy(&raw);
+    let (head, body) = raw
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| anyhow!("{server} sent a malformed HTTP answer"))?;
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| anyhow!("{server} sent a malformed HTTP status"))?;
+    let value: Value = serde_json::from_str(body)
+        .map_err(|_| anyhow!("{server} answered {status} without JSON: {}", body.trim()))?;
+    Ok((status, value))
+}
+
+fn check(status: u16, value: &Value) -> anyhow::Result<()> {
+    if status != 200 {
+        let msg = value
+            .get("error")
+            .and_then(Value::as_str)
+            .unwrap_or("request failed");
+        bail!("{msg} (HTTP {status})");
+    }
+    Ok(())
+}
+
+fn cell(v: &Value) -> String {
+    match v {
+        Value::Null => "NULL".into(),
+        Value::String(s) => s.clone(),
+        Value::Number(n) => match n.as_f64() {
+            Some(f) if n.is_f64() => {
+                let s = format!("{f:.6}");
+                s.trim_end_matches('0').trim_end_matches('.').to_string()
+            }
+            _ => n.to_string(),
+        },
+        other => other.to_string(),
+    }
+}
+
+/// Columns padded to their widest cell; numbers right-aligned.
+pub fn render_table(columns: &[String], rows: &[Vec<Value>]) -> String {
+    let cells: Vec<Vec<String>> = rows.iter().map(|r| r.iter().map(cell).collect()).collect();
+    let mut widths: Vec<usize> = columns.iter().map(|c| c.chars().count()).collect();
+    for r in &cells {
+        for (i, c) in r.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(c.chars().count());
+            }
+        }
+    }
+    let numeric: Vec<bool> = (0..columns.len())
+        .map(|i| {
+            !rows.is_empty()
+                && rows
+                    .iter()
+                    .all(|r| r.get(i).is_some_and(|v| v.is_number() || v.is_null()))
+        })
+        .collect();
+    let line = |values: &[String]| {
+        let parts: Vec<String> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let w = widths.get(i).copied().unwrap_or(0);
+                if numeric.get(i).copied().unwrap_or(false) {
+                    format!("{v:>w$}")
+                } else {
+                    format!("{v:<w$}")
+                }
+            })
+            .collect();
+        parts.join("  ").trim_end().to_string()
+    };
+    let mut out = String::new();
+    out.push_str(&line(columns));
+    out.push('\n');
+    for r in &cells {
+        out.push_str(&line(r));
+        out.push('\n');
+    }
+    out
+}
+
+pub fn coverage_line(value: &Value) -> String {
+    let c = &value["coverage"];
+    let answered = c["answered"].as_u64().unwrap_or(0);
+    let expected = c["expected"].as_u64().unwrap_or(0);
+    let elapsed = value["elapsed_ms"].as_u64().unwrap_or(0);
+    let missing: Vec<String> = c["missing_zones"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|z| z.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    let more = c["missing_zones_not_listed"].as_u64().unwrap_or(0);
+    let mut line = format!("coverage: {answered}/{expected} hosts in {elapsed} ms");
+    if !missing.is_empty() {
+        line.push_str(&format!("; missing: {}", missing.join(", ")));
+        if more > 0 {
+            line.push_str(&format!(" and {more} more"));
+        }
+    }
+    if value["truncated"].as_bool() == Some(true) {
+        line.push_str("; rows beyond the per-hop bound were dropped");
+    }
+    line
+}
+
+pub fn run_query(args: QueryArgs) -> anyhow::Result<()> {
+    let body = json!({"zone": args.zone, "sql": args.sql, "timeout_ms": args.timeout_ms});
+    let wait = Duration::from_millis(args.timeout_ms + 5000);
+    let (status, value) = post(&args.server, "/api/v1/query", &body, wait)?;
+    check(status, &value)?;
+    if args.json {
+        println!("{value}");
+        return Ok(());
+    }
+    let columns: Vec<String> = value["columns"]
+        .as_array()
+        .map(|a| a.iter().map(cell).collect())
+        .unwrap_or_default();
+    let rows: Vec<Vec<Value>> = value["rows"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|r| r.as_array().cloned().unwrap_or_default())
+                .collect()
+        })
+        .unwrap_or_default();
+    print!("{}", render_table(&columns, &rows));
+    println!("{}", coverage_line(&value));
+    Ok(())
+}
+
+pub fn run_command(args: CommandArgs) -> anyhow::Result<()> {
+    let body = json!({"zone": args.zone, "command": args.command, "args": args.args, "timeout_ms": args.timeout_ms});
+    let wait = Duration::from_millis(args.timeout_ms + 5000);
+    let (status, value) = post(&args.server, "/api/v1/command", &body, wait)?;
+    check(status, &value)?;
+    if args.json {
+        println!("{value}");
+        return Ok(());
+    }
+    let outputs: Vec<Vec<Value>> = value["outputs"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|o| vec![o["host"].clone(), o["status"].clone(), o["output"].clone()])
+                .collect()
+        })
+        .unwrap_or_default();
+    if !outputs.is_empty() {
+        print!(
+            "{}",
+            render_table(&["host".into(), "status".into(), "output".into()], &outputs)
+        );
+    }
+    println!(
+        "ok: {}, failed: {}, not configured: {}",
+        value["ok"].as_u64().unwrap_or(0),
+        value["failed"].as_u64().unwrap_or(0),
+        value["not_configured"].as_u64().unwrap_or(0)
+    );
+    println!("{}", coverage_line(&value));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align_and_numbers_go_right() {
+        let t = render_table(
+            &["name".into(), "rss".into()],
+            &[
+                vec![json!("nginx"), json!(1234)],
+                vec![json!("postgres-main"), json!(5)],
+            ],
+        );
+        assert_eq!(
+            t,
+            "name            rss\nnginx          1234\npostgres-main     5\n"
+        );
+    }
+}

@@ -1,0 +1,115 @@
+//! Commands over the overlay: what each host answers, and how the answers
+//! add up on the way back.
+
+use serde::{Deserialize, Serialize};
+
+/// Hosts whose output travels back with the counts; the rest are counted.
+pub const MAX_OUTPUTS: usize = 32;
+/// Bytes of one host's output kept (stdout and stderr, tail first cut).
+pub const MAX_OUTPUT_BYTES: usize = 256;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Status {
+    Ok,
+    Failed,
+    NotConfigured,
+}
+
+impl Status {
+    pub fn label(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Failed => "failed",
+            Status::NotConfigured => "not-configured",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostOutput {
+    pub host: String,
+    pub status: Status,
+    pub output: String,
+}
+
+/// Counts of a command's outcomes over a subtree, with some outputs.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Tally {
+    pub ok: u32,
+    pub failed: u32,
+    pub not_configured: u32,
+    pub outputs: Vec<HostOutput>,
+}
+
+/// Cuts to at most `max` bytes on a character boundary.
+pub fn truncate_utf8(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+impl Tally {
+    /// One host's outcome.
+    pub fn one(host: &str, status: Status, output: &str) -> Tally {
+        let mut t = Tally::default();
+        match status {
+            Status::Ok => t.ok = 1,
+            Status::Failed => t.failed = 1,
+            Status::NotConfigured => t.not_configured = 1,
+        }
+        // Hosts where the action is not configured say nothing more.
+        if status != Status::NotConfigured {
+            t.outputs.push(HostOutput {
+                host: host.to_string(),
+                status,
+                output: truncate_utf8(output.trim(), MAX_OUTPUT_BYTES),
+            });
+        }
+        t
+    }
+
+    pub fn merge(&mut self, other: &Tally) {
+        self.ok += other.ok;
+        self.failed += other.failed;
+        self.not_configured += other.not_configured;
+        self.outputs.extend(other.outputs.iter().cloned());
+        // Failures first: they are what an operator reads the outputs for.
+        self.outputs.sort_by(|a, b| {
+            (a.status == Status::Ok, &a.host).cmp(&(b.status == Status::Ok, &b.host))
+        });
+        self.outputs.truncate(MAX_OUTPUTS);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tallies_add_up_and_stay_bounded() {
+        let mut t = Tally::default();
+        for i in 0..100 {
+            let s = if i % 10 == 0 {
+                Status::Failed
+            } else if i % 3 == 0 {
+                Status::NotConfigured
+            } else {
+                Status::Ok
+            };
+            t.merge(&Tally::one(&format!("/h{i}"), s, &"z".repeat(1000)));
+        }
+        assert_eq!(t.ok + t.failed + t.not_configured, 100);
+        assert_eq!(t.failed, 10);
+        assert_eq!(t.outputs.len(), MAX_OUTPUTS);
+        assert!(t.outputs[..10].iter().all(|o| o.status == Status::Failed));
+        assert!(t
+            .outputs
+            .iter()
+            .all(|o| o.output.len() <= MAX_OUTPUT_BYTES + 3));
+    }
+}

@@ -1,0 +1,252 @@
+//! What overlay nodes say to each other: asks going down the zone tree and
+//! replies (split into datagram-sized chunks) coming back up.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::command::Tally;
+use super::query::Partial;
+use crate::zone::ZonePath;
+
+/// Payload bytes of one reply chunk: with the header it stays well under
+/// the 1400-byte datagram bound of the transport.
+pub const CHUNK_BYTES: usize = 1150;
+/// Chunks one reply may take; a bigger partial is cut (and flagged).
+pub const MAX_CHUNKS: usize = 64;
+/// Missing zones one reply names; the rest are only counted.
+pub const MAX_MISSING: usize = 64;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Request {
+    Query { sql: String },
+    Command { name: String, args: Vec<String> },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum RequestError {
+    #[error("unknown zone {0}")]
+    UnknownZone(String),
+    #[error("{0}")]
+    BadQuery(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Outcome {
+    Query(Partial),
+    Command(Tally),
+    Error(RequestError),
+}
+
+/// The answer of one subtree, as it stands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reply {
+    /// No better reply will follow from this sender.
+    pub last: bool,
+    pub outcome: Outcome,
+    /// Hosts whose answer is in `outcome`.
+    pub answered: u32,
+    /// Hosts the subtree has, by the gossiped member counts.
+    pub expected: u32,
+    pub missing: Vec<ZonePath>,
+    /// Missing zones beyond `MAX_MISSING`.
+    pub missing_more: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum OverlayMessage {
+    /// Answer for `zone` within `budget_ms`.
+    Ask {
+        qid: u64,
+        zone: ZonePath,
+        request: Arc<Request>,
+        budget_ms: u32,
+    },
+    /// Part `index` of `count` of the encoded `Reply` number `version`
+    /// for `zone`.
+    Chunk {
+        qid: u64,
+        zone: ZonePath,
+        version: u32,
+        index: u16,
+        count: u16,
+        bytes: Vec<u8>,
+    },
+}
+
+impl OverlayMessage {
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_allocvec(self).unwrap_or_default()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<OverlayMessage, postcard::Error> {
+        postcard::from_bytes(bytes)
+    }
+}
+
+/// A reply cut into chunks. A partial too big for `MAX_CHUNKS` loses its
+/// tail rows or groups (and says so) rather than the whole answer.
+pub fn chunk_reply(qid: u64, zone: &ZonePath, version: u32, reply: &Reply) -> Vec<OverlayMessage> {
+    let mut reply = reply.clone();
+    let mut bytes = postcard::to_allocvec(&reply).unwrap_or_default();
+    while bytes.len() > CHUNK_BYTES * MAX_CHUNKS {
+        let shrunk = match &mut reply.outcome {
+            Outcome::Query(Partial::Rows { rows, truncated }) if rows.len() > 1 => {
+                rows.truncate(rows.len() / 2);
+                *truncated = true;
+                true
+            }
+            Outcome::Query(Partial::Groups { groups, truncated }) if groups.len() > 1 => {
+                groups.truncate(groups.len() / 2);
+                *truncated = true;
+                true
+            }
+            Outcome::Command(t) if !t.outputs.is_empty() => {
+                t.outputs.truncate(t.outputs.len() / 2);
+                true
+            }
+            _ => false,
+        };
+        if !shrunk {
+            break;
+        }
+        bytes = postcard::to_allocvec(&reply).unwrap_or_default();
+    }
+    let parts: Vec<&[u8]> = bytes.chunks(CHUNK_BYTES).collect();
+    let count = parts.len().max(1) as u16;
+    if parts.is_empty() {
+        return vec![OverlayMessage::Chunk {
+            qid,
+            zone: zone.clone(),
+            version,
+            index: 0,
+            count,
+            bytes: Vec::new(),
+        }];
+    }
+    parts
+        .into_iter()
+        .enumerate()
+        .map(|(i, part)| OverlayMessage::Chunk {
+            qid,
+            zone: zone.clone(),
+            version,
+            index: i as u16,
+            count,
+            bytes: part.to_vec(),
+        })
+        .collect()
+}
+
+/// Chunks of one reply being put back together.
+#[derive(Debug)]
+pub struct Assembly {
+    pub parts: Vec<Option<Vec<u8>>>,
+    pub started_ms: u64,
+}
+
+/// Key of an assembly: who sent it, and which reply.
+pub type AssemblyKey = (SocketAddr, u64, ZonePath, u32);
+
+impl Assembly {
+    pub fn new(count: u16, now_ms: u64) -> Assembly {
+        Assembly {
+            parts: vec![None; count as usize],
+            started_ms: now_ms,
+        }
+    }
+
+    /// Adds a part; the whole reply once every part is in.
+    pub fn add(&mut self, index: u16, bytes: Vec<u8>) -> Option<Result<Reply, postcard::Error>> {
+        let slot = self.parts.get_mut(index as usize)?;
+        *slot = Some(bytes);
+        if self.parts.iter().any(Option::is_none) {
+            return None;
+        }
+        let all: Vec<u8> = self.parts.iter().flatten().flatten().copied().collect();
+        Some(postcard::from_bytes(&all))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::zone::Value;
+
+    #[test]
+    fn big_replies_travel_in_bounded_chunks_and_come_back_whole() {
+        let rows: Vec<Vec<Value>> = (0..400)
+            .map(|i| vec![Value::Int(i), Value::str(&"x".repeat(40))])
+            .collect();
+        let reply = Reply {
+            last: true,
+            outcome: Outcome::Query(Partial::Rows {
+                rows,
+                truncated: false,
+            }),
+            answered: 3,
+            expected: 4,
+            missing: vec![ZonePath::parse("/a/b").unwrap()],
+            missing_more: 0,
+        };
+        let zone = ZonePath::parse("/a").unwrap();
+        let chunks = chunk_reply(7, &zone, 1, &reply);
+        assert!(chunks.len() > 1);
+        let mut asm = None;
+        let mut whole = None;
+        // Out of order, as UDP may deliver them.
+        for m in chunks.iter().rev() {
+            let bytes = m.encode();
+            assert!(bytes.len() <= 1300, "{}", bytes.len());
+            let OverlayMessage::Chunk {
+                index,
+                count,
+                bytes,
+                ..
+            } = OverlayMessage::decode(&bytes).unwrap()
+            else {
+                panic!("not a chunk")
+            };
+            let a = asm.get_or_insert_with(|| Assembly::new(count, 0));
+            if let Some(r) = a.add(index, bytes) {
+                whole = Some(r.unwrap());
+            }
+        }
+        assert_eq!(whole, Some(reply));
+    }
+
+    #[test]
+    fn oversized_partials_are_cut_and_flagged() {
+        let rows: Vec<Vec<Value>> = (0..1000)
+            .map(|i| vec![Value::Int(i), Value::str(&"y".repeat(200))])
+            .collect();
+        let reply = Reply {
+            last: true,
+            outcome: Outcome::Query(Partial::Rows {
+                rows,
+                truncated: false,
+            }),
+            answered: 1,
+            expected: 1,
+            missing: vec![],
+            missing_more: 0,
+        };
+        let chunks = chunk_reply(1, &ZonePath::root(), 1, &reply);
+        assert!(chunks.len() <= MAX_CHUNKS);
+        let mut a = Assembly::new(chunks.len() as u16, 0);
+        let mut got = None;
+        for c in chunks {
+            if let OverlayMessage::Chunk { index, bytes, .. } = c {
+                got = a.add(index, bytes);
+            }
+        }
+        match got.unwrap().unwrap().outcome {
+            Outcome::Query(Partial::Rows { rows, truncated }) => {
+                assert!(truncated);
+                assert!(rows.len() < 1000 && !rows.is_empty());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

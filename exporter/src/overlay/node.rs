@@ -1,0 +1,864 @@
+//! The sans-IO overlay node: one per agent. Time and messages in, messages
+//! and events out; the agent and the simulator drive the same code.
+//!
+//! A request for zone Z is a task at every node it reaches, keyed by
+//! (query id, Z). A node inside Z asks `fanout` contacts of each child of
+//! Z for that child's subtree (a DAG: two parents per zone, so one dead
+//! contact loses nothing) and merges the best reply per child; a host
+//! answers for itself; a node outside Z forwards towards Z through the
+//! contacts of the nearest zone it knows. Children that have not answered
+//! are asked again through the next contact; replies come back as soon as
+//! something improves and for the last time when every child has answered
+//! or the task's share of the deadline is up.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use super::command::Tally;
+use super::directory::{ChildZone, Directory};
+use super::message::{
+    chunk_reply, Assembly, AssemblyKey, Outcome, OverlayMessage, Reply, Request, RequestError,
+    MAX_MISSING,
+};
+use super::query::Query;
+use crate::zone::ZonePath;
+
+/// Effects of the overlay, for its driver to carry out.
+#[derive(Debug, Clone)]
+pub enum OverlayEffect {
+    Send {
+        to: SocketAddr,
+        message: OverlayMessage,
+    },
+    /// Answer `request` for this host and call `local_done`.
+    Local { qid: u64, request: Arc<Request> },
+    /// The answer of a request started here, as it stands (`last`: final).
+    Answer { qid: u64, answer: Answer },
+}
+
+/// What the caller of `start` is told.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    pub reply: Reply,
+    pub elapsed_ms: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct OverlayConfig {
+    /// The gossip address this agent is reached at.
+    pub addr: SocketAddr,
+    /// Its leaf zone.
+    pub zone: ZonePath,
+    /// Contacts asked at once per child zone.
+    pub fanout: usize,
+    /// A child's share of its parent's remaining time, in percent.
+    pub child_share_percent: u64,
+    /// How long a finished task remembers its reply for late duplicates.
+    pub linger_ms: u64,
+    pub qid_seed: u64,
+}
+
+impl OverlayConfig {
+    pub fn new(addr: SocketAddr, zone: ZonePath, qid_seed: u64) -> OverlayConfig {
+        OverlayConfig {
+            addr,
+            zone,
+            fanout: 2,
+            child_share_percent: 75,
+            linger_ms: 10_000,
+            qid_seed,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Child {
+    target: ZonePath,
+    contacts: Vec<SocketAddr>,
+    members: u64,
+    asked: usize,
+    next_retry: u64,
+    best: Option<Reply>,
+}
+
+impl Child {
+    fn done(&self) -> bool {
+        self.best.as_ref().is_some_and(|r| r.last)
+    }
+}
+
+#[derive(Debug)]
+struct Task {
+    request: Arc<Request>,
+    query: Option<Arc<Query>>,
+    parents: Vec<SocketAddr>,
+    entry: bool,
+    started: u64,
+    deadline: u64,
+    children: Vec<Child>,
+    /// A host's own answer (leaf task).
+    local: Option<Outcome>,
+    leaf: bool,
+    /// Fixed outcome (an error found here).
+    fixed: Option<Reply>,
+    version: u32,
+    /// Hosts answered in the last reply sent, and when it went.
+    sent_answered: Option<u32>,
+    sent_at: u64,
+    first_answer_at: Option<u64>,
+    /// A child's reply improved since the last reply went up.
+    improved: bool,
+    finished: Option<Vec<OverlayMessage>>,
+    finished_reply: Option<Reply>,
+    forget_at: u64,
+}
+
+/// Counters for the simulator and the agent's metrics.
+#[derive(Debug, Clone, Default)]
+pub struct OverlayStats {
+    pub asks_sent: u64,
+    pub chunks_sent: u64,
+    /// Encoded reply bytes sent (chunk payloads).
+    pub reply_bytes: u64,
+    pub retries: u64,
+    pub malformed: u64,
+}
+
+pub struct Overlay {
+    cfg: OverlayConfig,
+    tasks: BTreeMap<(u64, ZonePath), Task>,
+    assemblies: HashMap<AssemblyKey, Assembly>,
+    inbox: VecDeque<Internal>,
+    next_qid: u64,
+    stats: OverlayStats,
+    /// Plans by SQL text: every node of a query parses it once, not once
+    /// per zone it answers for.
+    plans: HashMap<String, Arc<Query>>,
+}
+
+enum Internal {
+    Ask {
+        from: SocketAddr,
+        qid: u64,
+        zone: ZonePath,
+        request: Arc<Request>,
+        budget_ms: u32,
+    },
+    Reply {
+        qid: u64,
+        zone: ZonePath,
+        reply: Reply,
+    },
+}
+
+/// Retries wait at least this long: below it a reply is merely in flight.
+const MIN_RETRY_MS: u64 = 40;
+/// An improvement is passed up at most this often before the last reply.
+const MIN_FLUSH_MS: u64 = 15;
+
+fn merge_outcome(query: Option<&Query>, acc: &mut Option<Outcome>, other: &Outcome) {
+    match (acc.as_mut(), other) {
+        (_, Outcome::Error(_)) => *acc = Some(other.clone()),
+        (Some(Outcome::Error(_)), _) => {}
+        (None, o) => *acc = Some(o.clone()),
+        (Some(Outcome::Query(a)), Outcome::Query(b)) => {
+            if let Some(q) = query {
+                q.merge(a, b)
+            }
+        }
+        (Some(Outcome::Command(a)), Outcome::Command(b)) => a.merge(b),
+        _ => {}
+    }
+}
+
+impl Overlay {
+    pub fn new(cfg: OverlayConfig) -> Overlay {
+        let next_qid = cfg.qid_seed | 1;
+        Overlay {
+            cfg,
+            tasks: BTreeMap::new(),
+            assemblies: HashMap::new(),
+            inbox: VecDeque::new(),
+            next_qid,
+            stats: OverlayStats::default(),
+            plans: HashMap::new(),
+        }
+    }
+
+    pub fn stats(&self) -> &OverlayStats {
+        &self.stats
+    }
+
+    pub fn config(&self) -> &OverlayConfig {
+        &self.cfg
+    }
+
+    /// Tasks in progress or lingering (for tests and metrics).
+    pub fn task_count(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// Starts a request for `zone` here; its answers come as
+    /// `OverlayEffect::Answer` with the returned id. Errors found before
+    /// anything is sent (bad SQL, a zone this agent knows cannot exist)
+    /// are returned at once.
+    pub fn start(
+        &mut self,
+        now: u64,
+        zone: ZonePath,
+        request: Request,
+        timeout_ms: u64,
+        dir: &dyn Directory,
+    ) -> Result<(u64, Vec<OverlayEffect>), RequestError> {
+        if let Request::Query { sql } = &request {
+            Query::parse(sql).map_err(|e| RequestError::BadQuery(e.0))?;
+        }
+        if let Some(e) = self.locally_unknown(&zone, dir) {
+            return Err(e);
+        }
+        // Ids: a per-agent sequence scrambled with the agent's seed, so two
+        // agents' ids do not collide and a restarted agent starts afresh.
+        self.next_qid = self
+            .next_qid
+            .wrapping_mul(0x5851_f42d_4c95_7f2d)
+            .wrapping_add(0x1405_7b7e_f767_814f);
+        let qid = self.next_qid;
+        let mut out = Vec::new();
+        self.open(
+            now,
+            None,
+            qid,
+            zone,
+            Arc::new(request),
+            timeout_ms.min(u32::MAX as u64) as u32,
+            dir,
+            &mut out,
+        );
+        self.drain(now, dir, &mut out);
+        Ok((qid, out))
+    }
+
+    fn plan(&mut self, sql: &str) -> Result<Arc<Query>, super::query::QueryError> {
+        if let Some(q) = self.plans.get(sql) {
+            return Ok(q.clone());
+        }
+        let q = Arc::new(Query::parse(sql)?);
+        if self.plans.len() >= 64 {
+            self.plans.clear();
+        }
+        self.plans.insert(sql.to_string(), q.clone());
+        Ok(q)
+    }
+
+    /// A zone whose parent's table this agent holds, but which is not in it.
+    fn locally_unknown(&self, zone: &ZonePath, dir: &dyn Directory) -> Option<RequestError> {
+        if zone.is_root() || zone.contains(&self.cfg.zone) {
+            return None;
+        }
+        let parent = zone.parent()?;
+        let children = dir.children(&parent)?;
+        if children.iter().any(|c| c.zone == *zone) {
+            None
+        } else {
+            Some(RequestError::UnknownZone(zone.to_string()))
+        }
+    }
+
+    /// A datagram's message from `from`.
+    pub fn handle(
+        &mut self,
+        now: u64,
+        from: SocketAddr,
+        message: OverlayMessage,
+        dir: &dyn Directory,
+    ) -> Vec<OverlayEffect> {
+        let mut out = Vec::new();
+        match message {
+            OverlayMessage::Ask {
+                qid,
+                zone,
+                request,
+                budget_ms,
+            } => self.inbox.push_back(Internal::Ask {
+                from,
+                qid,
+                zone,
+                request,
+                budget_ms,
+            }),
+            OverlayMessage::Chunk {
+                qid,
+                zone,
+                version,
+                index,
+                count,
+                bytes,
+            } => {
+                if count == 0 || index >= count || count as usize > super::message::MAX_CHUNKS {
+                    self.stats.malformed += 1;
+                    return out;
+                }
+                let key = (from, qid, zone.clone(), version);
+                let done = {
+                    let asm = self
+                        .assemblies
+                        .entry(key.clone())
+                        .or_insert_with(|| Assembly::new(count, now));
+                    if asm.parts.len() != count as usize {
+                        self.stats.malformed += 1;
+                        return out;
+                    }
+                    asm.add(index, bytes)
+                };
+                match done {
+                    None => {}
+                    Some(result) => {
+                        self.assemblies.remove(&key);
+                        match result {
+                            Ok(reply) => self.inbox.push_back(Internal::Reply { qid, zone, reply }),
+                            Err(_) => self.stats.malformed += 1,
+                        }
+                    }
+                }
+            }
+        }
+        self.drain(now, dir, &mut out);
+        out
+    }
+
+    /// This host's own answer to a request (after `OverlayEffect::Local`).
+    pub fn local_done(
+        &mut self,
+        now: u64,
+        qid: u64,
+        outcome: Outcome,
+        dir: &dyn Directory,
+    ) -> Vec<OverlayEffect> {
+        let mut out = Vec::new();
+        let key = (qid, self.cfg.zone.clone());
+        if let Some(task) = self.tasks.get_mut(&key) {
+            if task.local.is_none() {
+                task.local = Some(outcome);
+            }
+        }
+        self.progress(now, &key, &mut out);
+        self.drain(now, dir, &mut out);
+        out
+    }
+
+    /// When `tick` has something to do next.
+    pub fn next_tick_ms(&self) -> Option<u64> {
+        let mut next: Option<u64> = None;
+        let mut at = |t: u64| next = Some(next.map_or(t, |n: u64| n.min(t)));
+        for task in self.tasks.values() {
+            if task.finished.is_some() {
+                at(task.forget_at);
+                continue;
+            }
+            at(task.deadline);
+            for c in &task.children {
+                if !c.done() {
+                    at(c.next_retry);
+                }
+            }
+            if task.improved {
+                at(task.sent_at + self.flush_gap(task));
+            }
+        }
+        next
+    }
+
+    /// Retries, flushes, deadlines and forgetting.
+    pub fn tick(&mut self, now: u64, dir: &dyn Directory) -> Vec<OverlayEffect> {
+        let mut out = Vec::new();
+        self.tasks
+            .retain(|_, t| t.finished.is_none() || t.forget_at > now);
+        self.assemblies.retain(|_, a| a.started_ms + 5_000 > now);
+        let keys: Vec<(u64, ZonePath)> = self.tasks.keys().cloned().collect();
+        for key in keys {
+            let mut sends = Vec::new();
+            if let Some(task) = self.tasks.get_mut(&key) {
+                if task.finished.is_some() {
+                    continue;
+                }
+                let budget = self.cfg.child_share_percent * task.deadline.saturating_sub(now) / 100;
+                for c in task.children.iter_mut() {
+                    if c.done() || c.next_retry > now || c.contacts.is_empty() {
+                        continue;
+                    }
+                    let to = c.contacts[c.asked % c.contacts.len()];
+                    c.asked += 1;
+                    c.next_retry = now + retry_ms(budget);
+                    self.stats.retries += 1;
+                    sends.push((to, c.target.clone(), budget));
+                }
+                for (to, target, budget) in sends {
+                    let request = task.request.clone();
+                    Self::ask(
+                        &self.cfg,
+                        &mut self.stats,
+                        &mut self.inbox,
+                        to,
+                        key.0,
+                        target,
+                        request,
+                        budget,
+                        &mut out,
+                    );
+                }
+            }
+            self.progress(now, &key, &mut out);
+        }
+        self.drain(now, dir, &mut out);
+        out
+    }
+
+    fn flush_gap(&self, task: &Task) -> u64 {
+        let first = task.first_answer_at.unwrap_or(task.started);
+        (first - task.started).clamp(MIN_FLUSH_MS, 200)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn ask(
+        cfg: &OverlayConfig,
+        stats: &mut OverlayStats,
+        inbox: &mut VecDeque<Internal>,
+        to: SocketAddr,
+        qid: u64,
+        zone: ZonePath,
+        request: Arc<Request>,
+        budget_ms: u64,
+        out: &mut Vec<OverlayEffect>,
+    ) {
+        let budget_ms = budget_ms.min(u32::MAX as u64) as u32;
+        if to == cfg.addr {
+            inbox.push_back(Internal::Ask {
+                from: to,
+                qid,
+                zone,
+                request,
+                budget_ms,
+            });
+            return;
+        }
+        let message = OverlayMessage::Ask {
+            qid,
+            zone,
+            request,
+            budget_ms,
+        };
+        stats.asks_sent += 1;
+        out.push(OverlayEffect::Send { to, message });
+    }
+
+    fn drain(&mut self, now: u64, dir: &dyn Directory, out: &mut Vec<OverlayEffect>) {
+        while let Some(item) = self.inbox.pop_front() {
+            match item {
+                Internal::Ask {
+                    from,
+                    qid,
+                    zone,
+                    request,
+                    budget_ms,
+                } => self.open(now, Some(from), qid, zone, request, budget_ms, dir, out),
+                Internal::Reply { qid, zone, reply } => self.on_reply(now, qid, zone, reply, out),
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn open(
+        &mut self,
+        now: u64,
+        from: Option<SocketAddr>,
+        qid: u64,
+        zone: ZonePath,
+        request: Arc<Request>,
+        budget_ms: u32,
+        dir: &dyn Directory,
+        out: &mut Vec<OverlayEffect>,
+    ) {
+        let key = (qid, zone.clone());
+        if let Some(task) = self.tasks.get_mut(&key) {
+            if let Some(from) = from {
+                if !task.parents.contains(&from) {
+                    task.parents.push(from);
+                }
+                // A repeated ask: the reply was lost, or this is a new parent.
+                let latest = match (&task.finished, &task.finished_reply) {
+                    (Some(chunks), Some(reply)) => Some((chunks.clone(), reply.clone())),
+                    _ if task.sent_answered.is_some() => {
+                        let reply = Self::current(task);
+                        Some((chunk_reply(qid, &key.1, task.version, &reply), reply))
+                    }
+                    _ => None,
+                };
+                if let Some((chunks, reply)) = latest {
+                    if from == self.cfg.addr {
+                        self.inbox.push_back(Internal::Reply { qid, zone, reply });
+                    } else {
+                        self.send_chunks(from, chunks, out);
+                    }
+                }
+            }
+            return;
+        }
+        let query = match request.as_ref() {
+            Request::Query { sql } => match self.plan(sql) {
+                Ok(q) => Some(q),
+                Err(e) => {
+                    // Only a peer with another parser gets here.
+                    self.fixed(
+                        now,
+                        from,
+                        key,
+                        request,
+                        Outcome::Error(RequestError::BadQuery(e.0)),
+                        out,
+                    );
+                    return;
+                }
+            },
+            Request::Command { .. } => None,
+        };
+        let mut task = Task {
+            request: request.clone(),
+            query,
+            parents: from.into_iter().collect(),
+            entry: from.is_none(),
+            started: now,
+            deadline: now + budget_ms as u64,
+            children: Vec::new(),
+            local: None,
+            leaf: false,
+            fixed: None,
+            version: 0,
+            sent_answered: None,
+            sent_at: now,
+            first_answer_at: None,
+            improved: false,
+            finished: None,
+            finished_reply: None,
+            forget_at: 0,
+        };
+        let own = &self.cfg.zone;
+        if zone == *own {
+            task.leaf = true;
+            self.tasks.insert(key, task);
+            out.push(OverlayEffect::Local { qid, request });
+            return;
+        }
+        // Which zones to ask: Z's children when this agent is inside Z,
+        // else the zone on the way to Z.
+        let plan: Option<Vec<(ZonePath, ChildZone)>> = if zone.contains(own) {
+            dir.children(&zone)
+                .map(|cs| cs.into_iter().map(|c| (c.zone.clone(), c)).collect())
+        } else {
+            let depth = zone.common_depth(own);
+            let via = zone.ancestor(depth + 1);
+            let parent = zone.ancestor(depth);
+            match (via, parent) {
+                (Some(via), Some(parent)) => dir
+                    .children(&parent)
+                    .and_then(|cs| cs.into_iter().find(|c| c.zone == via))
+                    .map(|c| vec![(zone.clone(), c)]),
+                _ => None,
+            }
+        };
+        let Some(plan) = plan else {
+            self.fixed(
+                now,
+                from,
+                key,
+                request,
+                Outcome::Error(RequestError::UnknownZone(zone.to_string())),
+                out,
+            );
+            return;
+        };
+        let budget = self.cfg.child_share_percent * budget_ms as u64 / 100;
+        let mut asks = Vec::new();
+        for (target, c) in plan {
+            let mut contacts = c.contacts.clone();
+            // Itself first: answering its own part costs no message.
+            if let Some(i) = contacts.iter().position(|a| *a == self.cfg.addr) {
+                contacts.swap(0, i);
+            }
+            let first = contacts.len().min(self.cfg.fanout.max(1));
+            for to in &contacts[..first] {
+                asks.push((*to, target.clone()));
+            }
+            task.children.push(Child {
+                target,
+                contacts,
+                members: c.members,
+                asked: first,
+                next_retry: now + retry_ms(budget),
+                best: None,
+            });
+        }
+        self.tasks.insert(key.clone(), task);
+        for (to, target) in asks {
+            Self::ask(
+                &self.cfg,
+                &mut self.stats,
+                &mut self.inbox,
+                to,
+                qid,
+                target,
+                request.clone(),
+                budget,
+                out,
+            );
+        }
+        // A zone without children answers at once (empty, complete).
+        self.progress(now, &key, out);
+    }
+
+    /// A task whose reply is known at once (an error found here).
+    fn fixed(
+        &mut self,
+        now: u64,
+        from: Option<SocketAddr>,
+        key: (u64, ZonePath),
+        request: Arc<Request>,
+        outcome: Outcome,
+        out: &mut Vec<OverlayEffect>,
+    ) {
+        let reply = Reply {
+            last: true,
+            outcome,
+            answered: 0,
+            expected: 0,
+            missing: Vec::new(),
+            missing_more: 0,
+        };
+        let task = Task {
+            request,
+            query: None,
+            parents: from.into_iter().collect(),
+            entry: from.is_none(),
+            started: now,
+            deadline: now,
+            children: Vec::new(),
+            local: None,
+            leaf: false,
+            fixed: Some(reply),
+            version: 0,
+            sent_answered: None,
+            sent_at: now,
+            first_answer_at: None,
+            improved: false,
+            finished: None,
+            finished_reply: None,
+            forget_at: 0,
+        };
+        self.tasks.insert(key.clone(), task);
+        self.progress(now, &key, out);
+    }
+
+    fn on_reply(
+        &mut self,
+        now: u64,
+        qid: u64,
+        zone: ZonePath,
+        reply: Reply,
+        out: &mut Vec<OverlayEffect>,
+    ) {
+        // The tasks that asked for `zone`: its parent's, or a forwarding one.
+        let mut keys = Vec::new();
+        for ((q, z), task) in self.tasks.range((qid, ZonePath::root())..) {
+            if *q != qid {
+                break;
+            }
+            if task.finished.is_none() && task.children.iter().any(|c| c.target == zone) {
+                keys.push((*q, z.clone()));
+            }
+        }
+        for key in keys {
+            if let Some(task) = self.tasks.get_mut(&key) {
+                for c in task.children.iter_mut().filter(|c| c.target == zone) {
+                    // The best reply per child, never two merged: the two
+                    // contacts of a zone answer for the same hosts.
+                    let better = match &c.best {
+                        None => true,
+                        Some(b) => {
+                            (reply.answered, reply.last) > (b.answered, b.last)
+                                || matches!(reply.outcome, Outcome::Error(_))
+                        }
+                    };
+                    if better {
+                        c.best = Some(reply.clone());
+                        task.improved = true;
+                    }
+                }
+                if task.first_answer_at.is_none() {
+                    task.first_answer_at = Some(now);
+                    task.sent_at = now;
+                }
+            }
+            self.progress(now, &key, out);
+        }
+    }
+
+    /// The task's reply as it stands.
+    fn current(task: &Task) -> Reply {
+        if let Some(r) = &task.fixed {
+            return r.clone();
+        }
+        if task.leaf {
+            return match &task.local {
+                Some(o) => Reply {
+                    last: true,
+                    outcome: o.clone(),
+                    answered: 1,
+                    expected: 1,
+                    missing: Vec::new(),
+                    missing_more: 0,
+                },
+                None => Reply {
+                    last: false,
+                    outcome: empty_outcome(task),
+                    answered: 0,
+                    expected: 1,
+                    missing: Vec::new(),
+                    missing_more: 0,
+                },
+            };
+        }
+        let mut outcome: Option<Outcome> = None;
+        let (mut answered, mut expected) = (0u32, 0u32);
+        let mut missing = Vec::new();
+        let mut missing_more = 0u32;
+        let mut last = true;
+        for c in &task.children {
+            match &c.best {
+                Some(r) => {
+                    merge_outcome(task.query.as_deref(), &mut outcome, &r.outcome);
+                    answered = answered.saturating_add(r.answered);
+                    expected = expected.saturating_add(r.expected.max(if r.last {
+                        0
+                    } else {
+                        c.members as u32
+                    }));
+                    for m in &r.missing {
+                        if missing.len() < MAX_MISSING {
+                            missing.push(m.clone());
+                        } else {
+                            missing_more += 1;
+                        }
+                    }
+                    missing_more = missing_more.saturating_add(r.missing_more);
+                    last &= r.last;
+                }
+                None => {
+                    expected = expected.saturating_add(c.members.min(u32::MAX as u64) as u32);
+                    if missing.len() < MAX_MISSING {
+                        missing.push(c.target.clone());
+                    } else {
+                        missing_more += 1;
+                    }
+                    last = false;
+                }
+            }
+        }
+        Reply {
+            last,
+            outcome: outcome.unwrap_or_else(|| empty_outcome(task)),
+            answered,
+            expected,
+            missing,
+            missing_more,
+        }
+    }
+
+    /// Passes the task's reply up when it is final, or improved and due.
+    fn progress(&mut self, now: u64, key: &(u64, ZonePath), out: &mut Vec<OverlayEffect>) {
+        let gap = match self.tasks.get(key) {
+            Some(t) => self.flush_gap(t),
+            None => return,
+        };
+        let Some(task) = self.tasks.get_mut(key) else {
+            return;
+        };
+        if task.finished.is_some() {
+            return;
+        }
+        let mut reply = Self::current(task);
+        let expired = now >= task.deadline;
+        if expired {
+            reply.last = true;
+        }
+        let improved = task.sent_answered.is_none_or(|a| reply.answered > a);
+        let due = reply.last
+            || (improved && reply.answered > 0 && (task.entry || now >= task.sent_at + gap));
+        if !due {
+            return;
+        }
+        task.version += 1;
+        task.improved = false;
+        task.sent_answered = Some(reply.answered);
+        task.sent_at = now;
+        let elapsed_ms = now - task.started;
+        let (qid, zone) = key.clone();
+        if task.entry {
+            out.push(OverlayEffect::Answer {
+                qid,
+                answer: Answer {
+                    reply: reply.clone(),
+                    elapsed_ms,
+                },
+            });
+        }
+        let chunks = chunk_reply(qid, &zone, task.version, &reply);
+        let parents = task.parents.clone();
+        if reply.last {
+            task.finished = Some(chunks.clone());
+            task.finished_reply = Some(reply.clone());
+            task.forget_at = now.max(task.deadline) + self.cfg.linger_ms;
+        }
+        for p in parents {
+            if p == self.cfg.addr {
+                self.inbox.push_back(Internal::Reply {
+                    qid,
+                    zone: zone.clone(),
+                    reply: reply.clone(),
+                });
+            } else {
+                self.send_chunks(p, chunks.clone(), out);
+            }
+        }
+    }
+
+    fn send_chunks(
+        &mut self,
+        to: SocketAddr,
+        chunks: Vec<OverlayMessage>,
+        out: &mut Vec<OverlayEffect>,
+    ) {
+        if to == self.cfg.addr {
+            return;
+        }
+        for message in chunks {
+            self.stats.chunks_sent += 1;
+            if let OverlayMessage::Chunk { bytes, .. } = &message {
+                self.stats.reply_bytes += bytes.len() as u64;
+            }
+            out.push(OverlayEffect::Send { to, message });
+        }
+    }
+}
+
+fn empty_outcome(task: &Task) -> Outcome {
+    match &task.query {
+        Some(q) => Outcome::Query(q.empty()),
+        None => Outcome::Command(Tally::default()),
+    }
+}
+
+/// How long to wait for a child before asking the next contact: a share
+/// of the time it was given, so retries fit several times in the budget.
+fn retry_ms(child_budget: u64) -> u64 {
+    (child_budget / 5).clamp(MIN_RETRY_MS, 1_000)
+}

@@ -1,0 +1,283 @@
+use proptest::prelude::*;
+
+use super::*;
+
+fn process(host: &str, pid: i64, name: &str, rss: i64, cpu: f64) -> Attributes {
+    let mut a = Attributes::new();
+    a.insert("zone".into(), Value::str("/z"));
+    a.insert("host".into(), Value::str(host));
+    a.insert("pid".into(), Value::Int(pid));
+    a.insert("name".into(), Value::str(name));
+    a.insert("rss_bytes".into(), Value::Int(rss));
+    a.insert("cpu_seconds".into(), Value::Float(cpu));
+    a
+}
+
+fn host(name: &str, processes: &[(i64, &str, i64, f64)], cpu: f64) -> LocalData {
+    let mut h = Attributes::new();
+    h.insert("zone".into(), Value::str("/z"));
+    h.insert("host".into(), Value::str(name));
+    h.insert("cpu_utilization".into(), Value::Float(cpu));
+    LocalData {
+        host: h,
+        processes: processes
+            .iter()
+            .map(|(pid, n, rss, c)| process(name, *pid, n, *rss, *c))
+            .collect(),
+    }
+}
+
+/// Partials of every host merged along a random tree (the overlay's
+/// shape), then finished.
+fn through_tree(q: &Query, hosts: &[LocalData], split: &[usize]) -> Table {
+    let mut level: Vec<Partial> = hosts.iter().map(|h| q.local(h)).collect();
+    let mut s = split.iter().cycle();
+    while level.len() > 1 {
+        let mut next = Vec::new();
+        let mut it = level.into_iter();
+        loop {
+            let k = 2 + s.next().copied().unwrap_or(1) % 3;
+            let mut acc = q.empty();
+            let mut any = false;
+            for p in it.by_ref().take(k) {
+                q.merge(&mut acc, &p);
+                any = true;
+            }
+            if !any {
+                break;
+            }
+            next.push(acc);
+        }
+        level = next;
+    }
+    q.finish(&level.pop().unwrap_or_else(|| q.empty()))
+}
+
+fn all_processes(hosts: &[LocalData]) -> Vec<&Attributes> {
+    hosts.iter().flat_map(|h| &h.processes).collect()
+}
+
+fn sample() -> Vec<LocalData> {
+    vec![
+        host("a", &[(1, "nginx", 100, 1.5), (2, "sshd", 10, 0.1)], 0.95),
+        host("b", &[(1, "nginx", 300, 2.5), (3, "cron", 5, 0.0)], 0.2),
+        host(
+            "c",
+            &[
+                (1, "sshd", 20, 0.2),
+                (4, "nginx", 50, 3.0),
+                (5, "x", 1, 9.0),
+            ],
+            0.91,
+        ),
+    ]
+}
+
+#[test]
+fn the_issue_examples() {
+    let hosts = sample();
+    let q = Query::parse(
+        "SELECT name, sum(rss_bytes) AS rss FROM process GROUP BY name ORDER BY rss DESC LIMIT 2",
+    )
+    .unwrap();
+    let t = through_tree(&q, &hosts, &[1, 2]);
+    assert_eq!(t.columns, vec!["name", "rss"]);
+    assert_eq!(
+        t.rows,
+        vec![
+            vec![Value::str("nginx"), Value::Int(450)],
+            vec![Value::str("sshd"), Value::Int(30)]
+        ]
+    );
+
+    let q =
+        Query::parse("SELECT zone, host, cpu_utilization FROM host WHERE cpu_utilization > 0.9")
+            .unwrap();
+    let t = through_tree(&q, &hosts, &[3]);
+    let names: Vec<_> = t.rows.iter().map(|r| r[1].clone()).collect();
+    assert_eq!(names, vec![Value::str("a"), Value::str("c")]);
+
+    let q = Query::parse("SELECT count(*) FROM process WHERE name = 'nginx'").unwrap();
+    let t = through_tree(&q, &hosts, &[0]);
+    assert_eq!(t.columns, vec!["count(*)"]);
+    assert_eq!(t.rows, vec![vec![Value::Int(3)]]);
+
+    // No row selected: still one row of zeros and NULLs, as in SQL.
+    let q = Query::parse("SELECT count(*), max(rss_bytes) FROM process WHERE name = 'no'").unwrap();
+    assert_eq!(
+        through_tree(&q, &hosts, &[0]).rows,
+        vec![vec![Value::Int(0), Value::Null]]
+    );
+}
+
+#[test]
+fn order_by_hidden_column_position_and_star() {
+    let hosts = sample();
+    let q =
+        Query::parse("SELECT host, pid FROM process ORDER BY cpu_seconds DESC LIMIT 2").unwrap();
+    let t = through_tree(&q, &hosts, &[1]);
+    assert_eq!(
+        t.rows,
+        vec![
+            vec![Value::str("c"), Value::Int(5)],
+            vec![Value::str("c"), Value::Int(4)]
+        ]
+    );
+    let q = Query::parse("SELECT * FROM process ORDER BY 7 LIMIT 1").unwrap();
+    let t = through_tree(&q, &hosts, &[1]);
+    assert_eq!(t.columns.len(), PROCESS_COLUMNS.len());
+    assert_eq!(t.rows[0][3], Value::str("x"));
+}
+
+#[test]
+fn bad_queries_say_why() {
+    for (sql, want) in [
+        ("SELEC 1", "Expected"),
+        ("SELECT x FROM nope", "unknown table"),
+        ("SELECT name, count(*) FROM process", "GROUP BY"),
+        ("SELECT * FROM host", "process table only"),
+        (
+            "SELECT count(*) FROM process ORDER BY pid",
+            "order an aggregate",
+        ),
+        ("SELECT pid FROM process LIMIT 100000", "LIMIT"),
+        ("SELECT pid FROM process LIMIT 3 OFFSET 2", "OFFSET"),
+        ("SELECT pid FROM process, host", "joins"),
+        ("SELECT pid FROM process; SELECT 1", "one SELECT"),
+        ("SELECT nosuch(pid) FROM process", "unknown function"),
+    ] {
+        let e = Query::parse(sql).unwrap_err();
+        assert!(e.0.contains(want), "{sql}: {e}");
+    }
+    assert!(Query::parse(&format!(
+        "SELECT pid FROM process WHERE name = '{}'",
+        "a".repeat(2000)
+    ))
+    .is_err());
+}
+
+#[test]
+fn partials_are_bounded_by_the_limit_not_the_hosts() {
+    let many: Vec<LocalData> = (0..200)
+        .map(|h| {
+            let procs: Vec<(i64, &str, i64, f64)> =
+                (0..50).map(|p| (p, "w", p * 7 + h, p as f64)).collect();
+            host(&format!("h{h}"), &procs, 0.0)
+        })
+        .collect();
+    let q = Query::parse("SELECT host, rss_bytes FROM process ORDER BY rss_bytes DESC LIMIT 5")
+        .unwrap();
+    let mut acc = q.empty();
+    for h in &many {
+        q.merge(&mut acc, &q.local(h));
+        let Partial::Rows { rows, .. } = &acc else {
+            panic!("row query gave groups")
+        };
+        assert!(rows.len() <= 5);
+    }
+    let t = q.finish(&acc);
+    assert_eq!(
+        t.rows[0],
+        vec![Value::str("h199"), Value::Int(49 * 7 + 199)]
+    );
+    // Ordered by the group key: groups are cut to LIMIT at every hop.
+    let q = Query::parse("SELECT host, count(*) FROM process GROUP BY host ORDER BY host LIMIT 3")
+        .unwrap();
+    let mut acc = q.empty();
+    for h in &many {
+        q.merge(&mut acc, &q.local(h));
+        let Partial::Groups { groups, .. } = &acc else {
+            panic!("aggregate gave rows")
+        };
+        assert!(groups.len() <= 3);
+    }
+    assert_eq!(
+        q.finish(&acc).rows[0],
+        vec![Value::str("h0"), Value::Int(50)]
+    );
+}
+
+fn arb_hosts() -> impl Strategy<Value = Vec<LocalData>> {
+    let names = prop::sample::select(vec!["nginx", "sshd", "cron", "java", "postgres"]);
+    let proc_ = (1i64..5000, names, 0i64..1_000_000, 0.0f64..100.0);
+    prop::collection::vec((prop::collection::vec(proc_, 0..20), 0.0f64..1.0), 1..30).prop_map(
+        |hs| {
+            hs.into_iter()
+                .enumerate()
+                .map(|(i, (procs, cpu))| {
+                    let procs: Vec<(i64, &str, i64, f64)> =
+                        procs.iter().map(|(p, n, r, c)| (*p, *n, *r, *c)).collect();
+                    host(&format!("h{i}"), &procs, cpu)
+                })
+                .collect()
+        },
+    )
+}
+
+fn close(a: &Value, b: &Value) -> bool {
+    crate::sim::values_match(a, b)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Aggregates through any tree equal the same functions computed
+    /// directly over every selected process.
+    #[test]
+    fn grouped_aggregates_equal_direct_computation(hosts in arb_hosts(), split in prop::collection::vec(0usize..8, 1..6), min_rss in 0i64..1_000_000) {
+        let q = Query::parse(&format!(
+            "SELECT name, count(*) AS n, sum(rss_bytes) AS rss, min(cpu_seconds) AS lo, max(cpu_seconds) AS hi, avg(rss_bytes) AS mean FROM process WHERE rss_bytes >= {min_rss} GROUP BY name ORDER BY rss DESC LIMIT 3"
+        )).unwrap();
+        let got = through_tree(&q, &hosts, &split);
+        // Direct: group every selected process by name.
+        let mut direct: BTreeMap<String, (i64, i64, f64, f64)> = BTreeMap::new();
+        for p in all_processes(&hosts) {
+            let rss = p["rss_bytes"].as_i64().unwrap();
+            if rss < min_rss { continue; }
+            let cpu = p["cpu_seconds"].as_f64().unwrap();
+            let e = direct.entry(p["name"].as_str().unwrap().to_string()).or_insert((0, 0, f64::MAX, f64::MIN));
+            e.0 += 1; e.1 += rss; e.2 = e.2.min(cpu); e.3 = e.3.max(cpu);
+        }
+        let mut want: Vec<_> = direct.into_iter().collect();
+        want.sort_by(|a, b| b.1.1.cmp(&a.1.1).then(a.0.cmp(&b.0)));
+        want.truncate(3);
+        prop_assert_eq!(got.rows.len(), want.len());
+        for (row, (name, (n, rss, lo, hi))) in got.rows.iter().zip(&want) {
+            prop_assert_eq!(&row[0], &Value::str(name));
+            prop_assert_eq!(&row[1], &Value::Int(*n));
+            prop_assert_eq!(&row[2], &Value::Int(*rss));
+            prop_assert!(close(&row[3], &Value::Float(*lo)));
+            prop_assert!(close(&row[4], &Value::Float(*hi)));
+            prop_assert!(close(&row[5], &Value::Float(*rss as f64 / *n as f64)));
+        }
+    }
+
+    /// Top-N rows through any tree equal sorting every row directly.
+    #[test]
+    fn top_rows_equal_direct_sort(hosts in arb_hosts(), split in prop::collection::vec(0usize..8, 1..6), limit in 0usize..12) {
+        let q = Query::parse(&format!(
+            "SELECT host, pid, cpu_seconds FROM process WHERE name <> 'cron' ORDER BY cpu_seconds DESC, host, pid LIMIT {limit}"
+        )).unwrap();
+        let got = through_tree(&q, &hosts, &split);
+        let mut want: Vec<(f64, String, i64)> = all_processes(&hosts)
+            .into_iter()
+            .filter(|p| p["name"].as_str() != Some("cron"))
+            .map(|p| (p["cpu_seconds"].as_f64().unwrap(), p["host"].as_str().unwrap().to_string(), p["pid"].as_i64().unwrap()))
+            .collect();
+        want.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+        want.truncate(limit);
+        let want: Vec<Vec<Value>> = want.into_iter().map(|(c, h, p)| vec![Value::str(&h), Value::Int(p), Value::Float(c)]).collect();
+        prop_assert_eq!(got.rows, want);
+    }
+
+    /// Ungrouped count over the host table equals the direct count.
+    #[test]
+    fn host_counts_equal_direct(hosts in arb_hosts(), split in prop::collection::vec(0usize..8, 1..6), t in 0.0f64..1.0) {
+        let q = Query::parse(&format!("SELECT count(*) AS n, sum(cpu_utilization) AS s FROM host WHERE cpu_utilization > {t}")).unwrap();
+        let got = through_tree(&q, &hosts, &split);
+        let sel: Vec<f64> = hosts.iter().map(|h| h.host["cpu_utilization"].as_f64().unwrap()).filter(|c| *c > t).collect();
+        prop_assert_eq!(&got.rows[0][0], &Value::Int(sel.len() as i64));
+        let want = if sel.is_empty() { Value::Null } else { Value::Float(sel.iter().sum()) };
+        prop_assert!(close(&got.rows[0][1], &want));
+    }
+}

@@ -1,0 +1,278 @@
+//! On-demand queries and commands over twelve real agent processes on
+//! loopback: exact answers with coverage, the machine's real processes,
+//! actions that run exactly where configured, and two agents killed just
+//! before a long query reported missing before its deadline.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+
+fn post(port: u16, path: &str, body: &Value) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let text = body.to_string();
+    let req = format!(
+        "POST {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{text}",
+        text.len()
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let raw = String::from_utf8_lossy(&raw).to_string();
+    let status = raw
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn query(port: u16, zone: &str, sql: &str, timeout_ms: u64) -> (u16, Value) {
+    let (status, body) = post(
+        port,
+        "/api/v1/query",
+        &json!({"zone": zone, "sql": sql, "timeout_ms": timeout_ms}),
+    );
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+fn zones() -> Vec<String> {
+    let mut z = Vec::new();
+    for (i, parent) in ["/eu/fra", "/eu/ber", "/us/nyc"].iter().enumerate() {
+        for k in 0..4 {
+            z.push(format!("{parent}/h{}", i * 4 + k));
+        }
+    }
+    z
+}
+
+#[test]
+fn queries_and_commands_over_twelve_agents() {
+    let dir = temp_dir("overlay");
+    let zones = zones();
+    let mut agents: Vec<Agent> = Vec::new();
+    let mut seed = Vec::new();
+    for (i, zone) in zones.iter().enumerate() {
+        let d = dir.join(format!("a{i}"));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("w.prom"), format!("work_items {}\n", i + 1)).unwrap();
+        // The action is configured on h0, h1 (in /eu) and h8 (in /us) only.
+        let action = format!("touch-it=touch {}", d.join("touched").display());
+        let mut extra: Vec<&str> = Vec::new();
+        if [0, 1, 8].contains(&i) {
+            extra.extend(["--overlay.action", action.as_str()]);
+        }
+        let a = Agent::spawn(zone, &seed, &d, &extra);
+        if i == 0 {
+            seed.push(a.gossip);
+        }
+        agents.push(a);
+    }
+    // Everyone counts twelve members at the root.
+    let converged = eventually(Duration::from_secs(60), || {
+        agents.iter().all(|a| {
+            a.get("/metrics")
+                .and_then(|m| zone_value(&m, "astrolabe_zone_members", "/"))
+                == Some(12.0)
+        })
+    });
+    assert!(converged, "the cluster did not converge");
+    let web = agents[0].web;
+
+    // An aggregate over the host table equals the files' values.
+    let (status, v) = query(
+        web,
+        "/",
+        "SELECT count(*) AS n, sum(work_items) AS s, max(work_items) AS hi FROM host",
+        5000,
+    );
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["columns"], json!(["n", "s", "hi"]));
+    assert_eq!(v["rows"], json!([[12, 78.0, 12.0]]), "{v}");
+    assert_eq!(v["coverage"]["answered"], json!(12));
+    assert_eq!(v["coverage"]["expected"], json!(12));
+    assert_eq!(v["coverage"]["missing_zones"], json!([]));
+    // A zone below, asked from an agent outside it.
+    let (status, v) = query(
+        web,
+        "/us",
+        "SELECT host, work_items FROM host WHERE work_items > 10 ORDER BY work_items DESC",
+        5000,
+    );
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["rows"], json!([["h11", 12.0], ["h10", 11.0]]), "{v}");
+    assert_eq!(v["coverage"]["answered"], json!(4));
+
+    // The process table is the machine's: every agent sees the twelve.
+    let pids: BTreeSet<i64> = agents
+        .iter()
+        .map(|a| a.child.as_ref().unwrap().id() as i64)
+        .collect();
+    let (status, v) = query(
+        web,
+        "/",
+        "SELECT host, pid FROM process WHERE name = 'astrolabe' ORDER BY pid LIMIT 1000",
+        5000,
+    );
+    assert_eq!(status, 200, "{v}");
+    let mut seen: BTreeMap<i64, usize> = BTreeMap::new();
+    for row in v["rows"].as_array().unwrap() {
+        *seen.entry(row[1].as_i64().unwrap()).or_default() += 1;
+    }
+    for pid in &pids {
+        assert_eq!(seen.get(pid), Some(&12), "pid {pid} in {seen:?}");
+    }
+    let (_, v) = query(
+        web,
+        "/eu/fra",
+        "SELECT name, count(*) AS n FROM process WHERE name = 'astrolabe' GROUP BY name",
+        5000,
+    );
+    assert!(v["rows"][0][1].as_i64().unwrap() >= 4 * 12, "{v}");
+
+    // Bad SQL: 400 with the parser's message; an unknown zone: 404.
+    let (status, v) = query(web, "/", "SELEC count(*) FROM host", 2000);
+    assert_eq!(status, 400);
+    assert!(v["error"].as_str().unwrap().contains("Expected"), "{v}");
+    let (status, _) = query(web, "/asia", "SELECT count(*) FROM host", 2000);
+    assert_eq!(status, 404);
+    let (status, _) = query(web, "/us/nowhere", "SELECT count(*) FROM host", 2000);
+    assert_eq!(status, 404);
+
+    // Streaming: NDJSON lines, the last one done.
+    let (status, body) = post(
+        web,
+        "/api/v1/query",
+        &json!({"zone": "/", "sql": "SELECT count(*) FROM host", "stream": true}),
+    );
+    assert_eq!(status, 200);
+    let lines: Vec<Value> = body
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .filter_map(|l| serde_json::from_str(l.trim()).ok())
+        .collect();
+    assert!(!lines.is_empty(), "{body}");
+    assert_eq!(lines.last().unwrap()["done"], json!(true), "{body}");
+
+    // The action runs on exactly the hosts of /eu that configured it.
+    let (status, body) = post(
+        web,
+        "/api/v1/command",
+        &json!({"zone": "/eu", "command": "touch-it", "timeout_ms": 5000}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (
+            v["ok"].clone(),
+            v["failed"].clone(),
+            v["not_configured"].clone()
+        ),
+        (json!(2), json!(0), json!(6)),
+        "{v}"
+    );
+    for i in 0..12 {
+        let touched = dir.join(format!("a{i}")).join("touched").exists();
+        assert_eq!(touched, i == 0 || i == 1, "agent {i}");
+    }
+    // An action nobody configured runs nowhere.
+    let (_, body) = post(
+        web,
+        "/api/v1/command",
+        &json!({"zone": "/", "command": "rm-rf", "timeout_ms": 5000}),
+    );
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (v["ok"].clone(), v["not_configured"].clone()),
+        (json!(0), json!(12)),
+        "{v}"
+    );
+
+    // The CLI prints an aligned table and a coverage line.
+    let out = Command::new(BIN)
+        .args([
+            "query",
+            "--server",
+            &format!("http://127.0.0.1:{web}"),
+            "--zone",
+            "/eu",
+        ])
+        .arg("SELECT host, work_items FROM host ORDER BY work_items LIMIT 3")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.starts_with("host  work_items\nh0             1\n"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("coverage: 8/8 hosts"), "{stdout}");
+    let out = Command::new(BIN)
+        .args([
+            "query",
+            "--server",
+            &format!("http://127.0.0.1:{web}"),
+            "SELECT FROM",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("HTTP 400"), "{stderr}");
+    let out = Command::new(BIN)
+        .args([
+            "command",
+            "--server",
+            &format!("http://127.0.0.1:{web}"),
+            "--zone",
+            "/us",
+            "touch-it",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("ok: 1, failed: 0, not configured: 3"),
+        "{stdout}"
+    );
+
+    // Kill two; their rows still look alive. A long query comes back
+    // before its deadline, naming them missing.
+    agents[5].signal("-KILL");
+    agents[10].signal("-KILL");
+    let started = Instant::now();
+    let (status, v) = query(
+        web,
+        "/",
+        "SELECT count(*) AS n, sum(work_items) AS s FROM host",
+        8000,
+    );
+    let took = started.elapsed();
+    assert_eq!(status, 200, "{v}");
+    assert!(took < Duration::from_millis(8000), "{took:?}");
+    assert_eq!(v["rows"], json!([[10, 78.0 - 6.0 - 11.0]]), "{v}");
+    assert_eq!(v["coverage"]["answered"], json!(10));
+    assert_eq!(v["coverage"]["expected"], json!(12));
+    assert_eq!(
+        v["coverage"]["missing_zones"],
+        json!(["/eu/ber/h5", "/us/nyc/h10"]),
+        "{v}"
+    );
+    assert!(v["elapsed_ms"].as_u64().unwrap() < 8000);
+}
