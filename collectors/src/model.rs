@@ -7,6 +7,9 @@ pub enum Kind {
     /// Quantile samples only (a `quantile` label), as zone sketches give.
     Summary,
     Untyped,
+    /// Cumulative `_bucket` samples (an `le` label), `_sum` and `_count`;
+    /// each sample names its suffix.
+    Histogram,
 }
 
 impl Kind {
@@ -16,6 +19,7 @@ impl Kind {
             Kind::Gauge => "gauge",
             Kind::Summary => "summary",
             Kind::Untyped => "untyped",
+            Kind::Histogram => "histogram",
         }
     }
 }
@@ -24,6 +28,9 @@ impl Kind {
 pub struct Sample {
     pub labels: Vec<(String, String)>,
     pub value: f64,
+    /// Appended to the family name for this sample (`_bucket`, `_sum`,
+    /// `_count` in a histogram); empty otherwise.
+    pub suffix: &'static str,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -51,7 +58,13 @@ impl MetricFamily {
     }
 
     pub fn push(&mut self, labels: &[(&str, &str)], value: f64) {
+        self.push_suffixed("", labels, value);
+    }
+
+    /// A sample named `<family><suffix>`, as histograms need.
+    pub fn push_suffixed(&mut self, suffix: &'static str, labels: &[(&str, &str)], value: f64) {
         self.samples.push(Sample {
+            suffix,
             labels: labels
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))

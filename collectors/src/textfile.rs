@@ -90,7 +90,11 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<MetricFamily>, CollectorError
             .entry(name.to_string())
             .or_insert_with(|| MetricFamily::new(name, "", Kind::Untyped))
             .samples
-            .push(Sample { labels, value });
+            .push(Sample {
+                labels,
+                value,
+                suffix: "",
+            });
     }
     Ok(families
         .into_values()

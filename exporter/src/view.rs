@@ -31,6 +31,8 @@ pub struct View {
     pub dropped: Vec<(DropReason, u64)>,
     pub host: Arc<Vec<MetricFamily>>,
     pub ready: bool,
+    /// Live counters of on-demand queries, read at scrape time.
+    pub queries: Arc<crate::overlay::metrics::QueryMetrics>,
 }
 
 impl View {
@@ -82,6 +84,7 @@ impl View {
             dropped,
             host,
             ready: tables.iter().any(|t| t.live_siblings().next().is_some()),
+            queries: Arc::default(),
         }
     }
 }

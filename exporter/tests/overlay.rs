@@ -47,6 +47,14 @@ fn query(port: u16, zone: &str, sql: &str, timeout_ms: u64) -> (u16, Value) {
     (status, serde_json::from_str(&body).unwrap_or(Value::Null))
 }
 
+/// The value of the series written exactly as `series` in an exposition.
+fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 fn zones() -> Vec<String> {
     let mut z = Vec::new();
     for (i, parent) in ["/eu/fra", "/eu/ber", "/us/nyc"].iter().enumerate() {
@@ -89,6 +97,16 @@ fn queries_and_commands_over_twelve_agents() {
     });
     assert!(converged, "the cluster did not converge");
     let web = agents[0].web;
+    // Query metrics exist before any query, at zero.
+    let m = agents[0].get("/metrics").unwrap_or_default();
+    assert_eq!(
+        sample(
+            &m,
+            r#"astrolabe_query_duration_seconds_count{kind="query"}"#
+        ),
+        Some(0.0),
+        "{m}"
+    );
 
     // An aggregate over the host table equals the files' values.
     let (status, v) = query(
@@ -113,6 +131,47 @@ fn queries_and_commands_over_twelve_agents() {
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["rows"], json!([["h11", 12.0], ["h10", 11.0]]), "{v}");
     assert_eq!(v["coverage"]["answered"], json!(4));
+    // Both queries, answered here as the entry point, are in its metrics.
+    let mut m = String::new();
+    let counted = eventually(Duration::from_secs(10), || {
+        m = agents[0].get("/metrics").unwrap_or_default();
+        sample(
+            &m,
+            r#"astrolabe_query_duration_seconds_count{kind="query"}"#,
+        ) == Some(2.0)
+    });
+    assert!(counted, "{m}");
+    assert_eq!(
+        sample(
+            &m,
+            r#"astrolabe_query_duration_seconds_bucket{kind="query",le="+Inf"}"#
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        sample(
+            &m,
+            r#"astrolabe_queries_total{kind="query",outcome="complete"}"#
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        sample(&m, r#"astrolabe_query_coverage_ratio{kind="query"}"#),
+        Some(1.0)
+    );
+    assert!(
+        sample(&m, r#"astrolabe_query_duration_seconds_sum{kind="query"}"#)
+            .is_some_and(|s| s > 0.0)
+    );
+    // Another agent was not the entry point of either.
+    let other = agents[5].get("/metrics").unwrap_or_default();
+    assert_eq!(
+        sample(
+            &other,
+            r#"astrolabe_query_duration_seconds_count{kind="query"}"#
+        ),
+        Some(0.0)
+    );
 
     // The process table is the machine's: every agent sees the twelve.
     let pids: BTreeSet<i64> = agents

@@ -203,8 +203,12 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
     let view = Arc::new(ViewCell::default());
     let (calls_tx, mut calls_rx) = mpsc::channel::<crate::overlay::runtime::Call>(64);
     // The overlay's APIs go through the same TLS and authentication as the rest.
+    let query_metrics = Arc::new(crate::overlay::metrics::QueryMetrics::default());
     let mut app = crate::http::router(view.clone()).merge(crate::overlay::http::router(
-        crate::overlay::runtime::OverlayHandle { calls: calls_tx },
+        crate::overlay::runtime::OverlayHandle {
+            calls: calls_tx,
+            metrics: query_metrics.clone(),
+        },
     ));
     if let Some(sec) = &opts.gossip_security {
         app = app.merge(crate::http::keys::router(sec.clone()));
@@ -333,12 +337,10 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
         let lonely_warning_ms = 10 * engine.config().interval_ms;
         let mut warned = false;
         let publish = |engine: &Engine, host: &Arc<Vec<MetricFamily>>| {
-            cell.set(View::capture(
-                engine,
-                now().mono_ms,
-                host.clone(),
-                drops.snapshot(),
-            ));
+            cell.set(View {
+                queries: query_metrics.clone(),
+                ..View::capture(engine, now().mono_ms, host.clone(), drops.snapshot())
+            });
         };
         publish(&engine, &host);
         loop {

@@ -189,6 +189,9 @@ fn agent_families(view: &View) -> Vec<MetricFamily> {
         dropped,
         refused,
     ]
+    .into_iter()
+    .chain(view.queries.families())
+    .collect()
 }
 
 /// Every family served on `/metrics`.
@@ -262,10 +265,11 @@ pub fn render(families: &[MetricFamily], openmetrics: bool) -> String {
                 format!("{{{}}}", labels.join(","))
             };
             // Duplicate series are invalid exposition; keep the first.
-            if !seen.insert(labels.clone()) {
+            if !seen.insert((s.suffix, labels.clone())) {
                 continue;
             }
-            let _ = writeln!(out, "{name}{labels} {}", format_value(s.value));
+            let suffix = s.suffix;
+            let _ = writeln!(out, "{name}{suffix}{labels} {}", format_value(s.value));
         }
     }
     if openmetrics {

@@ -64,6 +64,11 @@ impl Pinned {
         let mut kinds: BTreeMap<String, (Kind, String)> = BTreeMap::new();
         let mut seen: HashSet<(String, Vec<(String, String)>)> = HashSet::new();
         for family in &families {
+            // Histograms are served on /metrics only: OTLP gets no
+            // observable histogram instrument to carry them.
+            if family.kind == Kind::Histogram {
+                continue;
+            }
             kinds
                 .entry(family.name.clone())
                 .or_insert_with(|| (family.kind, family.help.clone()));

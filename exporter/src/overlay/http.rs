@@ -13,6 +13,7 @@ use serde_json::{json, Value as Json_};
 use tokio::sync::mpsc;
 
 use super::command::Tally;
+use super::metrics::{Observation, RequestKind};
 use super::query::Query;
 use super::runtime::{Call, OverlayHandle};
 use super::{Answer, Outcome, Request, RequestError};
@@ -71,6 +72,8 @@ fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Box<Resp
 }
 
 async fn query(State(handle): State<OverlayHandle>, body: axum::body::Bytes) -> Response {
+    // Refused requests count too (as errors): they were answered here.
+    let obs = Observation::start(handle.metrics.clone(), RequestKind::Query);
     let b: QueryBody = match parse_body(&body) {
         Ok(b) => b,
         Err(r) => return *r,
@@ -81,10 +84,20 @@ async fn query(State(handle): State<OverlayHandle>, body: axum::body::Bytes) -> 
     };
     let request = Request::Query { sql: b.sql.clone() };
     let render = move |a: &Answer| render_query(&plan, a);
-    run(handle, &b.zone, request, b.timeout_ms, b.stream, render).await
+    run(
+        handle,
+        obs,
+        &b.zone,
+        request,
+        b.timeout_ms,
+        b.stream,
+        render,
+    )
+    .await
 }
 
 async fn command(State(handle): State<OverlayHandle>, body: axum::body::Bytes) -> Response {
+    let obs = Observation::start(handle.metrics.clone(), RequestKind::Command);
     let b: CommandBody = match parse_body(&body) {
         Ok(b) => b,
         Err(r) => return *r,
@@ -98,6 +111,7 @@ async fn command(State(handle): State<OverlayHandle>, body: axum::body::Bytes) -
     };
     run(
         handle,
+        obs,
         &b.zone,
         request,
         b.timeout_ms,
@@ -170,6 +184,7 @@ fn error_response(e: &RequestError) -> Response {
 
 async fn run(
     handle: OverlayHandle,
+    mut obs: Observation,
     zone: &str,
     request: Request,
     timeout_ms: Option<u64>,
@@ -196,7 +211,10 @@ async fn run(
     // The overlay answers by its deadline; this bound is only a backstop.
     let hard = tokio::time::Instant::now() + Duration::from_millis(timeout_ms + 1000);
     let first = match tokio::time::timeout_at(hard, rx.recv()).await {
-        Ok(Some(Ok(a))) => a,
+        Ok(Some(Ok(a))) => {
+            obs.answer(&a);
+            a
+        }
         Ok(Some(Err(e))) => return error_response(&e),
         _ => return error(StatusCode::GATEWAY_TIMEOUT, "no answer by the deadline"),
     };
@@ -206,28 +224,34 @@ async fn run(
         if let Err(e) = &first_line {
             return error_response(e);
         }
+        // The observation rides along and is recorded when the stream ends
+        // (or the client leaves), with the last answer sent.
         let lines = futures_util::stream::unfold(
-            (Some(first_line), first.reply.last, rx, render),
-            move |(pending, finished, mut rx, render)| async move {
+            (Some(first_line), first.reply.last, rx, render, obs),
+            move |(pending, finished, mut rx, render, mut obs)| async move {
                 if let Some(line) = pending {
                     let text = match line {
                         Ok(v) => format!("{v}\n"),
                         Err(e) => format!("{}\n", json!({"error": e.to_string()})),
                     };
-                    return Some((Ok::<_, std::io::Error>(text), (None, finished, rx, render)));
+                    return Some((
+                        Ok::<_, std::io::Error>(text),
+                        (None, finished, rx, render, obs),
+                    ));
                 }
                 if finished {
                     return None;
                 }
                 match tokio::time::timeout_at(hard, rx.recv()).await {
                     Ok(Some(Ok(a))) => {
+                        obs.answer(&a);
                         let last = a.reply.last;
                         let line = render(&a);
                         let text = match line {
                             Ok(v) => format!("{v}\n"),
                             Err(e) => format!("{}\n", json!({"error": e.to_string()})),
                         };
-                        Some((Ok(text), (None, last, rx, render)))
+                        Some((Ok(text), (None, last, rx, render, obs)))
                     }
                     _ => None,
                 }
@@ -242,13 +266,22 @@ async fn run(
     let mut last = first;
     while !last.reply.last {
         match tokio::time::timeout_at(hard, rx.recv()).await {
-            Ok(Some(Ok(a))) => last = a,
-            Ok(Some(Err(e))) => return error_response(&e),
+            Ok(Some(Ok(a))) => {
+                obs.answer(&a);
+                last = a
+            }
+            Ok(Some(Err(e))) => {
+                obs.error();
+                return error_response(&e);
+            }
             _ => break,
         }
     }
     match render(&last) {
         Ok(v) => (StatusCode::OK, Json(v)).into_response(),
-        Err(e) => error_response(&e),
+        Err(e) => {
+            obs.error();
+            error_response(&e)
+        }
     }
 }

@@ -13,4 +13,5 @@ pub use node::{Answer, Overlay, OverlayConfig, OverlayEffect, OverlayStats};
 pub mod actions;
 pub mod http;
 pub mod local;
+pub mod metrics;
 pub mod runtime;

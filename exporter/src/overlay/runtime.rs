@@ -47,6 +47,8 @@ pub struct Call {
 #[derive(Clone)]
 pub struct OverlayHandle {
     pub calls: mpsc::Sender<Call>,
+    /// Latency, outcome and coverage of what the handlers answered.
+    pub metrics: Arc<super::metrics::QueryMetrics>,
 }
 
 /// Changes to the agent a command asks for.
