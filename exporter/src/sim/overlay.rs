@@ -300,48 +300,18 @@ impl OverlaySim {
             if last.as_ref().is_some_and(|a| a.reply.last) {
                 break;
             }
-            let Some(mut entry_) = self.queue.first_entry() else {
+            let Some(ev) = self.pop_due(until) else {
                 break;
             };
-            let at = *entry_.key();
-            if at > until {
-                break;
-            }
-            let Some(ev) = entry_.get_mut().pop_front() else {
-                entry_.remove();
-                continue;
-            };
-            if entry_.get().is_empty() {
-                entry_.remove();
-            }
-            self.now = at;
-            let (agent, effects) = match ev {
-                Ev::Tick(i) => {
-                    if self.tick_at[i] != at {
-                        continue;
-                    }
-                    self.tick_at[i] = u64::MAX;
-                    let (Some(node), Some(engine)) = (self.nodes[i].as_mut(), self.sim.engine(i))
-                    else {
-                        continue;
-                    };
-                    (i, node.tick(at, &Tables(engine.tables())))
-                }
-                Ev::Deliver { to, from, message } => {
-                    let (Some(node), Some(engine)) = (self.nodes[to].as_mut(), self.sim.engine(to))
-                    else {
-                        continue;
-                    };
-                    (
-                        to,
-                        node.handle(at, addr_of(from), message, &Tables(engine.tables())),
-                    )
-                }
-                Ev::Local {
+            let at = self.now;
+            let (agent, effects) = match self.run_network_event(ev) {
+                Ok(Some(done)) => done,
+                Ok(None) => continue,
+                Err(Ev::Local {
                     agent,
                     qid,
                     request,
-                } => {
+                }) => {
                     let outcome = match (request.as_ref(), &query) {
                         (Request::Query { .. }, Some(q)) => {
                             Outcome::Query(q.local(&local_data(&self.sim, agent)))
@@ -362,6 +332,7 @@ impl OverlaySim {
                         node.local_done(at, qid, outcome, &Tables(engine.tables())),
                     )
                 }
+                Err(_) => continue,
             };
             self.dispatch(agent, effects, &mut answers, &mut bytes);
         }
@@ -385,46 +356,61 @@ impl OverlaySim {
         run
     }
 
+    /// The next event due by `until`; the clock moves to its time.
+    fn pop_due(&mut self, until: u64) -> Option<Ev> {
+        loop {
+            let mut due = self.queue.first_entry()?;
+            let at = *due.key();
+            if at > until {
+                return None;
+            }
+            let Some(ev) = due.get_mut().pop_front() else {
+                due.remove();
+                continue;
+            };
+            if due.get().is_empty() {
+                due.remove();
+            }
+            self.now = at;
+            return Some(ev);
+        }
+    }
+
+    /// Runs a tick or a delivery at its node (None: stale, or the agent is
+    /// gone); a local answer is handed back, since it needs the query.
+    fn run_network_event(&mut self, ev: Ev) -> Result<Option<(usize, Vec<OverlayEffect>)>, Ev> {
+        let at = self.now;
+        match ev {
+            Ev::Tick(i) => {
+                if self.tick_at[i] != at {
+                    return Ok(None);
+                }
+                self.tick_at[i] = u64::MAX;
+                let (Some(node), Some(engine)) = (self.nodes[i].as_mut(), self.sim.engine(i))
+                else {
+                    return Ok(None);
+                };
+                Ok(Some((i, node.tick(at, &Tables(engine.tables())))))
+            }
+            Ev::Deliver { to, from, message } => {
+                let (Some(node), Some(engine)) = (self.nodes[to].as_mut(), self.sim.engine(to))
+                else {
+                    return Ok(None);
+                };
+                let effects = node.handle(at, addr_of(from), message, &Tables(engine.tables()));
+                Ok(Some((to, effects)))
+            }
+            local @ Ev::Local { .. } => Err(local),
+        }
+    }
+
     /// Delivers what is still in flight, dropping answers (for between queries).
     fn drain_until(&mut self, until: u64) {
         let mut sink = Vec::new();
         let mut bytes = 0;
-        while let Some(mut e) = self.queue.first_entry() {
-            let at = *e.key();
-            if at > until {
-                break;
-            }
-            let Some(ev) = e.get_mut().pop_front() else {
-                e.remove();
+        while let Some(ev) = self.pop_due(until) {
+            let Ok(Some((agent, effects))) = self.run_network_event(ev) else {
                 continue;
-            };
-            if e.get().is_empty() {
-                e.remove();
-            }
-            self.now = at;
-            let (agent, effects) = match ev {
-                Ev::Tick(i) => {
-                    if self.tick_at[i] != at {
-                        continue;
-                    }
-                    self.tick_at[i] = u64::MAX;
-                    let (Some(node), Some(engine)) = (self.nodes[i].as_mut(), self.sim.engine(i))
-                    else {
-                        continue;
-                    };
-                    (i, node.tick(at, &Tables(engine.tables())))
-                }
-                Ev::Deliver { to, from, message } => {
-                    let (Some(node), Some(engine)) = (self.nodes[to].as_mut(), self.sim.engine(to))
-                    else {
-                        continue;
-                    };
-                    (
-                        to,
-                        node.handle(at, addr_of(from), message, &Tables(engine.tables())),
-                    )
-                }
-                Ev::Local { .. } => continue,
             };
             self.dispatch(agent, effects, &mut sink, &mut bytes);
             sink.clear();
