@@ -214,3 +214,15 @@ pub fn percent_encode(s: &str) -> String {
         })
         .collect()
 }
+
+/// `astrolabe_gossip_dropped_datagrams_total{reason="..."}` of an exposition.
+pub fn dropped(metrics: &str, reason: &str) -> f64 {
+    let label = format!("reason=\"{reason}\"");
+    metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("astrolabe_gossip_dropped_datagrams_total{") && l.contains(&label)
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}

@@ -23,18 +23,6 @@ fn generate_key() -> String {
     key
 }
 
-/// `astrolabe_gossip_dropped_datagrams_total{reason="..."}` of an exposition.
-fn dropped(metrics: &str, reason: &str) -> f64 {
-    let label = format!("reason=\"{reason}\"");
-    metrics
-        .lines()
-        .filter(|l| {
-            l.starts_with("astrolabe_gossip_dropped_datagrams_total{") && l.contains(&label)
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 fn spawn(zone: &str, value: u32, seeds: &[u16], dir: &std::path::Path, extra: &[&str]) -> Agent {
     let d = dir.join(zone.trim_start_matches('/').replace('/', "_"));
     std::fs::create_dir_all(&d).unwrap();

@@ -14,17 +14,6 @@ use rand::{Rng, SeedableRng};
 
 const AGGREGATE: &str = "SELECT sum(work_items) AS work_sum, count(work_items) AS work_count";
 
-fn dropped(metrics: &str, reason: &str) -> f64 {
-    let label = format!("reason=\"{reason}\"");
-    metrics
-        .lines()
-        .filter(|l| {
-            l.starts_with("astrolabe_gossip_dropped_datagrams_total{") && l.contains(&label)
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 fn rss_kb(agent: &Agent) -> u64 {
     let pid = agent.child.as_ref().map(|c| c.id()).unwrap_or(0);
     std::fs::read_to_string(format!("/proc/{pid}/status"))

@@ -9,8 +9,9 @@ use anyhow::{anyhow, bail, Context};
 use clap::Args;
 use serde_json::{json, Value};
 
+/// Where and how to ask: the same flags for `query` and `command`.
 #[derive(Debug, Args)]
-pub struct QueryArgs {
+pub struct Target {
     /// The agent to ask, e.g. http://host:9464.
     #[arg(long, default_value = "http://127.0.0.1:9464")]
     pub server: String,
@@ -23,20 +24,20 @@ pub struct QueryArgs {
     /// Print the JSON answer instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    #[command(flatten)]
+    pub target: Target,
     /// SQL over the tables host and process, e.g. "SELECT count(*) FROM process".
     pub sql: String,
 }
 
 #[derive(Debug, Args)]
 pub struct CommandArgs {
-    #[arg(long, default_value = "http://127.0.0.1:9464")]
-    pub server: String,
-    #[arg(long, default_value = "/")]
-    pub zone: String,
-    #[arg(long = "timeout-ms", default_value_t = 2000)]
-    pub timeout_ms: u64,
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub target: Target,
     /// collect, set-log-level LEVEL, or an action configured on the hosts.
     pub command: String,
     /// Arguments of the command.
@@ -177,11 +178,12 @@ pub fn coverage_line(value: &Value) -> String {
 }
 
 pub fn run_query(args: QueryArgs) -> anyhow::Result<()> {
-    let body = json!({"zone": args.zone, "sql": args.sql, "timeout_ms": args.timeout_ms});
-    let wait = Duration::from_millis(args.timeout_ms + 5000);
-    let (status, value) = post(&args.server, "/api/v1/query", &body, wait)?;
+    let body =
+        json!({"zone": args.target.zone, "sql": args.sql, "timeout_ms": args.target.timeout_ms});
+    let wait = Duration::from_millis(args.target.timeout_ms + 5000);
+    let (status, value) = post(&args.target.server, "/api/v1/query", &body, wait)?;
     check(status, &value)?;
-    if args.json {
+    if args.target.json {
         println!("{value}");
         return Ok(());
     }
@@ -203,11 +205,11 @@ pub fn run_query(args: QueryArgs) -> anyhow::Result<()> {
 }
 
 pub fn run_command(args: CommandArgs) -> anyhow::Result<()> {
-    let body = json!({"zone": args.zone, "command": args.command, "args": args.args, "timeout_ms": args.timeout_ms});
-    let wait = Duration::from_millis(args.timeout_ms + 5000);
-    let (status, value) = post(&args.server, "/api/v1/command", &body, wait)?;
+    let body = json!({"zone": args.target.zone, "command": args.command, "args": args.args, "timeout_ms": args.target.timeout_ms});
+    let wait = Duration::from_millis(args.target.timeout_ms + 5000);
+    let (status, value) = post(&args.target.server, "/api/v1/command", &body, wait)?;
     check(status, &value)?;
-    if args.json {
+    if args.target.json {
         println!("{value}");
         return Ok(());
     }
