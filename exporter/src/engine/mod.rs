@@ -674,10 +674,15 @@ impl Engine {
                 continue;
             }
             let authoritative = k == leaf && row.issuer == sender;
+            // A zone that grows is not relayed (see `not_growing`).
+            let settled = relay
+                && self.tables[k]
+                    .get(name)
+                    .is_some_and(|held| not_growing(&held.row, &row));
             match self.tables[k].offer(name, row.clone(), now.mono_ms, authoritative) {
                 Offer::Installed { content_changed } => {
                     self.stats.rows_installed += 1;
-                    if content_changed {
+                    if content_changed && settled {
                         changed.push(row);
                     }
                 }
@@ -884,7 +889,8 @@ impl Engine {
                 self.root = row;
                 continue;
             }
-            let pushes = content_changed && {
+            let settled = previous.as_ref().is_some_and(|p| not_growing(p, &row));
+            let pushes = content_changed && settled && {
                 let me = self.cfg.advertise;
                 let contacts = row.contacts();
                 contacts[..contacts.len().min(self.cfg.pushers)].contains(&me)
@@ -1051,4 +1057,14 @@ impl Engine {
             self.send(to, wrap(batch));
         }
     }
+}
+
+/// Whether a new version of a zone row may be pushed and relayed: not while
+/// its membership grows. In a cold start every zone grows every round, and
+/// pushing each version, with every receiver relaying it down its subtree,
+/// made each round a broadcast of every zone row (traffic grew with N);
+/// anti-entropy alone carries a forming zone. A change of values, a leave or
+/// a failure is still pushed at once.
+fn not_growing(previous: &Row, next: &Row) -> bool {
+    next.members() <= previous.members()
 }

@@ -10,11 +10,12 @@ pub mod overlay;
 mod report;
 mod tree;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 
 pub use network::{addr_of, index_of, link_latency_ms, NetworkConfig, Partition};
 pub use report::{run_benchmark, MinMax, SimOptions, SimReport};
@@ -116,14 +117,44 @@ impl EventQueue {
         self.buckets.keys().next().copied()
     }
 
-    fn pop(&mut self) -> Option<(u64, Event)> {
-        let mut entry = self.buckets.first_entry()?;
-        let at = *entry.key();
-        let event = entry.get_mut().pop_front();
-        if entry.get().is_empty() {
-            entry.remove();
+    /// All events of one millisecond. Events scheduled for that same
+    /// millisecond while they run form a new batch.
+    fn take(&mut self, at: u64) -> Option<VecDeque<Event>> {
+        self.buckets.remove(&at)
+    }
+}
+
+/// Below this many agents busy in one millisecond, threads cost more than
+/// they give.
+const PARALLEL_MIN_AGENTS: usize = 64;
+
+enum Work {
+    Tick,
+    Deliver {
+        from: std::net::SocketAddr,
+        envelope: Envelope,
+    },
+}
+
+/// One agent's events of one virtual millisecond, run apart from the rest.
+struct AgentJob {
+    agent: usize,
+    now: Now,
+    engine: Engine,
+    /// Events with their position in the millisecond's order.
+    work: Vec<(usize, Work)>,
+    outputs: Vec<(usize, Vec<Effect>)>,
+}
+
+impl AgentJob {
+    fn run(&mut self) {
+        for (pos, work) in self.work.drain(..) {
+            let effects = match work {
+                Work::Tick => self.engine.tick(self.now),
+                Work::Deliver { from, envelope } => self.engine.handle(self.now, from, envelope),
+            };
+            self.outputs.push((pos, effects));
         }
-        event.map(|e| (at, e))
     }
 }
 
@@ -450,60 +481,115 @@ impl Sim {
     }
 
     /// Processes events up to virtual time `until_ms`, or until `stop`
-    /// says so (checked after each event). Returns whether `stop` fired.
+    /// says so (checked after each virtual millisecond in which a root
+    /// changed). Returns whether `stop` fired.
+    ///
+    /// Every link takes at least a millisecond, so the events of one
+    /// millisecond cannot cause each other: each agent's events of the
+    /// millisecond run in order, different agents run in parallel, and the
+    /// effects are then sent in the order of the events that made them. The
+    /// result is the same whatever the number of threads.
     pub fn run_until(&mut self, until_ms: u64, stop: &mut dyn FnMut(&Sim) -> bool) -> bool {
         while let Some(next) = self.queue.next_time() {
             if next > until_ms {
                 break;
             }
-            let Some((at, event)) = self.queue.pop() else {
+            let Some(events) = self.queue.take(next) else {
                 break;
             };
-            self.now = at;
-            let i = match event {
-                Event::Tick { agent } => {
-                    if self.agents[agent].tick_at != at {
-                        continue;
-                    }
-                    self.agents[agent].tick_at = u64::MAX;
-                    let now = self.now_for(agent);
-                    let Some(engine) = self.agents[agent].engine.as_mut() else {
-                        continue;
-                    };
-                    let effects = engine.tick(now);
-                    self.dispatch(agent, effects);
-                    agent
+            self.now = next;
+            let mut jobs = self.jobs_for(events);
+            if jobs.len() >= PARALLEL_MIN_AGENTS {
+                jobs.par_iter_mut().for_each(AgentJob::run);
+            } else {
+                jobs.iter_mut().for_each(AgentJob::run);
+            }
+            let mut outputs: Vec<(usize, usize, Vec<Effect>)> = Vec::new();
+            let mut touched = Vec::with_capacity(jobs.len());
+            for job in jobs {
+                self.agents[job.agent].engine = Some(job.engine);
+                touched.push(job.agent);
+                outputs.extend(job.outputs.into_iter().map(|(pos, e)| (pos, job.agent, e)));
+            }
+            outputs.sort_unstable_by_key(|(pos, _, _)| *pos);
+            for (_, agent, effects) in outputs {
+                self.dispatch(agent, effects);
+            }
+            let mut root_changed = false;
+            for i in touched {
+                self.schedule_tick(i);
+                let changed = match (&self.agents[i].last_root, self.agents[i].engine.as_ref()) {
+                    (Some(last), Some(e)) => !Arc::ptr_eq(last, e.root()),
+                    (None, Some(_)) => true,
+                    _ => false,
+                };
+                if changed {
+                    self.agents[i].last_root =
+                        self.agents[i].engine.as_ref().map(|e| e.root().clone());
+                    self.update_ok(i);
+                    root_changed = true;
                 }
-                Event::Deliver { to, from, envelope } => {
-                    let now = self.now_for(to);
-                    let Some(engine) = self.agents[to].engine.as_mut() else {
-                        self.dropped += 1;
-                        continue;
-                    };
-                    self.delivered += 1;
-                    let effects = engine.handle(now, addr_of(from), envelope);
-                    self.dispatch(to, effects);
-                    to
-                }
-            };
-            self.schedule_tick(i);
-            let root_changed = match (&self.agents[i].last_root, self.agents[i].engine.as_ref()) {
-                (Some(last), Some(e)) => !Arc::ptr_eq(last, e.root()),
-                (None, Some(_)) => true,
-                _ => false,
-            };
-            if root_changed {
-                self.agents[i].last_root = self.agents[i].engine.as_ref().map(|e| e.root().clone());
-                self.update_ok(i);
-                if stop(self) {
-                    return true;
-                }
+            }
+            if root_changed && stop(self) {
+                return true;
             }
         }
         if self.now < until_ms {
             self.now = until_ms;
         }
         false
+    }
+
+    /// Groups one millisecond's events by the agent they are for, in order,
+    /// taking each engine out of the agent for the time of the step. Stale
+    /// ticks and messages to dead agents are dropped here.
+    fn jobs_for(&mut self, events: VecDeque<Event>) -> Vec<AgentJob> {
+        let mut jobs: Vec<AgentJob> = Vec::new();
+        let mut job_of: HashMap<usize, usize> = HashMap::new();
+        for (pos, event) in events.into_iter().enumerate() {
+            let (agent, work) = match event {
+                Event::Tick { agent } => {
+                    if self.agents[agent].tick_at != self.now {
+                        continue;
+                    }
+                    self.agents[agent].tick_at = u64::MAX;
+                    (agent, Work::Tick)
+                }
+                Event::Deliver { to, from, envelope } => {
+                    if self.agents[to].engine.is_none() && !job_of.contains_key(&to) {
+                        self.dropped += 1;
+                        continue;
+                    }
+                    self.delivered += 1;
+                    (
+                        to,
+                        Work::Deliver {
+                            from: addr_of(from),
+                            envelope,
+                        },
+                    )
+                }
+            };
+            let index = match job_of.get(&agent) {
+                Some(j) => *j,
+                None => {
+                    let Some(engine) = self.agents[agent].engine.take() else {
+                        continue;
+                    };
+                    jobs.push(AgentJob {
+                        agent,
+                        now: self.now_for(agent),
+                        engine,
+                        work: Vec::new(),
+                        outputs: Vec::new(),
+                    });
+                    job_of.insert(agent, jobs.len() - 1);
+                    jobs.len() - 1
+                }
+            };
+            jobs[index].work.push((pos, work));
+        }
+        jobs
     }
 
     /// Runs until every live agent's root satisfies the predicate, or the
