@@ -150,7 +150,7 @@ impl Engine {
             - 2;
         engine.body = engine.leaf_body(attrs);
         engine.issue_own_row(now);
-        engine.refresh_ancestors(now);
+        engine.refresh_ancestors(now, true);
         engine.outbox.clear();
         Ok(engine)
     }
@@ -327,7 +327,7 @@ impl Engine {
             let dropped = self.tables[k].expire(now.mono_ms, expiry, forget(expiry));
             self.stats.rows_expired += dropped.len() as u64;
         }
-        self.refresh_ancestors(now);
+        self.refresh_ancestors(now, true);
         self.gossip(now);
     }
 
@@ -834,7 +834,13 @@ impl Engine {
     /// the tables that changed. A zone row's freshness comes from its
     /// inputs (see `Freshness`), and its body is reused when the content is
     /// the same, so a heartbeat costs no merge.
-    fn refresh_ancestors(&mut self, now: Now) {
+    ///
+    /// A change of freshness alone (heartbeats) is taken up only when
+    /// `with_freshness`, once per round just before gossiping: recomputing
+    /// it after every message cost O(rows) per table per message, the
+    /// largest item of a steady-state round, and a zone row one round
+    /// behind in freshness loses nothing (expiry is tens of rounds).
+    fn refresh_ancestors(&mut self, now: Now, with_freshness: bool) {
         let leaf = self.leaf_table();
         if self.tables.iter().any(|t| t.content_dirty) {
             // Content changed: wait for the merge gap. Recomputing only the
@@ -848,7 +854,7 @@ impl Engine {
             self.last_merge_ms = Some(now.mono_ms);
         }
         for k in (0..self.tables.len()).rev() {
-            if !self.tables[k].dirty {
+            if !self.tables[k].dirty || !(with_freshness || self.tables[k].content_dirty) {
                 continue;
             }
             self.tables[k].dirty = false;
@@ -937,7 +943,7 @@ impl Engine {
     }
 
     fn finish(&mut self, now: Now) -> Vec<Effect> {
-        self.refresh_ancestors(now);
+        self.refresh_ancestors(now, false);
         self.flush_pushes(now);
         self.flush_forwards(now);
         std::mem::take(&mut self.outbox)
