@@ -45,6 +45,10 @@ pub struct AgentOptions {
     pub web_config: Option<PathBuf>,
     /// Actions the overlay may run here (`crate::overlay::actions`).
     pub actions: crate::overlay::actions::Actions,
+    /// Operator keys whose signatures commands and certificates need.
+    pub trusted_keys: crate::security::TrustedKeys,
+    /// How far a signed command's issue time may be from our clock.
+    pub signature_window: Duration,
 }
 
 /// A stable id from the zone path, so a restarted agent is the same agent.
@@ -255,6 +259,20 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
         ),
     }
 
+    let signatures = Arc::new(crate::security::SignatureRefusals::default());
+    if opts.trusted_keys.is_empty() {
+        tracing::warn!(
+            "COMMANDS ARE UNSIGNED: any client of the command API, and any holder of the gossip key, can make this agent run its configured actions, collect or set-log-level; set --security.trusted-key (astrolabe operator-key generate)"
+        );
+    } else {
+        tracing::info!(keys = ?opts.trusted_keys.describe(), "commands need an operator signature by one of these keys");
+    }
+    let command_guard = crate::security::command::CommandGuard::new(
+        opts.trusted_keys.clone(),
+        opts.signature_window.as_millis() as u64,
+        signatures.clone(),
+    );
+
     // Collectors run on blocking threads and send fresh leaf attributes.
     let (attrs_tx, mut attrs_rx) = mpsc::channel::<(Attributes, Arc<Vec<MetricFamily>>)>(4);
     let mut collectors: Vec<Arc<dyn Collector>> = if opts.host_collectors {
@@ -328,6 +346,7 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
         opts.id ^ wall_ms().rotate_left(17),
         opts.actions.clone(),
         agent_cmd_tx,
+        command_guard,
     );
     let task = tokio::spawn(async move {
         let mut host: Arc<Vec<MetricFamily>> = Arc::new(Vec::new());
@@ -339,6 +358,7 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
         let publish = |engine: &Engine, host: &Arc<Vec<MetricFamily>>| {
             cell.set(View {
                 queries: query_metrics.clone(),
+                signatures: signatures.clone(),
                 ..View::capture(engine, now().mono_ms, host.clone(), drops.snapshot())
             });
         };

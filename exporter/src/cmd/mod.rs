@@ -3,5 +3,6 @@
 pub mod agent;
 pub mod demo;
 pub mod keys;
+pub mod operator_key;
 pub mod query;
 pub mod sim;

@@ -38,6 +38,9 @@ pub struct QueryArgs {
 pub struct CommandArgs {
     #[command(flatten)]
     pub target: Target,
+    /// Sign the command with this operator private key (astrolabe operator-key generate); agents with trusted keys run only signed commands.
+    #[arg(long)]
+    pub key: Option<std::path::PathBuf>,
     /// collect, set-log-level LEVEL, or an action configured on the hosts.
     pub command: String,
     /// Arguments of the command.
@@ -205,7 +208,31 @@ pub fn run_query(args: QueryArgs) -> anyhow::Result<()> {
 }
 
 pub fn run_command(args: CommandArgs) -> anyhow::Result<()> {
-    let body = json!({"zone": args.target.zone, "command": args.command, "args": args.args, "timeout_ms": args.target.timeout_ms});
+    let mut body = json!({"zone": args.target.zone, "command": args.command, "args": args.args, "timeout_ms": args.target.timeout_ms});
+    if let Some(path) = &args.key {
+        // Signed here: only the signature travels, never the private key.
+        let key = crate::security::OperatorKey::load(path)?;
+        let issued_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let mut nonce = [0u8; 8];
+        getrandom::fill(&mut nonce).map_err(|e| anyhow!("cannot draw a nonce: {e}"))?;
+        let seal = crate::security::command::seal_command(
+            &key,
+            &args.target.zone,
+            &args.command,
+            &args.args,
+            issued_ms,
+            u64::from_le_bytes(nonce),
+        );
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        body["issued_ms"] = json!(seal.issued_ms);
+        body["nonce"] = json!(seal.nonce);
+        body["key"] = json!(b64.encode(&seal.key));
+        body["signature"] = json!(b64.encode(&seal.signature));
+    }
     let wait = Duration::from_millis(args.target.timeout_ms + 5000);
     let (status, value) = post(&args.target.server, "/api/v1/command", &body, wait)?;
     check(status, &value)?;
@@ -228,10 +255,11 @@ pub fn run_command(args: CommandArgs) -> anyhow::Result<()> {
         );
     }
     println!(
-        "ok: {}, failed: {}, not configured: {}",
+        "ok: {}, failed: {}, not configured: {}, refused: {}",
         value["ok"].as_u64().unwrap_or(0),
         value["failed"].as_u64().unwrap_or(0),
-        value["not_configured"].as_u64().unwrap_or(0)
+        value["not_configured"].as_u64().unwrap_or(0),
+        value["refused"].as_u64().unwrap_or(0)
     );
     println!("{}", coverage_line(&value));
     Ok(())
