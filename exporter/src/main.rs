@@ -26,6 +26,8 @@ enum Command {
     Demo(cmd::demo::DemoArgs),
     /// Generate gossip keys and rotate them across a running cluster.
     Keys(cmd::keys::KeysArgs),
+    /// Install, remove and list signed aggregates of a zone at runtime.
+    Aggregate(cmd::aggregate::AggregateArgs),
     /// Create operator keys that sign commands and aggregate certificates.
     #[command(name = "operator-key")]
     OperatorKey(cmd::operator_key::OperatorKeyArgs),
@@ -72,6 +74,7 @@ fn main() -> ExitCode {
         Command::Sim(args) => cmd::sim::run(args),
         Command::Keys(args) => cmd::keys::run(args),
         Command::OperatorKey(args) => cmd::operator_key::run(args),
+        Command::Aggregate(args) => cmd::aggregate::run(args),
         Command::Query(args) => cmd::query::run_query(args),
         Command::Exec(args) => cmd::query::run_command(args),
     };

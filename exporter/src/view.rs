@@ -35,6 +35,8 @@ pub struct View {
     pub queries: Arc<crate::overlay::metrics::QueryMetrics>,
     /// Commands and certificates refused for their operator signature.
     pub signatures: Arc<crate::security::SignatureRefusals>,
+    /// Aggregate certificates held (installs and removals).
+    pub certificates: Vec<Arc<crate::security::certificate::AggregateCertificate>>,
 }
 
 impl View {
@@ -88,6 +90,7 @@ impl View {
             ready: tables.iter().any(|t| t.live_siblings().next().is_some()),
             queries: Arc::default(),
             signatures: Arc::default(),
+            certificates: engine.certificates(),
         }
     }
 }

@@ -205,6 +205,8 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
         return Err(AgentError::Unadvertisable(advertise));
     }
     let view = Arc::new(ViewCell::default());
+    let signatures = Arc::new(crate::security::SignatureRefusals::default());
+    let (cert_tx, mut cert_rx) = mpsc::channel::<crate::security::api::CertCall>(16);
     let (calls_tx, mut calls_rx) = mpsc::channel::<crate::overlay::runtime::Call>(64);
     // The overlay's APIs go through the same TLS and authentication as the rest.
     let query_metrics = Arc::new(crate::overlay::metrics::QueryMetrics::default());
@@ -212,6 +214,13 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
         crate::overlay::runtime::OverlayHandle {
             calls: calls_tx,
             metrics: query_metrics.clone(),
+        },
+    ));
+    app = app.merge(crate::security::api::router(
+        crate::security::api::AggregatesHandle {
+            calls: cert_tx,
+            view: view.clone(),
+            refusals: signatures.clone(),
         },
     ));
     if let Some(sec) = &opts.gossip_security {
@@ -238,6 +247,10 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
         .collect();
     cfg.interval_ms = opts.interval.as_millis().max(1) as u64;
     cfg.rng_seed = opts.id ^ wall_ms();
+    cfg.certificates = crate::engine::certs::CertConfig {
+        trusted: opts.trusted_keys.clone(),
+        refusals: signatures.clone(),
+    };
     let started = Instant::now();
     let now = move || Now {
         mono_ms: started.elapsed().as_millis() as u64,
@@ -259,10 +272,9 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
         ),
     }
 
-    let signatures = Arc::new(crate::security::SignatureRefusals::default());
     if opts.trusted_keys.is_empty() {
         tracing::warn!(
-            "COMMANDS ARE UNSIGNED: any client of the command API, and any holder of the gossip key, can make this agent run its configured actions, collect or set-log-level; set --security.trusted-key (astrolabe operator-key generate)"
+            "COMMANDS ARE UNSIGNED: any client of the command API, and any holder of the gossip key, can make this agent run its configured actions, collect or set-log-level (and no aggregate certificate can be applied); set --security.trusted-key (astrolabe operator-key generate)"
         );
     } else {
         tracing::info!(keys = ?opts.trusted_keys.describe(), "commands need an operator signature by one of these keys");
@@ -405,6 +417,18 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
                     let dir = crate::overlay::Tables(engine.tables());
                     overlay_effects = overlay.overlay.local_done(now().mono_ms, qid, outcome, &dir);
                     Vec::new()
+                }
+                Some((cert, verdict)) = cert_rx.recv() => {
+                    match engine.install_certificate(now(), cert) {
+                        Ok(effects) => {
+                            let _ = verdict.send(Ok(()));
+                            effects
+                        }
+                        Err(e) => {
+                            let _ = verdict.send(Err(e));
+                            Vec::new()
+                        }
+                    }
                 }
                 Some(command) = agent_cmd_rx.recv() => {
                     match command {

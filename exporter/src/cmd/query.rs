@@ -48,7 +48,23 @@ pub struct CommandArgs {
 }
 
 /// POSTs JSON and returns the status and the parsed body.
-fn post(server: &str, path: &str, body: &Value, timeout: Duration) -> anyhow::Result<(u16, Value)> {
+pub(crate) fn post(
+    server: &str,
+    path: &str,
+    body: &Value,
+    timeout: Duration,
+) -> anyhow::Result<(u16, Value)> {
+    request(server, "POST", path, Some(body), timeout)
+}
+
+/// One HTTP/1.0 request with an optional JSON body; the status and the parsed answer.
+pub(crate) fn request(
+    server: &str,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+    timeout: Duration,
+) -> anyhow::Result<(u16, Value)> {
     let rest = server
         .strip_prefix("http://")
         .ok_or_else(|| anyhow!("--server {server:?}: expected http://host:port"))?;
@@ -56,10 +72,10 @@ fn post(server: &str, path: &str, body: &Value, timeout: Duration) -> anyhow::Re
     let mut stream =
         TcpStream::connect(authority).with_context(|| format!("cannot reach {server}"))?;
     stream.set_read_timeout(Some(timeout)).ok();
-    let text = body.to_string();
+    let text = body.map(Value::to_string).unwrap_or_default();
     // HTTP/1.0: the answer comes whole, then the connection closes.
     let request = format!(
-        "POST {path} HTTP/1.0\r\nHost: {authority}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{text}",
+        "{method} {path} HTTP/1.0\r\nHost: {authority}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{text}",
         text.len()
     );
     stream
@@ -83,7 +99,7 @@ fn post(server: &str, path: &str, body: &Value, timeout: Duration) -> anyhow::Re
     Ok((status, value))
 }
 
-fn check(status: u16, value: &Value) -> anyhow::Result<()> {
+pub(crate) fn check(status: u16, value: &Value) -> anyhow::Result<()> {
     if status != 200 {
         let msg = value
             .get("error")

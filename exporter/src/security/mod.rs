@@ -1,6 +1,7 @@
 //! Operator signatures: keys, signed commands and signed aggregate
 //! certificates, and the counters of what was refused.
 
+pub mod api;
 pub mod certificate;
 pub mod command;
 pub mod operator;
