@@ -299,3 +299,104 @@ fn only_commands_signed_by_a_trusted_operator_key_run() {
     assert_eq!(refusals(&agents[3], "unsigned"), 2.0);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Starts a lone agent with `env` and `args`; the agent if it serves
+/// /metrics, else its one-line error.
+fn start_alone(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Result<Agent, String> {
+    let gossip = free_port();
+    let web = free_port();
+    let mut cmd = Command::new(BIN);
+    cmd.arg("agent")
+        .args(["--zone", "/solo/h"])
+        .args(["--gossip.listen-address", &format!("127.0.0.1:{gossip}")])
+        .args(["--web.listen-address", &format!("127.0.0.1:{web}")])
+        .args(["--gossip.interval", "200ms", "--no-collector.host"])
+        .args(args)
+        .env_remove("ASTROLABE_SECURITY_TRUSTED_KEY")
+        .envs(env.iter().copied())
+        .env("ASTROLABE_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let up = eventually(Duration::from_secs(10), || {
+        http_get(web, "/metrics").is_some() || matches!(child.try_wait(), Ok(Some(_)))
+    });
+    if up && http_get(web, "/metrics").is_some() {
+        return Ok(Agent {
+            zone: "/solo/h".into(),
+            gossip,
+            web,
+            dir: dir.to_path_buf(),
+            child: Some(child),
+        });
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+}
+
+#[test]
+fn trusted_keys_come_from_flag_then_environment_then_file() {
+    let dir = temp_dir("trusted-key-layers");
+    let k1_path = dir.join("k1.key");
+    let k1 = generate_key(&k1_path);
+    let k2_path = dir.join("k2.key");
+    let k2 = generate_key(&k2_path);
+    let file = dir.join("agent.toml");
+    std::fs::write(&file, "[security]\ntrusted_keys = [\"bad-from-file\"]\n").unwrap();
+    let file_arg = ["--config.file", file.to_str().unwrap()];
+
+    // The file alone: its bad key stops start-up, named in one line.
+    let err = start_alone(&dir, &[], &file_arg).err().expect("refused");
+    assert!(
+        err.contains("bad-from-file") && err.lines().count() == 1,
+        "{err}"
+    );
+    // The environment wins over the file; a bad key in it is named too.
+    let both = format!("{k1},bad-from-env");
+    let err = start_alone(
+        &dir,
+        &[("ASTROLABE_SECURITY_TRUSTED_KEY", &both)],
+        &file_arg,
+    )
+    .err()
+    .expect("refused");
+    assert!(err.contains("bad-from-env"), "{err}");
+    // The flag wins over a bad environment.
+    let flagged = start_alone(
+        &dir,
+        &[("ASTROLABE_SECURITY_TRUSTED_KEY", "bad-from-env")],
+        &["--security.trusted-key", &k1],
+    );
+    assert!(flagged.is_ok(), "{:?}", flagged.err());
+    drop(flagged);
+
+    // Two keys, comma-separated in the environment, over the file: a
+    // command signed by either runs, one signed by neither does not.
+    let pair = format!("{k1},{k2}");
+    let agent = start_alone(
+        &dir,
+        &[("ASTROLABE_SECURITY_TRUSTED_KEY", &pair)],
+        &file_arg,
+    )
+    .expect("starts");
+    let server = format!("http://127.0.0.1:{}", agent.web);
+    let stranger_path = dir.join("k3.key");
+    generate_key(&stranger_path);
+    for (key, runs) in [(&k1_path, true), (&k2_path, true), (&stranger_path, false)] {
+        let out = Command::new(BIN)
+            .args(["command", "--server", &server, "--zone", "/solo", "--json"])
+            .args(["--key", key.to_str().unwrap(), "collect"])
+            .output()
+            .unwrap();
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        let expected = if runs {
+            (json!(1), json!(0))
+        } else {
+            (json!(0), json!(1))
+        };
+        assert_eq!((v["ok"].clone(), v["refused"].clone()), expected, "{v}");
+    }
+    drop(agent);
+    let _ = std::fs::remove_dir_all(&dir);
+}
