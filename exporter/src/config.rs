@@ -32,6 +32,19 @@ pub struct FileConfig {
     /// Actions the overlay may run: name = ["program", "arg", ...].
     #[serde(default)]
     pub actions: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    pub security: SecuritySection,
+}
+
+/// `[security]`: operator keys whose signatures commands and aggregate
+/// certificates need.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecuritySection {
+    /// Ed25519 public keys, base64 (`astrolabe operator-key generate`).
+    #[serde(default)]
+    pub trusted_keys: Vec<String>,
+    pub signature_window: Option<String>,
 }
 
 /// `[otlp]`: push to an OpenTelemetry endpoint (off without `endpoint`).

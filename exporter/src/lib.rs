@@ -10,6 +10,7 @@ pub mod engine;
 pub mod http;
 pub mod otel;
 pub mod overlay;
+pub mod security;
 pub mod sim;
 pub mod transport;
 pub mod view;

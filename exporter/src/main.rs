@@ -26,6 +26,11 @@ enum Command {
     Demo(cmd::demo::DemoArgs),
     /// Generate gossip keys and rotate them across a running cluster.
     Keys(cmd::keys::KeysArgs),
+    /// Install, remove and list signed aggregates of a zone at runtime.
+    Aggregate(cmd::aggregate::AggregateArgs),
+    /// Create operator keys that sign commands and aggregate certificates.
+    #[command(name = "operator-key")]
+    OperatorKey(cmd::operator_key::OperatorKeyArgs),
     /// Simulate N agents on a virtual clock and report convergence as JSON.
     Sim(cmd::sim::SimArgs),
     /// Ask every host of a zone a SQL question (tables host and process).
@@ -68,6 +73,8 @@ fn main() -> ExitCode {
         Command::Demo(args) => cmd::demo::run(args),
         Command::Sim(args) => cmd::sim::run(args),
         Command::Keys(args) => cmd::keys::run(args),
+        Command::OperatorKey(args) => cmd::operator_key::run(args),
+        Command::Aggregate(args) => cmd::aggregate::run(args),
         Command::Query(args) => cmd::query::run_query(args),
         Command::Exec(args) => cmd::query::run_command(args),
     };

@@ -33,6 +33,10 @@ pub struct View {
     pub ready: bool,
     /// Live counters of on-demand queries, read at scrape time.
     pub queries: Arc<crate::overlay::metrics::QueryMetrics>,
+    /// Commands and certificates refused for their operator signature.
+    pub signatures: Arc<crate::security::SignatureRefusals>,
+    /// Aggregate certificates held (installs and removals).
+    pub certificates: Vec<Arc<crate::security::certificate::AggregateCertificate>>,
 }
 
 impl View {
@@ -85,6 +89,8 @@ impl View {
             host,
             ready: tables.iter().any(|t| t.live_siblings().next().is_some()),
             queries: Arc::default(),
+            signatures: Arc::default(),
+            certificates: engine.certificates(),
         }
     }
 }

@@ -258,6 +258,8 @@ fn options(zone: &str, seeds: Vec<SocketAddr>, work: i64) -> AgentOptions {
         gossip_security: None,
         web_config: None,
         actions: Default::default(),
+        trusted_keys: Default::default(),
+        signature_window: Duration::from_secs(60),
     }
 }
 

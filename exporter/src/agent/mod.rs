@@ -45,6 +45,10 @@ pub struct AgentOptions {
     pub web_config: Option<PathBuf>,
     /// Actions the overlay may run here (`crate::overlay::actions`).
     pub actions: crate::overlay::actions::Actions,
+    /// Operator keys whose signatures commands and certificates need.
+    pub trusted_keys: crate::security::TrustedKeys,
+    /// How far a signed command's issue time may be from our clock.
+    pub signature_window: Duration,
 }
 
 /// A stable id from the zone path, so a restarted agent is the same agent.
@@ -201,6 +205,8 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
         return Err(AgentError::Unadvertisable(advertise));
     }
     let view = Arc::new(ViewCell::default());
+    let signatures = Arc::new(crate::security::SignatureRefusals::default());
+    let (cert_tx, mut cert_rx) = mpsc::channel::<crate::security::api::CertCall>(16);
     let (calls_tx, mut calls_rx) = mpsc::channel::<crate::overlay::runtime::Call>(64);
     // The overlay's APIs go through the same TLS and authentication as the rest.
     let query_metrics = Arc::new(crate::overlay::metrics::QueryMetrics::default());
@@ -208,6 +214,13 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
         crate::overlay::runtime::OverlayHandle {
             calls: calls_tx,
             metrics: query_metrics.clone(),
+        },
+    ));
+    app = app.merge(crate::security::api::router(
+        crate::security::api::AggregatesHandle {
+            calls: cert_tx,
+            view: view.clone(),
+            refusals: signatures.clone(),
         },
     ));
     if let Some(sec) = &opts.gossip_security {
@@ -234,6 +247,10 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
         .collect();
     cfg.interval_ms = opts.interval.as_millis().max(1) as u64;
     cfg.rng_seed = opts.id ^ wall_ms();
+    cfg.certificates = crate::engine::certs::CertConfig {
+        trusted: opts.trusted_keys.clone(),
+        refusals: signatures.clone(),
+    };
     let started = Instant::now();
     let now = move || Now {
         mono_ms: started.elapsed().as_millis() as u64,
@@ -254,6 +271,19 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
             "GOSSIP IS UNAUTHENTICATED AND UNENCRYPTED: anyone who can reach {gossip_addr} can read and forge this cluster's state; set --gossip.key or --gossip.keyring-file (astrolabe keys generate)"
         ),
     }
+
+    if opts.trusted_keys.is_empty() {
+        tracing::warn!(
+            "COMMANDS ARE UNSIGNED: any client of the command API, and any holder of the gossip key, can make this agent run its configured actions, collect or set-log-level (and no aggregate certificate can be applied); set --security.trusted-key (astrolabe operator-key generate)"
+        );
+    } else {
+        tracing::info!(keys = ?opts.trusted_keys.describe(), "commands need an operator signature by one of these keys");
+    }
+    let command_guard = crate::security::command::CommandGuard::new(
+        opts.trusted_keys.clone(),
+        opts.signature_window.as_millis() as u64,
+        signatures.clone(),
+    );
 
     // Collectors run on blocking threads and send fresh leaf attributes.
     let (attrs_tx, mut attrs_rx) = mpsc::channel::<(Attributes, Arc<Vec<MetricFamily>>)>(4);
@@ -328,6 +358,7 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
         opts.id ^ wall_ms().rotate_left(17),
         opts.actions.clone(),
         agent_cmd_tx,
+        command_guard,
     );
     let task = tokio::spawn(async move {
         let mut host: Arc<Vec<MetricFamily>> = Arc::new(Vec::new());
@@ -339,6 +370,7 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
         let publish = |engine: &Engine, host: &Arc<Vec<MetricFamily>>| {
             cell.set(View {
                 queries: query_metrics.clone(),
+                signatures: signatures.clone(),
                 ..View::capture(engine, now().mono_ms, host.clone(), drops.snapshot())
             });
         };
@@ -385,6 +417,18 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
                     let dir = crate::overlay::Tables(engine.tables());
                     overlay_effects = overlay.overlay.local_done(now().mono_ms, qid, outcome, &dir);
                     Vec::new()
+                }
+                Some((cert, verdict)) = cert_rx.recv() => {
+                    match engine.install_certificate(now(), cert) {
+                        Ok(effects) => {
+                            let _ = verdict.send(Ok(()));
+                            effects
+                        }
+                        Err(e) => {
+                            let _ = verdict.send(Err(e));
+                            Vec::new()
+                        }
+                    }
                 }
                 Some(command) = agent_cmd_rx.recv() => {
                     match command {

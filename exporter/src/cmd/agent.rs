@@ -135,6 +135,16 @@ pub struct AgentArgs {
     /// Sealed datagrams stamped further than this from our clock are dropped, and any seen twice within it.
     #[arg(long = "gossip.replay-window", env = "ASTROLABE_GOSSIP_REPLAY_WINDOW", default_value = "60s", value_parser = parse_duration)]
     pub gossip_replay_window: Duration,
+    /// An operator's Ed25519 public key (base64) whose signatures on commands and aggregate certificates this agent accepts (repeatable). With none, commands run unsigned.
+    #[arg(
+        long = "security.trusted-key",
+        env = "ASTROLABE_SECURITY_TRUSTED_KEY",
+        value_delimiter = ','
+    )]
+    pub trusted_keys: Vec<String>,
+    /// A signed command issued further than this from our clock is refused (and any nonce seen twice within it).
+    #[arg(long = "security.signature-window", env = "ASTROLABE_SECURITY_SIGNATURE_WINDOW", default_value = "60s", value_parser = parse_duration)]
+    pub signature_window: Duration,
     /// Log format: text or json.
     #[arg(
         long = "log.format",
@@ -237,6 +247,17 @@ pub fn apply_file(args: &mut AgentArgs, matches: Option<&clap::ArgMatches>) -> a
     }
     if args.seeds.is_empty() {
         args.seeds = file.gossip.seeds;
+    }
+    if args.trusted_keys.is_empty() {
+        args.trusted_keys = file.security.trusted_keys;
+    }
+    if let Some(v) = file
+        .security
+        .signature_window
+        .filter(|_| defaulted("signature_window"))
+    {
+        args.signature_window =
+            parse_duration(&v).map_err(|e| at(format!("security.signature_window: {e}")))?;
     }
     if args.gossip_key.is_none() {
         args.gossip_key = file.gossip.key;
@@ -362,7 +383,11 @@ pub fn options(args: &AgentArgs) -> anyhow::Result<AgentOptions> {
             args.gossip_replay_window.as_millis() as u64,
         ))
     });
+    let trusted_keys = crate::security::TrustedKeys::parse(&args.trusted_keys)
+        .map_err(|e| anyhow::anyhow!("--security.trusted-key: {e}"))?;
     Ok(AgentOptions {
+        trusted_keys,
+        signature_window: args.signature_window,
         id: args.id.unwrap_or_else(|| id_from_zone(&zone)),
         zone,
         listen: args.gossip_listen,

@@ -138,6 +138,8 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
                 process_groups: Vec::new(),
                 gossip_security: (!args.no_gossip_encryption).then_some(security),
                 web_config: None,
+                trusted_keys: Default::default(),
+                signature_window: Duration::from_secs(60),
                 actions: Default::default(),
             };
             let agent = start(opts)

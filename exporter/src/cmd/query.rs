@@ -38,6 +38,9 @@ pub struct QueryArgs {
 pub struct CommandArgs {
     #[command(flatten)]
     pub target: Target,
+    /// Sign the command with this operator private key (astrolabe operator-key generate); agents with trusted keys run only signed commands.
+    #[arg(long)]
+    pub key: Option<std::path::PathBuf>,
     /// collect, set-log-level LEVEL, or an action configured on the hosts.
     pub command: String,
     /// Arguments of the command.
@@ -45,7 +48,23 @@ pub struct CommandArgs {
 }
 
 /// POSTs JSON and returns the status and the parsed body.
-fn post(server: &str, path: &str, body: &Value, timeout: Duration) -> anyhow::Result<(u16, Value)> {
+pub(crate) fn post(
+    server: &str,
+    path: &str,
+    body: &Value,
+    timeout: Duration,
+) -> anyhow::Result<(u16, Value)> {
+    request(server, "POST", path, Some(body), timeout)
+}
+
+/// One HTTP/1.0 request with an optional JSON body; the status and the parsed answer.
+pub(crate) fn request(
+    server: &str,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+    timeout: Duration,
+) -> anyhow::Result<(u16, Value)> {
     let rest = server
         .strip_prefix("http://")
         .ok_or_else(|| anyhow!("--server {server:?}: expected http://host:port"))?;
@@ -53,10 +72,10 @@ fn post(server: &str, path: &str, body: &Value, timeout: Duration) -> anyhow::Re
     let mut stream =
         TcpStream::connect(authority).with_context(|| format!("cannot reach {server}"))?;
     stream.set_read_timeout(Some(timeout)).ok();
-    let text = body.to_string();
+    let text = body.map(Value::to_string).unwrap_or_default();
     // HTTP/1.0: the answer comes whole, then the connection closes.
     let request = format!(
-        "POST {path} HTTP/1.0\r\nHost: {authority}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{text}",
+        "{method} {path} HTTP/1.0\r\nHost: {authority}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{text}",
         text.len()
     );
     stream
@@ -80,7 +99,7 @@ fn post(server: &str, path: &str, body: &Value, timeout: Duration) -> anyhow::Re
     Ok((status, value))
 }
 
-fn check(status: u16, value: &Value) -> anyhow::Result<()> {
+pub(crate) fn check(status: u16, value: &Value) -> anyhow::Result<()> {
     if status != 200 {
         let msg = value
             .get("error")
@@ -205,7 +224,31 @@ pub fn run_query(args: QueryArgs) -> anyhow::Result<()> {
 }
 
 pub fn run_command(args: CommandArgs) -> anyhow::Result<()> {
-    let body = json!({"zone": args.target.zone, "command": args.command, "args": args.args, "timeout_ms": args.target.timeout_ms});
+    let mut body = json!({"zone": args.target.zone, "command": args.command, "args": args.args, "timeout_ms": args.target.timeout_ms});
+    if let Some(path) = &args.key {
+        // Signed here: only the signature travels, never the private key.
+        let key = crate::security::OperatorKey::load(path)?;
+        let issued_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let mut nonce = [0u8; 8];
+        getrandom::fill(&mut nonce).map_err(|e| anyhow!("cannot draw a nonce: {e}"))?;
+        let seal = crate::security::command::seal_command(
+            &key,
+            &args.target.zone,
+            &args.command,
+            &args.args,
+            issued_ms,
+            u64::from_le_bytes(nonce),
+        );
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        body["issued_ms"] = json!(seal.issued_ms);
+        body["nonce"] = json!(seal.nonce);
+        body["key"] = json!(b64.encode(&seal.key));
+        body["signature"] = json!(b64.encode(&seal.signature));
+    }
     let wait = Duration::from_millis(args.target.timeout_ms + 5000);
     let (status, value) = post(&args.target.server, "/api/v1/command", &body, wait)?;
     check(status, &value)?;
@@ -228,10 +271,11 @@ pub fn run_command(args: CommandArgs) -> anyhow::Result<()> {
         );
     }
     println!(
-        "ok: {}, failed: {}, not configured: {}",
+        "ok: {}, failed: {}, not configured: {}, refused: {}",
         value["ok"].as_u64().unwrap_or(0),
         value["failed"].as_u64().unwrap_or(0),
-        value["not_configured"].as_u64().unwrap_or(0)
+        value["not_configured"].as_u64().unwrap_or(0),
+        value["refused"].as_u64().unwrap_or(0)
     );
     println!("{}", coverage_line(&value));
     Ok(())

@@ -39,6 +39,15 @@ pub enum Message {
     /// New freshness for rows whose content the receiver already holds (a
     /// heartbeat): a few dozen bytes instead of the whole row.
     Refresh(Vec<Refresh>),
+    /// A hash of the sender's aggregate certificates for zones of depth
+    /// up to `depth` (see `engine/certs.rs`); sent only by agents holding any.
+    CertDigest { depth: u8, hash: u64 },
+    /// Aggregate certificates for the zones both agents share; `answer`:
+    /// the receiver should send back its own if they differ.
+    Certs {
+        answer: bool,
+        certs: Vec<Arc<crate::security::certificate::AggregateCertificate>>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -165,6 +174,8 @@ impl Message {
             Message::Rows(rows) | Message::Push(rows) => {
                 varint_len(rows.len() as u64) + rows.iter().map(|r| r.encoded_len()).sum::<usize>()
             }
+            Message::CertDigest { depth, hash } => size_of(depth) + size_of(hash),
+            Message::Certs { answer, certs } => size_of(answer) + size_of(certs),
         }
     }
 }

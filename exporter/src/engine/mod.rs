@@ -7,6 +7,7 @@
 //! agent runs it under tokio and the simulator runs 10^5 of them on a
 //! virtual clock. The protocol is written down in docs/ALGORITHM.md.
 
+pub mod certs;
 mod config;
 mod message;
 mod stats;
@@ -87,6 +88,8 @@ pub struct Engine {
     outbox: Vec<Effect>,
     stats: Stats,
     left: bool,
+    /// Aggregate certificates held and the per-table sets they make.
+    certs: certs::CertState,
 }
 
 impl Engine {
@@ -139,6 +142,7 @@ impl Engine {
             outbox: Vec::new(),
             stats: Stats::default(),
             left: false,
+            certs: Default::default(),
             cfg,
         };
         engine.header_len = Envelope {
@@ -233,6 +237,7 @@ impl Engine {
     /// Replaces the aggregate set; every zone row is recomputed.
     pub fn set_aggregates(&mut self, now: Now, aggregates: Arc<AggregateSet>) -> Vec<Effect> {
         self.aggregates = aggregates;
+        self.rebuild_certificate_sets();
         for t in &mut self.tables {
             t.dirty = true;
             t.content_dirty = true;
@@ -311,6 +316,12 @@ impl Engine {
                 self.on_rows(now, from, envelope.sender, common, shared, rows, true)
             }
             Message::Refresh(items) => self.on_refresh(now, shared, items),
+            Message::CertDigest { depth, hash } => {
+                self.on_certificate_digest(from, &envelope.sender_zone, depth, hash)
+            }
+            Message::Certs { answer, certs } => {
+                self.on_certificates(now, from, &envelope.sender_zone, answer, certs)
+            }
         }
         self.finish(now)
     }
@@ -319,6 +330,7 @@ impl Engine {
 
     fn round(&mut self, now: Now) {
         self.stats.rounds += 1;
+        self.expire_certificates(now);
         self.issue_own_row(now);
         let leaf_depth = self.cfg.zone.depth();
         let forget = |e: u64| e * self.cfg.forget_after_expiries;
@@ -399,6 +411,7 @@ impl Engine {
         }
         for (to, level) in partners {
             self.send_digest(to, level);
+            self.send_certificate_digest(to, level);
         }
     }
 
@@ -913,10 +926,12 @@ impl Engine {
         let table = &self.tables[k];
         let live = table.rows().filter(|r| !r.is_tombstone());
         if leaves {
-            let states: Vec<_> = live.map(|r| r.body.leaf_states(&self.aggregates)).collect();
-            self.aggregates.merge(states.iter().map(|s| s.as_ref()))
+            let set = self.table_aggregates(k);
+            let states: Vec<_> = live.map(|r| r.body.leaf_states(set)).collect();
+            set.merge(states.iter().map(|s| s.as_ref()))
         } else {
-            self.aggregates.merge(live.filter_map(|r| r.states()))
+            self.table_aggregates(k)
+                .merge(live.filter_map(|r| r.states()))
         }
     }
 
@@ -980,6 +995,7 @@ impl Engine {
                 self.stats.sent_by_kind[3] += 1;
                 self.stats.refreshes_sent += items.len() as u64;
             }
+            Message::CertDigest { .. } | Message::Certs { .. } => {}
         }
         self.stats.bytes_sent += len as u64;
         self.outbox.push(Effect::Send { to, envelope });

@@ -191,6 +191,7 @@ fn agent_families(view: &View) -> Vec<MetricFamily> {
     ]
     .into_iter()
     .chain(view.queries.families())
+    .chain(std::iter::once(view.signatures.family()))
     .collect()
 }
 

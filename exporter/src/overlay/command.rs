@@ -13,6 +13,8 @@ pub enum Status {
     Ok,
     Failed,
     NotConfigured,
+    /// Not run: the operator signature was missing, wrong or expired.
+    Refused,
 }
 
 impl Status {
@@ -21,6 +23,7 @@ impl Status {
             Status::Ok => "ok",
             Status::Failed => "failed",
             Status::NotConfigured => "not-configured",
+            Status::Refused => "refused",
         }
     }
 }
@@ -38,6 +41,7 @@ pub struct Tally {
     pub ok: u32,
     pub failed: u32,
     pub not_configured: u32,
+    pub refused: u32,
     pub outputs: Vec<HostOutput>,
 }
 
@@ -61,6 +65,7 @@ impl Tally {
             Status::Ok => t.ok = 1,
             Status::Failed => t.failed = 1,
             Status::NotConfigured => t.not_configured = 1,
+            Status::Refused => t.refused = 1,
         }
         // Hosts where the action is not configured say nothing more.
         if status != Status::NotConfigured {
@@ -77,6 +82,7 @@ impl Tally {
         self.ok += other.ok;
         self.failed += other.failed;
         self.not_configured += other.not_configured;
+        self.refused += other.refused;
         self.outputs.extend(other.outputs.iter().cloned());
         // Failures first: they are what an operator reads the outputs for.
         self.outputs.sort_by(|a, b| {

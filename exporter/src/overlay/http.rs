@@ -45,6 +45,45 @@ pub struct CommandBody {
     pub timeout_ms: Option<u64>,
     #[serde(default)]
     pub stream: bool,
+    /// The operator signature (`astrolabe command --key`): all four or none.
+    pub issued_ms: Option<u64>,
+    pub nonce: Option<u64>,
+    /// The operator's public key, base64.
+    pub key: Option<String>,
+    /// Ed25519 signature, base64.
+    pub signature: Option<String>,
+}
+
+impl CommandBody {
+    /// The seal to carry, None when unsigned; an error for a partial or
+    /// undecodable signature (a client bug worth a 400, not a refusal later).
+    pub fn seal(&self) -> Result<Option<crate::security::command::CommandSeal>, String> {
+        let zone = &self.zone;
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        match (self.issued_ms, self.nonce, &self.key, &self.signature) {
+            (None, None, None, None) => Ok(None),
+            (Some(issued_ms), Some(nonce), Some(key), Some(signature)) => {
+                let key = b64
+                    .decode(key.trim())
+                    .map_err(|e| format!("key is not base64: {e}"))?;
+                let signature = b64
+                    .decode(signature.trim())
+                    .map_err(|e| format!("signature is not base64: {e}"))?;
+                if key.len() != 32 || signature.len() != 64 {
+                    return Err("key must be 32 bytes and signature 64 (Ed25519)".into());
+                }
+                Ok(Some(crate::security::command::CommandSeal {
+                    zone: zone.to_string(),
+                    issued_ms,
+                    nonce,
+                    key,
+                    signature,
+                }))
+            }
+            _ => Err("a signed command needs issued_ms, nonce, key and signature".into()),
+        }
+    }
 }
 
 fn root() -> String {
@@ -105,9 +144,14 @@ async fn command(State(handle): State<OverlayHandle>, body: axum::body::Bytes) -
     if b.command.is_empty() {
         return error(StatusCode::BAD_REQUEST, "command is empty");
     }
+    let seal = match b.seal() {
+        Ok(s) => s,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
     let request = Request::Command {
         name: b.command.clone(),
         args: b.args.clone(),
+        seal,
     };
     run(
         handle,
@@ -168,6 +212,7 @@ fn render_command(a: &Answer) -> Result<Json_, RequestError> {
         "ok": tally.ok,
         "failed": tally.failed,
         "not_configured": tally.not_configured,
+        "refused": tally.refused,
         "outputs": outputs,
         "coverage": coverage(a),
         "elapsed_ms": a.elapsed_ms,

@@ -20,8 +20,15 @@ pub const MAX_MISSING: usize = 64;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Request {
-    Query { sql: String },
-    Command { name: String, args: Vec<String> },
+    Query {
+        sql: String,
+    },
+    Command {
+        name: String,
+        args: Vec<String>,
+        /// The operator's signature; required where trusted keys are configured.
+        seal: Option<crate::security::command::CommandSeal>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]

@@ -16,6 +16,7 @@ use super::{
     Answer, Directory, Outcome, Overlay, OverlayConfig, OverlayEffect, OverlayMessage, Request,
     RequestError,
 };
+use crate::security::command::CommandGuard;
 use crate::zone::{Attributes, ZonePath};
 
 type LogReloader = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
@@ -64,6 +65,16 @@ pub struct OverlayRuntime {
     local_tx: mpsc::UnboundedSender<(u64, Outcome)>,
     actions: Arc<Actions>,
     agent_commands: mpsc::UnboundedSender<AgentCommand>,
+    /// Checks operator signatures before anything runs here.
+    guard: CommandGuard,
+}
+
+/// Wall-clock milliseconds, for the signature window.
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 impl OverlayRuntime {
@@ -73,6 +84,7 @@ impl OverlayRuntime {
         seed: u64,
         actions: Actions,
         agent_commands: mpsc::UnboundedSender<AgentCommand>,
+        guard: CommandGuard,
     ) -> (OverlayRuntime, mpsc::UnboundedReceiver<(u64, Outcome)>) {
         let (local_tx, local_rx) = mpsc::unbounded_channel();
         (
@@ -82,6 +94,7 @@ impl OverlayRuntime {
                 local_tx,
                 actions: Arc::new(actions),
                 agent_commands,
+                guard,
             },
             local_rx,
         )
@@ -143,8 +156,17 @@ impl OverlayRuntime {
                                 let _ = tx.send((qid, outcome));
                             });
                         }
-                        Request::Command { name, args } => {
+                        Request::Command { name, args, seal } => {
                             let host = leaf.to_string();
+                            if let Err(reason) =
+                                self.guard
+                                    .check(&leaf, name, args, seal.as_ref(), wall_ms())
+                            {
+                                let why = format!("operator signature: {}", reason.label());
+                                let tally = Tally::one(&host, Status::Refused, &why);
+                                let _ = tx.send((qid, Outcome::Command(tally)));
+                                continue;
+                            }
                             let name = name.clone();
                             let args = args.clone();
                             let actions = self.actions.clone();

@@ -1,0 +1,305 @@
+//! Operator keys: Ed25519 keypairs that sign commands and aggregate
+//! certificates, and the set of public keys an agent trusts.
+//!
+//! Every signature covers `domain || 0x00 || body`, where `domain` names
+//! the kind of thing signed ("astrolabe-command-v1", ...) so a signature
+//! made for one kind can never be replayed as another, and `body` is the
+//! postcard encoding of a fixed struct (deterministic for a given value).
+
+use std::path::Path;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+
+/// Domain of signed overlay commands.
+pub const COMMAND_DOMAIN: &str = "astrolabe-command-v1";
+/// Domain of aggregate install and removal certificates.
+pub const AGGREGATE_DOMAIN: &str = "astrolabe-aggregate-v1";
+
+/// First word of a private key file, so a wrong file is named as such.
+const PRIVATE_KEY_HEADER: &str = "astrolabe-operator-key-v1";
+
+#[derive(Debug, thiserror::Error)]
+pub enum OperatorKeyError {
+    #[error("{path}: {reason}")]
+    File { path: String, reason: String },
+    #[error("public key {key:?}: {reason}")]
+    PublicKey { key: String, reason: String },
+    #[error("cannot draw random bytes: {0}")]
+    Random(String),
+}
+
+/// Why a signature did not verify.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    #[error("the key is not one of this agent's trusted keys")]
+    UntrustedKey,
+    #[error("the key or signature is malformed")]
+    Malformed,
+    #[error("the signature does not match")]
+    BadSignature,
+}
+
+/// The bytes a signature covers.
+pub fn signed_bytes<T: serde::Serialize>(domain: &str, body: &T) -> Vec<u8> {
+    let mut bytes = domain.as_bytes().to_vec();
+    bytes.push(0);
+    // postcard cannot fail on the plain structs signed here; an empty body
+    // would only make the signature fail to verify, never pass.
+    bytes.extend(postcard::to_allocvec(body).unwrap_or_default());
+    bytes
+}
+
+/// An operator's private key. Debug shows the public half only.
+pub struct OperatorKey(SigningKey);
+
+impl std::fmt::Debug for OperatorKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "OperatorKey({})", self.public_base64())
+    }
+}
+
+impl OperatorKey {
+    pub fn generate() -> Result<OperatorKey, OperatorKeyError> {
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).map_err(|e| OperatorKeyError::Random(e.to_string()))?;
+        Ok(OperatorKey(SigningKey::from_bytes(&seed)))
+    }
+
+    pub fn from_seed(seed: [u8; 32]) -> OperatorKey {
+        OperatorKey(SigningKey::from_bytes(&seed))
+    }
+
+    /// The public key as agents list it in `--security.trusted-key`.
+    pub fn public_base64(&self) -> String {
+        B64.encode(self.0.verifying_key().as_bytes())
+    }
+
+    pub fn public_bytes(&self) -> [u8; 32] {
+        self.0.verifying_key().to_bytes()
+    }
+
+    /// Signs `body` under `domain`; 64 bytes.
+    pub fn sign<T: serde::Serialize>(&self, domain: &str, body: &T) -> Vec<u8> {
+        self.0.sign(&signed_bytes(domain, body)).to_bytes().to_vec()
+    }
+
+    /// The private key file: a header word and the base64 seed, one line.
+    pub fn to_file_text(&self) -> String {
+        format!("{PRIVATE_KEY_HEADER} {}\n", B64.encode(self.0.to_bytes()))
+    }
+
+    pub fn parse_file_text(text: &str) -> Result<OperatorKey, String> {
+        let rest = text
+            .trim()
+            .strip_prefix(PRIVATE_KEY_HEADER)
+            .ok_or_else(|| {
+                format!("not an operator key file (it should start with {PRIVATE_KEY_HEADER})")
+            })?;
+        let bytes = B64
+            .decode(rest.trim())
+            .map_err(|e| format!("the key is not base64: {e}"))?;
+        let seed: [u8; 32] = bytes
+            .try_into()
+            .map_err(|b: Vec<u8>| format!("the key has {} bytes, not 32", b.len()))?;
+        Ok(OperatorKey::from_seed(seed))
+    }
+
+    /// Writes a new private key file readable by its owner only; refuses
+    /// to overwrite an existing one (a lost key cannot be recovered).
+    pub fn save(&self, path: &Path) -> Result<(), OperatorKeyError> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let err = |reason: String| OperatorKeyError::File {
+            path: path.display().to_string(),
+            reason,
+        };
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| err(e.to_string()))?;
+        f.write_all(self.to_file_text().as_bytes())
+            .and_then(|()| f.sync_all())
+            .map_err(|e| err(e.to_string()))
+    }
+
+    /// Reads a private key file; one others can read is refused, like ssh does.
+    pub fn load(path: &Path) -> Result<OperatorKey, OperatorKeyError> {
+        use std::os::unix::fs::PermissionsExt;
+        let err = |reason: String| OperatorKeyError::File {
+            path: path.display().to_string(),
+            reason,
+        };
+        let meta = std::fs::metadata(path).map_err(|e| err(e.to_string()))?;
+        let mode = meta.permissions().mode();
+        if mode & 0o077 != 0 {
+            return Err(err(format!(
+                "permissions {:o} let others read the private key; chmod 600 it",
+                mode & 0o777
+            )));
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+        OperatorKey::parse_file_text(&text).map_err(err)
+    }
+}
+
+/// A public key in base64 (32 bytes, a valid curve point).
+pub fn parse_public_key(text: &str) -> Result<VerifyingKey, OperatorKeyError> {
+    let bad = |reason: String| OperatorKeyError::PublicKey {
+        key: text.to_string(),
+        reason,
+    };
+    let bytes = B64
+        .decode(text.trim())
+        .map_err(|e| bad(format!("not base64: {e}")))?;
+    let arr: [u8; 32] = bytes
+        .try_into()
+        .map_err(|b: Vec<u8>| bad(format!("{} bytes, an Ed25519 public key has 32", b.len())))?;
+    VerifyingKey::from_bytes(&arr).map_err(|_| bad("not an Ed25519 public key".into()))
+}
+
+/// The operator keys an agent accepts signatures from.
+#[derive(Debug, Clone, Default)]
+pub struct TrustedKeys(Vec<VerifyingKey>);
+
+impl TrustedKeys {
+    /// From `--security.trusted-key` values; the first bad one is the error.
+    pub fn parse<S: AsRef<str>>(keys: &[S]) -> Result<TrustedKeys, OperatorKeyError> {
+        let mut list = Vec::new();
+        for k in keys {
+            let k = k.as_ref().trim();
+            if k.is_empty() {
+                continue;
+            }
+            let key = parse_public_key(k)?;
+            if !list.contains(&key) {
+                list.push(key);
+            }
+        }
+        Ok(TrustedKeys(list))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Base64 of every trusted key, for the start-up log.
+    pub fn describe(&self) -> Vec<String> {
+        self.0.iter().map(|k| B64.encode(k.as_bytes())).collect()
+    }
+
+    /// Checks that `signature` by `key` (a trusted key) covers `body` under `domain`.
+    pub fn verify<T: serde::Serialize>(
+        &self,
+        domain: &str,
+        body: &T,
+        key: &[u8],
+        signature: &[u8],
+    ) -> Result<(), SignatureError> {
+        let key: [u8; 32] = key.try_into().map_err(|_| SignatureError::Malformed)?;
+        let trusted = self
+            .0
+            .iter()
+            .find(|k| k.as_bytes() == &key)
+            .ok_or(SignatureError::UntrustedKey)?;
+        let signature = Signature::from_slice(signature).map_err(|_| SignatureError::Malformed)?;
+        trusted
+            .verify(&signed_bytes(domain, body), &signature)
+            .map_err(|_| SignatureError::BadSignature)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Serialize)]
+    struct Body<'a> {
+        zone: &'a str,
+        n: u64,
+    }
+
+    #[test]
+    fn signatures_verify_only_for_the_same_domain_body_and_a_trusted_key() {
+        let key = OperatorKey::generate().unwrap();
+        let other = OperatorKey::generate().unwrap();
+        let trusted = TrustedKeys::parse(&[key.public_base64()]).unwrap();
+        let body = Body { zone: "/eu", n: 1 };
+        let sig = key.sign(COMMAND_DOMAIN, &body);
+        assert_eq!(sig.len(), 64);
+        let pk = key.public_bytes();
+        assert_eq!(trusted.verify(COMMAND_DOMAIN, &body, &pk, &sig), Ok(()));
+        // Another kind of thing, another body, another key: all refused.
+        assert_eq!(
+            trusted.verify(AGGREGATE_DOMAIN, &body, &pk, &sig),
+            Err(SignatureError::BadSignature)
+        );
+        let changed = Body { zone: "/", n: 1 };
+        assert_eq!(
+            trusted.verify(COMMAND_DOMAIN, &changed, &pk, &sig),
+            Err(SignatureError::BadSignature)
+        );
+        let forged = other.sign(COMMAND_DOMAIN, &body);
+        assert_eq!(
+            trusted.verify(COMMAND_DOMAIN, &body, &other.public_bytes(), &forged),
+            Err(SignatureError::UntrustedKey)
+        );
+        // A trusted key named with another key's signature.
+        assert_eq!(
+            trusted.verify(COMMAND_DOMAIN, &body, &pk, &forged),
+            Err(SignatureError::BadSignature)
+        );
+        assert_eq!(
+            trusted.verify(COMMAND_DOMAIN, &body, &pk, &sig[..10]),
+            Err(SignatureError::Malformed)
+        );
+        assert_eq!(
+            trusted.verify(COMMAND_DOMAIN, &body, &pk[..5], &sig),
+            Err(SignatureError::Malformed)
+        );
+    }
+
+    #[test]
+    fn key_files_round_trip_private_and_refuse_loose_permissions() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("astrolabe-opkey-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("operator.key");
+        let key = OperatorKey::generate().unwrap();
+        key.save(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let loaded = OperatorKey::load(&path).unwrap();
+        assert_eq!(loaded.public_base64(), key.public_base64());
+        // Never overwritten.
+        assert!(OperatorKey::generate().unwrap().save(&path).is_err());
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = OperatorKey::load(&path).unwrap_err().to_string();
+        assert!(e.contains("chmod 600"), "{e}");
+        std::fs::write(dir.join("bad"), "hello").unwrap();
+        std::fs::set_permissions(dir.join("bad"), std::fs::Permissions::from_mode(0o600)).unwrap();
+        let e = OperatorKey::load(&dir.join("bad")).unwrap_err().to_string();
+        assert!(e.contains("not an operator key file"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn bad_public_keys_are_named_with_the_reason() {
+        let e = TrustedKeys::parse(&["!!"]).unwrap_err().to_string();
+        assert!(e.contains("not base64"), "{e}");
+        let e = TrustedKeys::parse(&[B64.encode([1u8; 16])])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("16 bytes"), "{e}");
+        let k = OperatorKey::generate().unwrap().public_base64();
+        assert_eq!(TrustedKeys::parse(&[k.clone(), k]).unwrap().len(), 1);
+    }
+}

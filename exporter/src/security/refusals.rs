@@ -1,0 +1,118 @@
+//! `astrolabe_signature_refusals_total{kind,reason}`: signed things this
+//! agent refused, shared between the places that check signatures and the
+//! snapshot that `/metrics` renders. Atomic counters, touched only when
+//! something is refused.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use astrolabe_collectors::{Kind, MetricFamily};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignedKind {
+    Command,
+    Aggregate,
+}
+
+impl SignedKind {
+    pub const ALL: [SignedKind; 2] = [SignedKind::Command, SignedKind::Aggregate];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            SignedKind::Command => "command",
+            SignedKind::Aggregate => "aggregate",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalReason {
+    /// No signature where trusted keys are configured.
+    Unsigned,
+    /// Signed by a key this agent does not trust.
+    UntrustedKey,
+    /// A trusted key, but the signature does not cover what arrived.
+    BadSignature,
+    /// Key or signature of the wrong length or form.
+    Malformed,
+    /// Issued too long ago (or too far ahead of this clock), or past its expiry.
+    Expired,
+    /// A command nonce seen before within the window.
+    Replayed,
+    /// Signed for a zone this agent is not in.
+    WrongZone,
+    /// A certificate whose SQL does not parse or plan.
+    Unparsable,
+    /// More certificates than the bounded set holds.
+    Overflow,
+}
+
+impl RefusalReason {
+    pub const ALL: [RefusalReason; 9] = [
+        RefusalReason::Unsigned,
+        RefusalReason::UntrustedKey,
+        RefusalReason::BadSignature,
+        RefusalReason::Malformed,
+        RefusalReason::Expired,
+        RefusalReason::Replayed,
+        RefusalReason::WrongZone,
+        RefusalReason::Unparsable,
+        RefusalReason::Overflow,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            RefusalReason::Unsigned => "unsigned",
+            RefusalReason::UntrustedKey => "untrusted-key",
+            RefusalReason::BadSignature => "bad-signature",
+            RefusalReason::Malformed => "malformed",
+            RefusalReason::Expired => "expired",
+            RefusalReason::Replayed => "replayed",
+            RefusalReason::WrongZone => "wrong-zone",
+            RefusalReason::Unparsable => "unparsable",
+            RefusalReason::Overflow => "overflow",
+        }
+    }
+}
+
+impl From<super::SignatureError> for RefusalReason {
+    fn from(e: super::SignatureError) -> RefusalReason {
+        match e {
+            super::SignatureError::UntrustedKey => RefusalReason::UntrustedKey,
+            super::SignatureError::Malformed => RefusalReason::Malformed,
+            super::SignatureError::BadSignature => RefusalReason::BadSignature,
+        }
+    }
+}
+
+const REASONS: usize = RefusalReason::ALL.len();
+
+#[derive(Debug, Default)]
+pub struct SignatureRefusals([[AtomicU64; REASONS]; 2]);
+
+impl SignatureRefusals {
+    pub fn count(&self, kind: SignedKind, reason: RefusalReason) {
+        self.0[kind as usize][reason as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn get(&self, kind: SignedKind, reason: RefusalReason) -> u64 {
+        self.0[kind as usize][reason as usize].load(Ordering::Relaxed)
+    }
+
+    /// Every series from the start, so an alert on a rise has a base.
+    pub fn family(&self) -> MetricFamily {
+        let mut f = MetricFamily::new(
+            "astrolabe_signature_refusals_total",
+            "Commands and aggregate certificates refused for their operator signature, by reason.",
+            Kind::Counter,
+        );
+        for kind in SignedKind::ALL {
+            for reason in RefusalReason::ALL {
+                f.push(
+                    &[("kind", kind.label()), ("reason", reason.label())],
+                    self.get(kind, reason) as f64,
+                );
+            }
+        }
+        f
+    }
+}

@@ -1,0 +1,234 @@
+//! Signed aggregates over six real agent processes on loopback: an
+//! aggregate certificate installed at one agent of /eu with `astrolabe
+//! aggregate install` reaches every agent of /eu by gossip and shows in
+//! their /metrics, and no agent outside holds it; unsigned and wrongly
+//! signed certificates are refused, counted and appear nowhere; a signed
+//! removal takes the aggregate away again.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+
+fn post(port: u16, path: &str, body: &Value) -> (u16, Value) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let text = body.to_string();
+    let req = format!(
+        "POST {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{text}",
+        text.len()
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let raw = String::from_utf8_lossy(&raw).to_string();
+    let status = raw
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+fn generate_key(path: &Path) -> String {
+    let out = Command::new(BIN)
+        .args(["operator-key", "generate", "--out", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn refusals(agent: &Agent, reason: &str) -> f64 {
+    let series =
+        format!(r#"astrolabe_signature_refusals_total{{kind="aggregate",reason="{reason}"}} "#);
+    agent
+        .get("/metrics")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(&series)?.trim().parse().ok())
+        .unwrap_or(-1.0)
+}
+
+fn held(agent: &Agent) -> Vec<Value> {
+    agent
+        .get("/api/v1/aggregates")
+        .and_then(|b| serde_json::from_str::<Value>(&b).ok())
+        .and_then(|v| v["certificates"].as_array().cloned())
+        .unwrap_or_default()
+}
+
+/// `astrolabe aggregate ...`; success, stdout and stderr.
+fn cli(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(BIN)
+        .arg("aggregate")
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+const PEAK: &str = "astrolabe_zone_work_items_peak_eu";
+const UNSIGNED: &str = "astrolabe_zone_work_items_unsigned";
+
+#[test]
+fn signed_aggregates_spread_through_their_zone_and_nothing_else_applies() {
+    let dir = temp_dir("signed-aggregates");
+    let good_path = dir.join("operator.key");
+    let good_public = generate_key(&good_path);
+    let wrong_path = dir.join("stranger.key");
+    generate_key(&wrong_path);
+
+    let zones = [
+        "/eu/fra/h0",
+        "/eu/fra/h1",
+        "/eu/ber/h2",
+        "/eu/ber/h3",
+        "/us/nyc/h4",
+        "/us/nyc/h5",
+    ];
+    let mut agents: Vec<Agent> = Vec::new();
+    let mut seed = Vec::new();
+    for (i, zone) in zones.iter().enumerate() {
+        let d = dir.join(format!("a{i}"));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("w.prom"), format!("work_items {}\n", i + 1)).unwrap();
+        let a = Agent::spawn(
+            zone,
+            &seed,
+            &d,
+            &[
+                "--security.trusted-key",
+                &good_public,
+                "--no-collector.host",
+            ],
+        );
+        if i == 0 {
+            seed.push(a.gossip);
+        }
+        agents.push(a);
+    }
+    let converged = eventually(Duration::from_secs(60), || {
+        agents.iter().all(|a| {
+            a.get("/metrics")
+                .and_then(|m| zone_value(&m, "astrolabe_zone_members", "/"))
+                == Some(6.0)
+        })
+    });
+    assert!(converged, "the cluster did not converge");
+
+    // Unsigned, posted straight to the API: 403, counted, held nowhere.
+    let (status, v) = post(
+        agents[1].web,
+        "/api/v1/aggregates",
+        &json!({"zone": "/eu", "name": "unsigned", "sql": "SELECT sum(work_items) AS work_items_unsigned",
+                "issued": 1, "expires": u64::MAX}),
+    );
+    assert_eq!(status, 403, "{v}");
+    assert_eq!(v["reason"], json!("unsigned"));
+    assert_eq!(refusals(&agents[1], "unsigned"), 1.0);
+    // Not a certificate at all: 400, counted as malformed.
+    let (status, _) = post(agents[1].web, "/api/v1/aggregates", &json!({"zone": 5}));
+    assert_eq!(status, 400);
+    assert_eq!(refusals(&agents[1], "malformed"), 1.0);
+
+    // Signed by a key the agents do not trust: refused.
+    let server = |i: usize| format!("http://127.0.0.1:{}", agents[i].web);
+    let (ok, _, err) = cli(&[
+        "install",
+        "--server",
+        &server(2),
+        "--zone",
+        "/eu",
+        "--key",
+        wrong_path.to_str().unwrap(),
+        "SELECT sum(work_items) AS work_items_unsigned",
+    ]);
+    assert!(!ok);
+    assert!(err.contains("untrusted-key"), "{err}");
+    assert_eq!(refusals(&agents[2], "untrusted-key"), 1.0);
+
+    // Signed by the operator, installed at h2 (in /eu/ber).
+    let (ok, out, err) = cli(&[
+        "install",
+        "--server",
+        &server(2),
+        "--zone",
+        "/eu",
+        "--key",
+        good_path.to_str().unwrap(),
+        "--expires",
+        "1h",
+        "SELECT max(work_items) AS work_items_peak_eu",
+    ]);
+    assert!(ok, "{out} {err}");
+    assert!(out.contains("installed"), "{out}");
+    // Every agent of /eu serves it for /eu and its own leaf zone: the
+    // maximum over /eu's hosts (4) and over its leaf zone's.
+    let mut last = String::new();
+    let spread = eventually(Duration::from_secs(30), || {
+        agents.iter().take(4).enumerate().all(|(i, a)| {
+            last = a.get("/metrics").unwrap_or_default();
+            let own = if i < 2 {
+                ("/eu/fra", 2.0)
+            } else {
+                ("/eu/ber", 4.0)
+            };
+            zone_value(&last, PEAK, "/eu") == Some(4.0)
+                && zone_value(&last, PEAK, own.0) == Some(own.1)
+        })
+    });
+    assert!(spread, "{last}");
+    for a in &agents {
+        let m = a.get("/metrics").unwrap_or_default();
+        let inside = a.zone.starts_with("/eu/");
+        assert_eq!(held(a).len(), usize::from(inside), "{}", a.zone);
+        // Never computed above /eu or in /us.
+        assert_eq!(zone_value(&m, PEAK, "/"), None, "{}", a.zone);
+        assert_eq!(zone_value(&m, PEAK, "/us"), None, "{}", a.zone);
+        assert_eq!(zone_value(&m, PEAK, "/us/nyc"), None, "{}", a.zone);
+        // The refused ones appear nowhere.
+        assert!(!m.contains(UNSIGNED), "{}", a.zone);
+    }
+    let (ok, out, _) = cli(&["list", "--server", &server(0)]);
+    assert!(ok);
+    assert!(
+        out.contains("work_items_peak_eu") && out.contains("/eu"),
+        "{out}"
+    );
+
+    // A signed removal, posted to another agent of /eu, takes it away.
+    let (ok, out, err) = cli(&[
+        "remove",
+        "--server",
+        &server(0),
+        "--zone",
+        "/eu",
+        "--key",
+        good_path.to_str().unwrap(),
+        "work_items_peak_eu",
+    ]);
+    assert!(ok, "{out} {err}");
+    let removed = eventually(Duration::from_secs(30), || {
+        agents.iter().take(4).all(|a| {
+            last = a.get("/metrics").unwrap_or_default();
+            !last.contains(PEAK) && held(a).first().is_some_and(|c| c["remove"] == json!(true))
+        })
+    });
+    assert!(removed, "{last}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,402 @@
+//! Signed commands over real agent processes on loopback: with trusted
+//! operator keys configured, only commands signed by one of them run;
+//! unsigned, wrongly signed, tampered and replayed ones are refused,
+//! answered as "refused" and counted; and a process holding the cluster
+//! gossip key, speaking the overlay protocol directly, cannot make an
+//! agent run an action.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, UdpSocket};
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use astrolabe::overlay::{Outcome, OverlayMessage, Request};
+use astrolabe::security::command::seal_command;
+use astrolabe::security::OperatorKey;
+use astrolabe::transport::crypto::{GossipSecurity, Key, Keyring};
+use astrolabe::zone::ZonePath;
+use base64::Engine as _;
+use common::*;
+use serde_json::{json, Value};
+
+fn post(port: u16, path: &str, body: &Value) -> (u16, Value) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let text = body.to_string();
+    let req = format!(
+        "POST {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{text}",
+        text.len()
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let raw = String::from_utf8_lossy(&raw).to_string();
+    let status = raw
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+/// `astrolabe operator-key generate --out FILE`; the printed public key.
+fn generate_key(path: &Path) -> String {
+    let out = Command::new(BIN)
+        .args(["operator-key", "generate", "--out", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn refusals(agent: &Agent, reason: &str) -> f64 {
+    let series =
+        format!(r#"astrolabe_signature_refusals_total{{kind="command",reason="{reason}"}} "#);
+    agent
+        .get("/metrics")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(&series)?.trim().parse().ok())
+        .unwrap_or(-1.0)
+}
+
+fn counts(v: &Value) -> (Value, Value, Value) {
+    (
+        v["ok"].clone(),
+        v["refused"].clone(),
+        v["not_configured"].clone(),
+    )
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// A signed command body as `astrolabe command --key` sends it.
+fn signed_body(key: &OperatorKey, zone: &str, command: &str, args: &[String], nonce: u64) -> Value {
+    let seal = seal_command(key, zone, command, args, now_ms(), nonce);
+    let b64 = base64::engine::general_purpose::STANDARD;
+    json!({
+        "zone": zone, "command": command, "args": args, "timeout_ms": 5000,
+        "issued_ms": seal.issued_ms, "nonce": seal.nonce,
+        "key": b64.encode(&seal.key), "signature": b64.encode(&seal.signature),
+    })
+}
+
+#[test]
+fn only_commands_signed_by_a_trusted_operator_key_run() {
+    let dir = temp_dir("signed-commands");
+    let good_path = dir.join("operator.key");
+    let good_public = generate_key(&good_path);
+    let wrong_path = dir.join("stranger.key");
+    let _wrong_public = generate_key(&wrong_path);
+    let good = OperatorKey::load(&good_path).unwrap();
+    let gossip_key = Key::generate().to_base64();
+
+    // A bad trusted key stops start-up with one line naming it.
+    let out = Command::new(BIN)
+        .args([
+            "agent",
+            "--zone",
+            "/x/y",
+            "--security.trusted-key",
+            "not-a-key",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("--security.trusted-key") && err.contains("not-a-key"),
+        "{err}"
+    );
+
+    let zones = ["/eu/a/h0", "/eu/a/h1", "/eu/b/h2", "/us/c/h3"];
+    let mut agents: Vec<Agent> = Vec::new();
+    let mut seed = Vec::new();
+    for (i, zone) in zones.iter().enumerate() {
+        let d = dir.join(format!("a{i}"));
+        std::fs::create_dir_all(&d).unwrap();
+        let action = format!("touch-it=touch {}", d.join("touched").display());
+        let config = d.join("agent.toml");
+        // One agent takes its trusted key from the file, the rest from the flag.
+        std::fs::write(
+            &config,
+            format!("[security]\ntrusted_keys = [\"{good_public}\"]\n"),
+        )
+        .unwrap();
+        let mut extra = vec![
+            "--overlay.action",
+            action.as_str(),
+            "--gossip.key",
+            gossip_key.as_str(),
+        ];
+        if i == 3 {
+            extra.extend(["--config.file", config.to_str().unwrap()]);
+        } else {
+            extra.extend(["--security.trusted-key", good_public.as_str()]);
+        }
+        let a = Agent::spawn(zone, &seed, &d, &extra);
+        if i == 0 {
+            seed.push(a.gossip);
+        }
+        agents.push(a);
+    }
+    let converged = eventually(Duration::from_secs(60), || {
+        agents.iter().all(|a| {
+            a.get("/metrics")
+                .and_then(|m| zone_value(&m, "astrolabe_zone_members", "/"))
+                == Some(4.0)
+        })
+    });
+    assert!(converged, "the cluster did not converge");
+    let web = agents[0].web;
+    let touched = |i: usize| dir.join(format!("a{i}")).join("touched").exists();
+    for a in &agents {
+        assert_eq!(refusals(a, "unsigned"), 0.0);
+    }
+
+    // Unsigned: refused everywhere, nothing runs, each agent counts one.
+    let (status, v) = post(
+        web,
+        "/api/v1/command",
+        &json!({"zone": "/", "command": "touch-it", "timeout_ms": 5000}),
+    );
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(counts(&v), (json!(0), json!(4), json!(0)), "{v}");
+    assert!(v["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|o| o["status"] == json!("refused")));
+    assert!((0..4).all(|i| !touched(i)));
+    for a in &agents {
+        assert_eq!(refusals(a, "unsigned"), 1.0, "{}", a.zone);
+    }
+
+    // Signed by a key no agent trusts, through the CLI: refused.
+    let server = format!("http://127.0.0.1:{web}");
+    let out = Command::new(BIN)
+        .args(["command", "--server", &server, "--zone", "/", "--json"])
+        .args(["--key", wrong_path.to_str().unwrap(), "touch-it"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(counts(&v), (json!(0), json!(4), json!(0)), "{v}");
+    assert!((0..4).all(|i| !touched(i)));
+    for a in &agents {
+        assert_eq!(refusals(a, "untrusted-key"), 1.0, "{}", a.zone);
+    }
+
+    // Signed by the trusted key, for /eu: runs on the three hosts of /eu only.
+    let out = Command::new(BIN)
+        .args(["command", "--server", &server, "--zone", "/eu", "--json"])
+        .args(["--key", good_path.to_str().unwrap(), "touch-it"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(counts(&v), (json!(3), json!(0), json!(0)), "{v}");
+    assert_eq!(
+        (0..4).map(touched).collect::<Vec<_>>(),
+        [true, true, true, false]
+    );
+
+    // The same signed body twice: the second is a replay.
+    let body = signed_body(&good, "/us", "touch-it", &[], 7);
+    let (_, v) = post(web, "/api/v1/command", &body);
+    assert_eq!(counts(&v), (json!(1), json!(0), json!(0)), "{v}");
+    assert!(touched(3));
+    let (_, v) = post(web, "/api/v1/command", &body);
+    assert_eq!(counts(&v), (json!(0), json!(1), json!(0)), "{v}");
+    assert_eq!(refusals(&agents[3], "replayed"), 1.0);
+
+    // A signed body whose arguments were changed on the way.
+    let mut tampered = signed_body(&good, "/", "collect", &[], 8);
+    tampered["command"] = json!("touch-it");
+    let (_, v) = post(web, "/api/v1/command", &tampered);
+    assert_eq!(counts(&v), (json!(0), json!(4), json!(0)), "{v}");
+    // A signature for /us sent to the whole tree: hosts outside /us refuse.
+    let mut widened = signed_body(&good, "/us", "collect", &[], 9);
+    widened["zone"] = json!("/");
+    let (status, v) = post(web, "/api/v1/command", &widened);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(counts(&v), (json!(0), json!(4), json!(0)), "{v}");
+    // A partial signature is the client's mistake: 400.
+    let (status, _) = post(
+        web,
+        "/api/v1/command",
+        &json!({"zone": "/", "command": "collect", "nonce": 1}),
+    );
+    assert_eq!(status, 400);
+
+    // A process with the gossip key asks h3 directly over the overlay.
+    std::fs::remove_file(dir.join("a3").join("touched")).unwrap();
+    let ring = Keyring::new(vec![Key::parse(&gossip_key).unwrap()]).unwrap();
+    let security = Arc::new(GossipSecurity::new(ring, None, 60_000));
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let ask = OverlayMessage::Ask {
+        qid: 0xfeed,
+        zone: ZonePath::parse("/us/c/h3").unwrap(),
+        request: Arc::new(Request::Command {
+            name: "touch-it".into(),
+            args: Vec::new(),
+            seal: None,
+        }),
+        budget_ms: 3000,
+    };
+    let bytes = astrolabe::transport::seal(
+        Some(&security),
+        now_ms(),
+        astrolabe::transport::encode_overlay(&ask),
+    );
+    socket
+        .send_to(&bytes, ("127.0.0.1", agents[3].gossip))
+        .unwrap();
+    let mut buf = vec![0u8; 65_536];
+    let (len, _) = socket.recv_from(&mut buf).expect("h3 answers the ask");
+    let plain = astrolabe::transport::unseal(Some(&security), now_ms(), &buf[..len], 65_536)
+        .expect("the answer is sealed with the cluster key");
+    let reply = match astrolabe::transport::decode_frame(&plain, 65_536) {
+        Ok(astrolabe::transport::Frame::Overlay(OverlayMessage::Chunk {
+            bytes, count: 1, ..
+        })) => postcard::from_bytes::<astrolabe::overlay::Reply>(&bytes).unwrap(),
+        _ => panic!("expected a one-chunk overlay reply"),
+    };
+    match reply.outcome {
+        Outcome::Command(t) => assert_eq!((t.ok, t.refused), (0, 1), "{t:?}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(!touched(3));
+    assert_eq!(refusals(&agents[3], "unsigned"), 2.0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Starts a lone agent with `env` and `args`; the agent if it serves
+/// /metrics, else its one-line error.
+fn start_alone(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Result<Agent, String> {
+    let gossip = free_port();
+    let web = free_port();
+    let mut cmd = Command::new(BIN);
+    cmd.arg("agent")
+        .args(["--zone", "/solo/h"])
+        .args(["--gossip.listen-address", &format!("127.0.0.1:{gossip}")])
+        .args(["--web.listen-address", &format!("127.0.0.1:{web}")])
+        .args(["--gossip.interval", "200ms", "--no-collector.host"])
+        .args(args)
+        .env_remove("ASTROLABE_SECURITY_TRUSTED_KEY")
+        .envs(env.iter().copied())
+        .env("ASTROLABE_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let up = eventually(Duration::from_secs(10), || {
+        http_get(web, "/metrics").is_some() || matches!(child.try_wait(), Ok(Some(_)))
+    });
+    if up && http_get(web, "/metrics").is_some() {
+        return Ok(Agent {
+            zone: "/solo/h".into(),
+            gossip,
+            web,
+            dir: dir.to_path_buf(),
+            child: Some(child),
+        });
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+}
+
+#[test]
+fn trusted_keys_come_from_flag_then_environment_then_file() {
+    let dir = temp_dir("trusted-key-layers");
+    let k1_path = dir.join("k1.key");
+    let k1 = generate_key(&k1_path);
+    let k2_path = dir.join("k2.key");
+    let k2 = generate_key(&k2_path);
+    let file = dir.join("agent.toml");
+    std::fs::write(&file, "[security]\ntrusted_keys = [\"bad-from-file\"]\n").unwrap();
+    let file_arg = ["--config.file", file.to_str().unwrap()];
+
+    // The file alone: its bad key stops start-up, named in one line.
+    let err = start_alone(&dir, &[], &file_arg).err().expect("refused");
+    assert!(
+        err.contains("bad-from-file") && err.lines().count() == 1,
+        "{err}"
+    );
+    // The environment wins over the file; a bad key in it is named too.
+    let both = format!("{k1},bad-from-env");
+    let err = start_alone(
+        &dir,
+        &[("ASTROLABE_SECURITY_TRUSTED_KEY", &both)],
+        &file_arg,
+    )
+    .err()
+    .expect("refused");
+    assert!(err.contains("bad-from-env"), "{err}");
+    // The flag wins over a bad environment.
+    let flagged = start_alone(
+        &dir,
+        &[("ASTROLABE_SECURITY_TRUSTED_KEY", "bad-from-env")],
+        &["--security.trusted-key", &k1],
+    );
+    assert!(flagged.is_ok(), "{:?}", flagged.err());
+    drop(flagged);
+
+    // Two keys, comma-separated in the environment, over the file: a
+    // command signed by either runs, one signed by neither does not.
+    let pair = format!("{k1},{k2}");
+    let agent = start_alone(
+        &dir,
+        &[("ASTROLABE_SECURITY_TRUSTED_KEY", &pair)],
+        &file_arg,
+    )
+    .expect("starts");
+    let server = format!("http://127.0.0.1:{}", agent.web);
+    let stranger_path = dir.join("k3.key");
+    generate_key(&stranger_path);
+    for (key, runs) in [(&k1_path, true), (&k2_path, true), (&stranger_path, false)] {
+        let out = Command::new(BIN)
+            .args(["command", "--server", &server, "--zone", "/solo", "--json"])
+            .args(["--key", key.to_str().unwrap(), "collect"])
+            .output()
+            .unwrap();
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        let expected = if runs {
+            (json!(1), json!(0))
+        } else {
+            (json!(0), json!(1))
+        };
+        assert_eq!((v["ok"].clone(), v["refused"].clone()), expected, "{v}");
+    }
+    drop(agent);
+    let _ = std::fs::remove_dir_all(&dir);
+}
