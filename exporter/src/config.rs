@@ -63,6 +63,8 @@ pub struct WebSection {
     pub listen_address: Option<String>,
     /// exporter-toolkit web configuration (TLS, basic auth).
     pub config_file: Option<PathBuf>,
+    /// `/metrics`, `/-/healthy` and `/-/ready` need no basic auth.
+    pub metrics_unauthenticated: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

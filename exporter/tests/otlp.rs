@@ -257,6 +257,7 @@ fn options(zone: &str, seeds: Vec<SocketAddr>, work: i64) -> AgentOptions {
         process_groups: Vec::new(),
         gossip_security: None,
         web_config: None,
+        metrics_unauthenticated: false,
         actions: Default::default(),
     }
 }

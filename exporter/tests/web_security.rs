@@ -343,3 +343,93 @@ fn promtool_accepts_every_shipped_web_config() {
     }
     assert!(checked >= 4);
 }
+
+/// `--web.metrics-unauthenticated` (and `[web] metrics_unauthenticated` in
+/// the TOML file) opens `/metrics` and the health checks to a scraper
+/// without credentials; every API keeps answering 401 without them. An
+/// agent without the option keeps `/metrics` closed.
+#[test]
+fn metrics_unauthenticated_opens_only_metrics_and_health() {
+    let dir = temp_dir("web-open-metrics");
+    let hash = bcrypt::hash("s3cret", 4).unwrap();
+    let web = write(
+        &dir,
+        "web.yml",
+        &format!("basic_auth_users:\n  prometheus: {hash}\n"),
+    );
+    let toml = write(
+        &dir,
+        "agent.toml",
+        "[web]\nmetrics_unauthenticated = true\n",
+    );
+    let gossip_key = astrolabe::transport::crypto::Key::generate().to_base64();
+    let common = [
+        "--no-collector.host",
+        "--web.config.file",
+        &web,
+        "--gossip.key",
+        &gossip_key,
+    ];
+    let by_flag = Agent::spawn(
+        "/w/open1",
+        &[],
+        &dir.join("tf1"),
+        &[&common[..], &["--web.metrics-unauthenticated"]].concat(),
+    );
+    let by_file = Agent::spawn(
+        "/w/open2",
+        &[],
+        &dir.join("tf2"),
+        &[&common[..], &["--config.file", &toml]].concat(),
+    );
+    let closed = Agent::spawn("/w/closed", &[], &dir.join("tf3"), &common);
+    for agent in [&by_flag, &by_file] {
+        let base = format!("http://127.0.0.1:{}", agent.web);
+        assert!(
+            wait_serving(&[&format!("{base}/metrics")]),
+            "{} never served",
+            agent.zone
+        );
+        for open in ["/metrics", "/-/healthy"] {
+            assert_eq!(curl(&[&format!("{base}{open}")]), "200", "{open}");
+        }
+        // Ready or not (a lone agent hears no peer), it answers, not 401.
+        assert_ne!(curl(&[&format!("{base}/-/ready")]), "401");
+        for (method, api) in [
+            ("POST", "/api/v1/query"),
+            ("POST", "/api/v1/command"),
+            ("GET", "/api/v1/keys"),
+            ("POST", "/api/v1/keys"),
+            ("GET", "/api/v1/zones"),
+            ("GET", "/"),
+            ("GET", "/metrics/"),
+        ] {
+            let url = format!("{base}{api}");
+            let args = [
+                "-X",
+                method,
+                "-H",
+                "content-type: application/json",
+                "-d",
+                "{}",
+                &url,
+            ];
+            let args = if method == "GET" {
+                &args[6..]
+            } else {
+                &args[..]
+            };
+            assert_eq!(curl(args), "401", "{method} {api} without credentials");
+        }
+        // The credentials still open the APIs.
+        assert_eq!(
+            curl(&["-u", "prometheus:s3cret", &format!("{base}/api/v1/keys")]),
+            "200"
+        );
+    }
+    let url = format!("http://127.0.0.1:{}/metrics", closed.web);
+    assert!(wait_serving(&[&url]), "the control agent never served");
+    assert_eq!(curl(&[&url]), "401", "/metrics open without the option");
+    assert_eq!(curl(&["-u", "prometheus:s3cret", &url]), "200");
+    let _ = std::fs::remove_dir_all(dir);
+}

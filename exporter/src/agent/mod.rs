@@ -43,6 +43,8 @@ pub struct AgentOptions {
     pub gossip_security: Option<Arc<GossipSecurity>>,
     /// exporter-toolkit web configuration: TLS and basic auth.
     pub web_config: Option<PathBuf>,
+    /// `/metrics` and the health checks answer without basic auth.
+    pub metrics_unauthenticated: bool,
     /// Actions the overlay may run here (`crate::overlay::actions`).
     pub actions: crate::overlay::actions::Actions,
 }
@@ -214,9 +216,11 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
         app = app.merge(crate::http::keys::router(sec.clone()));
     }
     let (web_addr, _web) = match &opts.web_config {
-        Some(path) => crate::http::secure::serve(opts.web_listen, app, path)
-            .await
-            .map_err(|e| AgentError::WebConfig(e.to_string()))?,
+        Some(path) => {
+            crate::http::secure::serve(opts.web_listen, app, path, opts.metrics_unauthenticated)
+                .await
+                .map_err(|e| AgentError::WebConfig(e.to_string()))?
+        }
         None => crate::http::serve_router(opts.web_listen, app)
             .await
             .map_err(|source| AgentError::Web {

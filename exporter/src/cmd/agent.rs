@@ -69,6 +69,12 @@ pub struct AgentArgs {
     /// exporter-toolkit web configuration file (TLS, client certificates, basic auth), re-read when it changes.
     #[arg(long = "web.config.file", env = "ASTROLABE_WEB_CONFIG_FILE")]
     pub web_config_file: Option<PathBuf>,
+    /// With basic_auth_users in --web.config.file, still serve /metrics, /-/healthy and /-/ready without credentials (the APIs keep needing them).
+    #[arg(
+        long = "web.metrics-unauthenticated",
+        env = "ASTROLABE_WEB_METRICS_UNAUTHENTICATED"
+    )]
+    pub web_metrics_unauthenticated: bool,
     /// Directory of *.prom files to read, like node_exporter's.
     #[arg(
         long = "collector.textfile.directory",
@@ -263,6 +269,13 @@ pub fn apply_file(args: &mut AgentArgs, matches: Option<&clap::ArgMatches>) -> a
     if args.web_config_file.is_none() {
         args.web_config_file = file.web.config_file;
     }
+    if let Some(v) = file
+        .web
+        .metrics_unauthenticated
+        .filter(|_| defaulted("web_metrics_unauthenticated"))
+    {
+        args.web_metrics_unauthenticated = v;
+    }
     if args.textfile_directory.is_none() {
         args.textfile_directory = file.collector.textfile_directory;
     }
@@ -382,6 +395,7 @@ pub fn options(args: &AgentArgs) -> anyhow::Result<AgentOptions> {
         process_groups: args.process_groups.clone(),
         gossip_security,
         web_config: args.web_config_file.clone(),
+        metrics_unauthenticated: args.web_metrics_unauthenticated,
         actions,
     })
 }

@@ -138,6 +138,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
                 process_groups: Vec::new(),
                 gossip_security: (!args.no_gossip_encryption).then_some(security),
                 web_config: None,
+                metrics_unauthenticated: false,
                 actions: Default::default(),
             };
             let agent = start(opts)
