@@ -32,6 +32,20 @@ pub struct FileConfig {
     /// Actions the overlay may run: name = ["program", "arg", ...].
     #[serde(default)]
     pub actions: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    pub limits: LimitsSection,
+}
+
+/// `[limits]`: what a peer can make this agent hold (`engine::limits`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    pub rows_per_table: Option<usize>,
+    pub zones_per_level: Option<usize>,
+    pub attributes_per_row: Option<usize>,
+    pub string_bytes: Option<usize>,
+    pub list_length: Option<usize>,
+    pub pending_queries: Option<usize>,
 }
 
 /// `[otlp]`: push to an OpenTelemetry endpoint (off without `endpoint`).
@@ -65,6 +79,8 @@ pub struct WebSection {
     pub config_file: Option<PathBuf>,
     /// `/metrics`, `/-/healthy` and `/-/ready` need no basic auth.
     pub metrics_unauthenticated: Option<bool>,
+    /// HTTP requests served at once; more get 503.
+    pub max_requests: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -33,6 +33,8 @@ pub struct View {
     pub ready: bool,
     /// Live counters of on-demand queries, read at scrape time.
     pub queries: Arc<crate::overlay::metrics::QueryMetrics>,
+    /// Refusals counted outside the engine (`engine::limits`), read at scrape time.
+    pub limits: Arc<crate::engine::LimitCounters>,
 }
 
 impl View {
@@ -85,6 +87,7 @@ impl View {
             host,
             ready: tables.iter().any(|t| t.live_siblings().next().is_some()),
             queries: Arc::default(),
+            limits: Arc::default(),
         }
     }
 }

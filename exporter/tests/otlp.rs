@@ -258,6 +258,7 @@ fn options(zone: &str, seeds: Vec<SocketAddr>, work: i64) -> AgentOptions {
         gossip_security: None,
         web_config: None,
         metrics_unauthenticated: false,
+        limits: Default::default(),
         actions: Default::default(),
     }
 }

@@ -45,6 +45,8 @@ pub struct AgentOptions {
     pub web_config: Option<PathBuf>,
     /// `/metrics` and the health checks answer without basic auth.
     pub metrics_unauthenticated: bool,
+    /// What peers and clients can make this agent hold (`engine::limits`).
+    pub limits: crate::engine::Limits,
     /// Actions the overlay may run here (`crate::overlay::actions`).
     pub actions: crate::overlay::actions::Actions,
 }
@@ -215,6 +217,8 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
     if let Some(sec) = &opts.gossip_security {
         app = app.merge(crate::http::keys::router(sec.clone()));
     }
+    let limit_counters = Arc::new(crate::engine::LimitCounters::default());
+    let app = crate::http::limit::layer(app, opts.limits.http_requests, limit_counters.clone());
     let (web_addr, _web) = match &opts.web_config {
         Some(path) => {
             crate::http::secure::serve(opts.web_listen, app, path, opts.metrics_unauthenticated)
@@ -238,6 +242,7 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
         .collect();
     cfg.interval_ms = opts.interval.as_millis().max(1) as u64;
     cfg.rng_seed = opts.id ^ wall_ms();
+    cfg.limits = opts.limits;
     let started = Instant::now();
     let now = move || Now {
         mono_ms: started.elapsed().as_millis() as u64,
@@ -325,6 +330,7 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
     let cell = view.clone();
     let max_datagram = engine.config().max_datagram_bytes;
     let security = opts.gossip_security.clone();
+    let limits = opts.limits;
     let (agent_cmd_tx, mut agent_cmd_rx) = mpsc::unbounded_channel();
     let (mut overlay, mut local_rx) = crate::overlay::runtime::OverlayRuntime::new(
         advertise,
@@ -332,6 +338,7 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
         opts.id ^ wall_ms().rotate_left(17),
         opts.actions.clone(),
         agent_cmd_tx,
+        opts.limits.pending_queries,
     );
     let task = tokio::spawn(async move {
         let mut host: Arc<Vec<MetricFamily>> = Arc::new(Vec::new());
@@ -343,6 +350,7 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
         let publish = |engine: &Engine, host: &Arc<Vec<MetricFamily>>| {
             cell.set(View {
                 queries: query_metrics.clone(),
+                limits: limit_counters.clone(),
                 ..View::capture(engine, now().mono_ms, host.clone(), drops.snapshot())
             });
         };
@@ -357,7 +365,12 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
                 received = socket.recv_from(&mut buf) => match received {
                     Ok((len, from)) => match transport::unseal(security.as_deref(), wall_ms(), &buf[..len], max_datagram)
                         .and_then(|plain| transport::decode_frame(&plain, max_datagram)) {
-                        Ok(transport::Frame::Gossip(envelope)) => engine.handle(now(), from, envelope),
+                        Ok(transport::Frame::Gossip(mut envelope)) => {
+                            for limit in limits.screen(&mut envelope) {
+                                limit_counters.count(limit);
+                            }
+                            engine.handle(now(), from, envelope)
+                        }
                         Ok(transport::Frame::Overlay(message)) => {
                             let dir = crate::overlay::Tables(engine.tables());
                             overlay_effects = overlay.overlay.handle(now().mono_ms, from, message, &dir);
@@ -438,6 +451,10 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
                     }
                 }
             }
+            limit_counters.set(
+                crate::engine::Limit::PendingQueries,
+                overlay.overlay.stats().pending_refused,
+            );
             publish(&engine, &host);
             let alone = engine
                 .tables()

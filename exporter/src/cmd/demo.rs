@@ -139,6 +139,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
                 gossip_security: (!args.no_gossip_encryption).then_some(security),
                 web_config: None,
                 metrics_unauthenticated: false,
+                limits: Default::default(),
                 actions: Default::default(),
             };
             let agent = start(opts)

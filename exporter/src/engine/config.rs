@@ -44,6 +44,8 @@ pub struct EngineConfig {
     pub seed_every_rounds: u64,
     /// Seed of the engine's random choices (peer selection, jitter).
     pub rng_seed: u64,
+    /// What a peer can make this agent hold (`limits`).
+    pub limits: super::limits::Limits,
 }
 
 impl EngineConfig {
@@ -63,6 +65,7 @@ impl EngineConfig {
             recompute_gap_ms: 1000,
             seed_every_rounds: 10,
             rng_seed: id,
+            limits: super::limits::Limits::default(),
         }
     }
 
