@@ -15,6 +15,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::aggregate::ddsketch::{Bins, DdSketch, MAX_BINS};
+use crate::aggregate::hll::{Hll, REGISTERS};
 use crate::aggregate::{State, States};
 use crate::zone::{Attributes, Body, Row, Value};
 
@@ -217,6 +218,12 @@ impl Limits {
                 items.iter().try_for_each(|(k, _)| self.check_value(k))
             }
             State::Quantile { sketch, .. } => check_sketch(sketch),
+            State::Distinct(Hll::Dense(registers)) if registers.len() != REGISTERS => {
+                Err(Limit::StateRange)
+            }
+            State::Distinct(Hll::Sparse(items)) if items.len() > REGISTERS => {
+                Err(Limit::ListLength)
+            }
             State::Count(_)
             | State::Sum { .. }
             | State::Avg { .. }
@@ -368,6 +375,10 @@ mod tests {
             items: vec![(Value::str("x"), 1.0); 300],
         };
         assert_eq!(l.check_row(&zone_row(top)), Err(Limit::ListLength));
+        let short = State::Distinct(Hll::Dense(vec![1]));
+        assert_eq!(l.check_row(&zone_row(short)), Err(Limit::StateRange));
+        let whole = State::Distinct(Hll::Dense(vec![1; REGISTERS]));
+        assert_eq!(l.check_row(&zone_row(whole)), Ok(()));
     }
 
     #[test]
