@@ -383,7 +383,28 @@ fn metrics_unauthenticated_opens_only_metrics_and_health() {
         &[&common[..], &["--config.file", &toml]].concat(),
     );
     let closed = Agent::spawn("/w/closed", &[], &dir.join("tf3"), &common);
-    for agent in [&by_flag, &by_file] {
+    // The environment variable, like Agent::spawn with one more variable.
+    let (gossip, web) = (free_port(), free_port());
+    let by_env = Agent {
+        zone: "/w/open3".into(),
+        gossip,
+        web,
+        dir: dir.join("tf4"),
+        child: Some(
+            Command::new(BIN)
+                .args(["agent", "--zone", "/w/open3"])
+                .args(["--gossip.listen-address", &format!("127.0.0.1:{gossip}")])
+                .args(["--web.listen-address", &format!("127.0.0.1:{web}")])
+                .args(common)
+                .env("ASTROLABE_WEB_METRICS_UNAUTHENTICATED", "true")
+                .env("ASTROLABE_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        ),
+    };
+    for agent in [&by_flag, &by_file, &by_env] {
         let base = format!("http://127.0.0.1:{}", agent.web);
         assert!(
             wait_serving(&[&format!("{base}/metrics")]),
