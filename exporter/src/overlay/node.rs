@@ -491,6 +491,9 @@ impl Overlay {
         dir: &dyn Directory,
         out: &mut Vec<OverlayEffect>,
     ) {
+        // No caller may wait longer than the API allows, so no peer's ask
+        // may hold a pending slot longer (a u32 budget is 49 days).
+        let budget_ms = budget_ms.min(super::http::MAX_TIMEOUT_MS as u32);
         let key = (qid, zone.clone());
         if let Some(task) = self.tasks.get_mut(&key) {
             if let Some(from) = from {
@@ -904,7 +907,7 @@ mod limit_tests {
         cfg.max_pending = 3;
         let mut overlay = Overlay::new(cfg);
         let request = Arc::new(Request::Query {
-            sql: "SELECT count(*) AS n".into(),
+            sql: "SELECT count(*) AS n FROM host".into(),
         });
         for qid in 0..10u64 {
             let ask = OverlayMessage::Ask {
@@ -917,6 +920,13 @@ mod limit_tests {
         }
         assert_eq!(overlay.task_count(), 3);
         assert_eq!(overlay.stats().pending_refused, 7);
+        // Asked for 49 days, the tasks end by the API's longest timeout
+        // plus the linger, and free their slots.
+        let freed = super::super::http::MAX_TIMEOUT_MS + overlay.cfg.linger_ms + 1_000;
+        for now in (0..=freed).step_by(1_000) {
+            overlay.tick(now, &NoTables);
+        }
+        assert_eq!(overlay.task_count(), 0);
         for qid in 0..10u64 {
             let part = OverlayMessage::Chunk {
                 qid,
