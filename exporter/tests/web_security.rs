@@ -454,3 +454,50 @@ fn metrics_unauthenticated_opens_only_metrics_and_health() {
     assert_eq!(curl(&["-u", "prometheus:s3cret", &url]), "200");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// With basic auth, the request limit (`--web.max-requests`) is outside
+/// authentication: an authenticated request in flight holds the one slot,
+/// and a request without credentials is shed with 503 before bcrypt or a
+/// 401; once the slot is free the usual 401 and 200 come back.
+#[test]
+fn the_request_limit_sheds_before_authentication() {
+    use std::io::Write;
+    let dir = temp_dir("web-limit");
+    let hash = bcrypt::hash("s3cret", 4).unwrap();
+    let web = write(
+        &dir,
+        "web.yml",
+        &format!("basic_auth_users:\n  prometheus: {hash}\n"),
+    );
+    let agent = Agent::spawn(
+        "/w/limit",
+        &[],
+        &dir.join("tf"),
+        &[
+            "--no-collector.host",
+            "--web.config.file",
+            &web,
+            "--web.max-requests",
+            "1",
+        ],
+    );
+    let url = format!("http://127.0.0.1:{}/metrics", agent.web);
+    assert!(wait_serving(&[&url]), "agent never served");
+    // Authenticated, and waiting for a body that never comes.
+    let mut held = std::net::TcpStream::connect(("127.0.0.1", agent.web)).unwrap();
+    held.write_all(
+        b"POST /api/v1/query HTTP/1.1\r\nHost: x\r\nAuthorization: Basic cHJvbWV0aGV1czpzM2NyZXQ=\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{",
+    )
+    .unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || curl(&[&url]) == "503"),
+        "a request without credentials was not shed while the slot was held"
+    );
+    drop(held);
+    assert!(
+        eventually(Duration::from_secs(10), || curl(&[&url]) == "401"),
+        "authentication did not come back once the slot was free"
+    );
+    assert_eq!(curl(&["-u", "prometheus:s3cret", &url]), "200");
+    let _ = std::fs::remove_dir_all(dir);
+}

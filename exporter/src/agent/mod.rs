@@ -218,14 +218,21 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
         app = app.merge(crate::http::keys::router(sec.clone()));
     }
     let limit_counters = Arc::new(crate::engine::LimitCounters::default());
-    let app = crate::http::limit::layer(app, opts.limits.http_requests, limit_counters.clone());
+    let shed = {
+        let (max, counters) = (opts.limits.http_requests, limit_counters.clone());
+        move |app| crate::http::limit::layer(app, max, counters)
+    };
     let (web_addr, _web) = match &opts.web_config {
-        Some(path) => {
-            crate::http::secure::serve(opts.web_listen, app, path, opts.metrics_unauthenticated)
-                .await
-                .map_err(|e| AgentError::WebConfig(e.to_string()))?
-        }
-        None => crate::http::serve_router(opts.web_listen, app)
+        Some(path) => crate::http::secure::serve(
+            opts.web_listen,
+            app,
+            path,
+            opts.metrics_unauthenticated,
+            shed,
+        )
+        .await
+        .map_err(|e| AgentError::WebConfig(e.to_string()))?,
+        None => crate::http::serve_router(opts.web_listen, shed(app))
             .await
             .map_err(|source| AgentError::Web {
                 addr: opts.web_listen,

@@ -495,12 +495,14 @@ fn watch(state: Arc<WebState>) {
 
 /// Serves `app` as the web config says: TLS if configured, basic auth on
 /// every path if users are configured (but [`UNAUTHENTICATED_PATHS`] when
-/// `metrics_unauthenticated`).
+/// `metrics_unauthenticated`). `outer` wraps the authenticated app: the
+/// request limit goes there, so that requests waiting for bcrypt count.
 pub async fn serve(
     listen: SocketAddr,
     app: Router,
     config_path: &Path,
     metrics_unauthenticated: bool,
+    outer: impl FnOnce(Router) -> Router,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), ServeError> {
     let config = WebConfig::load(config_path)?;
     let tls = config.tls.is_some();
@@ -511,10 +513,10 @@ pub async fn serve(
         bcrypt_slots: tokio::sync::Semaphore::new(2),
         metrics_unauthenticated,
     });
-    let app = app.layer(axum::middleware::from_fn_with_state(
+    let app = outer(app.layer(axum::middleware::from_fn_with_state(
         state.clone(),
         basic_auth,
-    ));
+    )));
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|source| ServeError::Bind {
