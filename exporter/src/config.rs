@@ -34,6 +34,8 @@ pub struct FileConfig {
     pub actions: BTreeMap<String, Vec<String>>,
     #[serde(default)]
     pub security: SecuritySection,
+    #[serde(default)]
+    pub limits: LimitsSection,
 }
 
 /// `[security]`: operator keys whose signatures commands and aggregate
@@ -45,6 +47,18 @@ pub struct SecuritySection {
     #[serde(default)]
     pub trusted_keys: Vec<String>,
     pub signature_window: Option<String>,
+}
+
+/// `[limits]`: what a peer can make this agent hold (`engine::limits`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    pub rows_per_table: Option<usize>,
+    pub zones_per_level: Option<usize>,
+    pub attributes_per_row: Option<usize>,
+    pub string_bytes: Option<usize>,
+    pub list_length: Option<usize>,
+    pub pending_queries: Option<usize>,
 }
 
 /// `[otlp]`: push to an OpenTelemetry endpoint (off without `endpoint`).
@@ -76,6 +90,10 @@ pub struct WebSection {
     pub listen_address: Option<String>,
     /// exporter-toolkit web configuration (TLS, basic auth).
     pub config_file: Option<PathBuf>,
+    /// `/metrics`, `/-/healthy` and `/-/ready` need no basic auth.
+    pub metrics_unauthenticated: Option<bool>,
+    /// HTTP requests served at once; more get 503.
+    pub max_requests: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -37,6 +37,8 @@ pub struct View {
     pub signatures: Arc<crate::security::SignatureRefusals>,
     /// Aggregate certificates held (installs and removals).
     pub certificates: Vec<Arc<crate::security::certificate::AggregateCertificate>>,
+    /// Refusals counted outside the engine (`engine::limits`), read at scrape time.
+    pub limits: Arc<crate::engine::LimitCounters>,
 }
 
 impl View {
@@ -91,6 +93,7 @@ impl View {
             queries: Arc::default(),
             signatures: Arc::default(),
             certificates: engine.certificates(),
+            limits: Arc::default(),
         }
     }
 }

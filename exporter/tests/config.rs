@@ -184,3 +184,74 @@ fn sighup_reloads_aggregates_and_attributes_and_keeps_the_old_config_when_the_ne
     assert!(still, "a bad file replaced the running configuration");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// `[limits]` in the file reaches the agent: an agent limited to 3
+/// attributes per row refuses (and counts) a peer's row of 5 (its 3
+/// static attributes plus `id` and `addr`), while an unlimited peer takes
+/// it. Unknown keys and a zero `max_requests` are refused by check-config.
+#[test]
+fn limits_from_the_file_apply_and_bad_ones_are_refused() {
+    let dir = temp_dir("config-limits");
+    let strict = dir.join("strict.toml");
+    std::fs::write(
+        &strict,
+        "[limits]\nattributes_per_row = 3\n[web]\nmax_requests = 8\n",
+    )
+    .unwrap();
+    let (ok, text) = check(&strict);
+    assert!(ok, "{text}");
+    let wide = Agent::spawn(
+        "/l/a/wide",
+        &[],
+        &dir.join("w"),
+        &[
+            "--no-collector.host",
+            "--attribute",
+            "x=1",
+            "--attribute",
+            "y=2",
+            "--attribute",
+            "z=3",
+        ],
+    );
+    let limited = Agent::spawn(
+        "/l/a/limited",
+        &[wide.gossip],
+        &dir.join("l"),
+        &[
+            "--no-collector.host",
+            "--config.file",
+            strict.to_str().unwrap(),
+        ],
+    );
+    let refused = eventually(Duration::from_secs(30), || {
+        limited.get("/metrics").is_some_and(|m| {
+            m.lines().any(|l| {
+                l.starts_with("astrolabe_limit_refusals_total{")
+                    && l.contains("limit=\"attributes_per_row\"")
+                    && l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) > Some(0.0)
+            })
+        })
+    });
+    assert!(refused, "the limited agent did not refuse the wide row");
+    // The wide agent (default limits) takes the limited agent's small row.
+    let taken = eventually(Duration::from_secs(30), || {
+        wide.get("/api/v1/zones")
+            .is_some_and(|z| z.contains("/l/a/limited"))
+    });
+    assert!(taken, "the default limits refused a small row");
+    let zones = limited.get("/api/v1/zones").unwrap_or_default();
+    assert!(!zones.contains("/l/a/wide"), "{zones}");
+
+    for (name, body, needle) in [
+        ("unknown.toml", "[limits]\nrows = 1\n", "unknown field"),
+        ("zero.toml", "[web]\nmax_requests = 0\n", "web.max_requests"),
+    ] {
+        let path = dir.join(name);
+        std::fs::write(&path, body).unwrap();
+        let (ok, text) = check(&path);
+        assert!(!ok, "{name} accepted");
+        assert!(text.contains(needle), "{name}: {text}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -257,6 +257,8 @@ fn options(zone: &str, seeds: Vec<SocketAddr>, work: i64) -> AgentOptions {
         process_groups: Vec::new(),
         gossip_security: None,
         web_config: None,
+        metrics_unauthenticated: false,
+        limits: Default::default(),
         actions: Default::default(),
         trusted_keys: Default::default(),
         signature_window: Duration::from_secs(60),

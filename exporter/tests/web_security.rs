@@ -343,3 +343,161 @@ fn promtool_accepts_every_shipped_web_config() {
     }
     assert!(checked >= 4);
 }
+
+/// `--web.metrics-unauthenticated` (and `[web] metrics_unauthenticated` in
+/// the TOML file) opens `/metrics` and the health checks to a scraper
+/// without credentials; every API keeps answering 401 without them. An
+/// agent without the option keeps `/metrics` closed.
+#[test]
+fn metrics_unauthenticated_opens_only_metrics_and_health() {
+    let dir = temp_dir("web-open-metrics");
+    let hash = bcrypt::hash("s3cret", 4).unwrap();
+    let web = write(
+        &dir,
+        "web.yml",
+        &format!("basic_auth_users:\n  prometheus: {hash}\n"),
+    );
+    let toml = write(
+        &dir,
+        "agent.toml",
+        "[web]\nmetrics_unauthenticated = true\n",
+    );
+    let gossip_key = astrolabe::transport::crypto::Key::generate().to_base64();
+    let common = [
+        "--no-collector.host",
+        "--web.config.file",
+        &web,
+        "--gossip.key",
+        &gossip_key,
+    ];
+    let by_flag = Agent::spawn(
+        "/w/open1",
+        &[],
+        &dir.join("tf1"),
+        &[&common[..], &["--web.metrics-unauthenticated"]].concat(),
+    );
+    let by_file = Agent::spawn(
+        "/w/open2",
+        &[],
+        &dir.join("tf2"),
+        &[&common[..], &["--config.file", &toml]].concat(),
+    );
+    let closed = Agent::spawn("/w/closed", &[], &dir.join("tf3"), &common);
+    // The environment variable, like Agent::spawn with one more variable.
+    let (gossip, web) = (free_port(), free_port());
+    let by_env = Agent {
+        zone: "/w/open3".into(),
+        gossip,
+        web,
+        dir: dir.join("tf4"),
+        child: Some(
+            Command::new(BIN)
+                .args(["agent", "--zone", "/w/open3"])
+                .args(["--gossip.listen-address", &format!("127.0.0.1:{gossip}")])
+                .args(["--web.listen-address", &format!("127.0.0.1:{web}")])
+                .args(common)
+                .env("ASTROLABE_WEB_METRICS_UNAUTHENTICATED", "true")
+                .env("ASTROLABE_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        ),
+    };
+    for agent in [&by_flag, &by_file, &by_env] {
+        let base = format!("http://127.0.0.1:{}", agent.web);
+        assert!(
+            wait_serving(&[&format!("{base}/metrics")]),
+            "{} never served",
+            agent.zone
+        );
+        for open in ["/metrics", "/-/healthy"] {
+            assert_eq!(curl(&[&format!("{base}{open}")]), "200", "{open}");
+        }
+        // Ready or not (a lone agent hears no peer), it answers, not 401.
+        assert_ne!(curl(&[&format!("{base}/-/ready")]), "401");
+        for (method, api) in [
+            ("POST", "/api/v1/query"),
+            ("POST", "/api/v1/command"),
+            ("GET", "/api/v1/keys"),
+            ("POST", "/api/v1/keys"),
+            ("GET", "/api/v1/zones"),
+            ("GET", "/"),
+            ("GET", "/metrics/"),
+        ] {
+            let url = format!("{base}{api}");
+            let args = [
+                "-X",
+                method,
+                "-H",
+                "content-type: application/json",
+                "-d",
+                "{}",
+                &url,
+            ];
+            let args = if method == "GET" {
+                &args[6..]
+            } else {
+                &args[..]
+            };
+            assert_eq!(curl(args), "401", "{method} {api} without credentials");
+        }
+        // The credentials still open the APIs.
+        assert_eq!(
+            curl(&["-u", "prometheus:s3cret", &format!("{base}/api/v1/keys")]),
+            "200"
+        );
+    }
+    let url = format!("http://127.0.0.1:{}/metrics", closed.web);
+    assert!(wait_serving(&[&url]), "the control agent never served");
+    assert_eq!(curl(&[&url]), "401", "/metrics open without the option");
+    assert_eq!(curl(&["-u", "prometheus:s3cret", &url]), "200");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// With basic auth, the request limit (`--web.max-requests`) is outside
+/// authentication: an authenticated request in flight holds the one slot,
+/// and a request without credentials is shed with 503 before bcrypt or a
+/// 401; once the slot is free the usual 401 and 200 come back.
+#[test]
+fn the_request_limit_sheds_before_authentication() {
+    use std::io::Write;
+    let dir = temp_dir("web-limit");
+    let hash = bcrypt::hash("s3cret", 4).unwrap();
+    let web = write(
+        &dir,
+        "web.yml",
+        &format!("basic_auth_users:\n  prometheus: {hash}\n"),
+    );
+    let agent = Agent::spawn(
+        "/w/limit",
+        &[],
+        &dir.join("tf"),
+        &[
+            "--no-collector.host",
+            "--web.config.file",
+            &web,
+            "--web.max-requests",
+            "1",
+        ],
+    );
+    let url = format!("http://127.0.0.1:{}/metrics", agent.web);
+    assert!(wait_serving(&[&url]), "agent never served");
+    // Authenticated, and waiting for a body that never comes.
+    let mut held = std::net::TcpStream::connect(("127.0.0.1", agent.web)).unwrap();
+    held.write_all(
+        b"POST /api/v1/query HTTP/1.1\r\nHost: x\r\nAuthorization: Basic cHJvbWV0aGV1czpzM2NyZXQ=\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{",
+    )
+    .unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || curl(&[&url]) == "503"),
+        "a request without credentials was not shed while the slot was held"
+    );
+    drop(held);
+    assert!(
+        eventually(Duration::from_secs(10), || curl(&[&url]) == "401"),
+        "authentication did not come back once the slot was free"
+    );
+    assert_eq!(curl(&["-u", "prometheus:s3cret", &url]), "200");
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -43,6 +43,10 @@ pub struct AgentOptions {
     pub gossip_security: Option<Arc<GossipSecurity>>,
     /// exporter-toolkit web configuration: TLS and basic auth.
     pub web_config: Option<PathBuf>,
+    /// `/metrics` and the health checks answer without basic auth.
+    pub metrics_unauthenticated: bool,
+    /// What peers and clients can make this agent hold (`engine::limits`).
+    pub limits: crate::engine::Limits,
     /// Actions the overlay may run here (`crate::overlay::actions`).
     pub actions: crate::overlay::actions::Actions,
     /// Operator keys whose signatures commands and certificates need.
@@ -226,11 +230,22 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
     if let Some(sec) = &opts.gossip_security {
         app = app.merge(crate::http::keys::router(sec.clone()));
     }
+    let limit_counters = Arc::new(crate::engine::LimitCounters::default());
+    let shed = {
+        let (max, counters) = (opts.limits.http_requests, limit_counters.clone());
+        move |app| crate::http::limit::layer(app, max, counters)
+    };
     let (web_addr, _web) = match &opts.web_config {
-        Some(path) => crate::http::secure::serve(opts.web_listen, app, path)
-            .await
-            .map_err(|e| AgentError::WebConfig(e.to_string()))?,
-        None => crate::http::serve_router(opts.web_listen, app)
+        Some(path) => crate::http::secure::serve(
+            opts.web_listen,
+            app,
+            path,
+            opts.metrics_unauthenticated,
+            shed,
+        )
+        .await
+        .map_err(|e| AgentError::WebConfig(e.to_string()))?,
+        None => crate::http::serve_router(opts.web_listen, shed(app))
             .await
             .map_err(|source| AgentError::Web {
                 addr: opts.web_listen,
@@ -251,6 +266,7 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
         trusted: opts.trusted_keys.clone(),
         refusals: signatures.clone(),
     };
+    cfg.limits = opts.limits;
     let started = Instant::now();
     let now = move || Now {
         mono_ms: started.elapsed().as_millis() as u64,
@@ -351,6 +367,7 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
     let cell = view.clone();
     let max_datagram = engine.config().max_datagram_bytes;
     let security = opts.gossip_security.clone();
+    let limits = opts.limits;
     let (agent_cmd_tx, mut agent_cmd_rx) = mpsc::unbounded_channel();
     let (mut overlay, mut local_rx) = crate::overlay::runtime::OverlayRuntime::new(
         advertise,
@@ -359,6 +376,7 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
         opts.actions.clone(),
         agent_cmd_tx,
         command_guard,
+        opts.limits.pending_queries,
     );
     let task = tokio::spawn(async move {
         let mut host: Arc<Vec<MetricFamily>> = Arc::new(Vec::new());
@@ -371,6 +389,7 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
             cell.set(View {
                 queries: query_metrics.clone(),
                 signatures: signatures.clone(),
+                limits: limit_counters.clone(),
                 ..View::capture(engine, now().mono_ms, host.clone(), drops.snapshot())
             });
         };
@@ -385,7 +404,12 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
                 received = socket.recv_from(&mut buf) => match received {
                     Ok((len, from)) => match transport::unseal(security.as_deref(), wall_ms(), &buf[..len], max_datagram)
                         .and_then(|plain| transport::decode_frame(&plain, max_datagram)) {
-                        Ok(transport::Frame::Gossip(envelope)) => engine.handle(now(), from, envelope),
+                        Ok(transport::Frame::Gossip(mut envelope)) => {
+                            for limit in limits.screen(&mut envelope) {
+                                limit_counters.count(limit);
+                            }
+                            engine.handle(now(), from, envelope)
+                        }
                         Ok(transport::Frame::Overlay(message)) => {
                             let dir = crate::overlay::Tables(engine.tables());
                             overlay_effects = overlay.overlay.handle(now().mono_ms, from, message, &dir);
@@ -478,6 +502,10 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
                     }
                 }
             }
+            limit_counters.set(
+                crate::engine::Limit::PendingQueries,
+                overlay.overlay.stats().pending_refused,
+            );
             publish(&engine, &host);
             let alone = engine
                 .tables()

@@ -26,7 +26,13 @@ fn index_of(magnitude: f64) -> i32 {
     (magnitude.ln() / gamma().ln()).ceil() as i32
 }
 
-fn value_of(index: i32) -> f64 {
+/// Bins of finite values have indexes within about [-520, 17750]; a
+/// store reaching beyond this was forged (a hostile peer's row or query
+/// reply) and is not merged: its span would be allocated.
+const INDEX_BOUND: i64 = 1 << 16;
+
+fn value_of(index: i64) -> f64 {
+    let index = index.clamp(-INDEX_BOUND, INDEX_BOUND) as i32;
     let g = gamma();
     2.0 * g.powi(index) / (g + 1.0)
 }
@@ -40,7 +46,20 @@ pub struct Bins {
 
 impl Bins {
     fn total(&self) -> u64 {
-        self.counts.iter().sum()
+        // Saturating: a forged count must not overflow (and panic).
+        self.counts.iter().fold(0u64, |a, c| a.saturating_add(*c))
+    }
+
+    /// Bin indexes covered, `[lo, hi)`, in i64: forged offsets near the
+    /// ends of i32 must not overflow.
+    fn range(&self) -> (i64, i64) {
+        let lo = self.offset as i64;
+        (lo, lo + self.counts.len() as i64)
+    }
+
+    fn plausible(&self) -> bool {
+        let (lo, hi) = self.range();
+        lo >= -INDEX_BOUND && hi <= INDEX_BOUND
     }
 
     fn add(&mut self, index: i32, count: u64) {
@@ -60,32 +79,34 @@ impl Bins {
         if at >= self.counts.len() {
             self.counts.resize(at + 1, 0);
         }
-        self.counts[at] += count;
+        self.counts[at] = self.counts[at].saturating_add(count);
         self.collapse();
     }
 
     /// Adds another store's counts: one pass over the union of the ranges.
     fn merge(&mut self, other: &Bins) {
-        if other.counts.is_empty() {
+        if other.counts.is_empty() || !other.plausible() || !self.plausible() {
             return;
         }
         if self.counts.is_empty() {
             *self = other.clone();
+            self.collapse();
             return;
         }
-        let lo = self.offset.min(other.offset);
-        let hi =
-            (self.offset + self.counts.len() as i32).max(other.offset + other.counts.len() as i32);
-        if lo < self.offset || hi > self.offset + self.counts.len() as i32 {
+        let (self_lo, self_hi) = self.range();
+        let (other_lo, other_hi) = other.range();
+        let lo = self_lo.min(other_lo);
+        let hi = self_hi.max(other_hi);
+        if lo < self_lo || hi > self_hi {
             let mut counts = vec![0u64; (hi - lo) as usize];
-            let at = (self.offset - lo) as usize;
+            let at = (self_lo - lo) as usize;
             counts[at..at + self.counts.len()].copy_from_slice(&self.counts);
             self.counts = counts;
-            self.offset = lo;
+            self.offset = lo as i32;
         }
-        let at = (other.offset - self.offset) as usize;
+        let at = (other_lo - self.offset as i64) as usize;
         for (dst, src) in self.counts[at..].iter_mut().zip(&other.counts) {
-            *dst += src;
+            *dst = dst.saturating_add(*src);
         }
         self.collapse();
     }
@@ -96,7 +117,9 @@ impl Bins {
             return;
         }
         let cut = self.counts.len() - MAX_BINS;
-        let folded: u64 = self.counts[..=cut].iter().sum();
+        let folded = self.counts[..=cut]
+            .iter()
+            .fold(0u64, |a, c| a.saturating_add(*c));
         self.counts.drain(..cut);
         self.counts[0] = folded;
         self.offset += cut as i32;
@@ -112,7 +135,10 @@ pub struct DdSketch {
 
 impl DdSketch {
     pub fn count(&self) -> u64 {
-        self.positive.total() + self.negative.total() + self.zeros
+        self.positive
+            .total()
+            .saturating_add(self.negative.total())
+            .saturating_add(self.zeros)
     }
 
     pub fn add(&mut self, x: f64) {
@@ -133,7 +159,7 @@ impl DdSketch {
     pub fn merge(&mut self, other: &DdSketch) {
         self.positive.merge(&other.positive);
         self.negative.merge(&other.negative);
-        self.zeros += other.zeros;
+        self.zeros = self.zeros.saturating_add(other.zeros);
     }
 
     /// The q-quantile (0 <= q <= 1), or None if empty.
@@ -146,24 +172,22 @@ impl DdSketch {
         let mut seen = 0u64;
         // Negative values, most negative (largest magnitude) first.
         for (i, c) in self.negative.counts.iter().enumerate().rev() {
-            seen += c;
+            seen = seen.saturating_add(*c);
             if seen > rank {
-                return Some(-value_of(self.negative.offset + i as i32));
+                return Some(-value_of(self.negative.offset as i64 + i as i64));
             }
         }
-        seen += self.zeros;
+        seen = seen.saturating_add(self.zeros);
         if seen > rank {
             return Some(0.0);
         }
         for (i, c) in self.positive.counts.iter().enumerate() {
-            seen += c;
+            seen = seen.saturating_add(*c);
             if seen > rank {
-                return Some(value_of(self.positive.offset + i as i32));
+                return Some(value_of(self.positive.offset as i64 + i as i64));
             }
         }
-        Some(value_of(
-            self.positive.offset + self.positive.counts.len() as i32 - 1,
-        ))
+        Some(value_of(self.positive.range().1 - 1))
     }
 }
 
@@ -186,6 +210,44 @@ mod tests {
                 "q{q}: {got} vs {exact}"
             );
         }
+    }
+
+    /// What a hostile peer can put in a row or a query reply: offsets at
+    /// the ends of i32 and counts that overflow. Merging and reading such
+    /// sketches neither panics nor allocates their span.
+    #[test]
+    fn forged_sketches_neither_panic_nor_allocate() {
+        let mut honest = DdSketch::default();
+        for v in [1.0, 2.0, 3.0] {
+            honest.add(v);
+        }
+        let forged = |offset: i32, counts: Vec<u64>| DdSketch {
+            positive: Bins { offset, counts },
+            negative: Bins {
+                offset: i32::MIN,
+                counts: vec![u64::MAX; 3],
+            },
+            zeros: u64::MAX,
+        };
+        for f in [
+            forged(i32::MAX, vec![u64::MAX, 1]),
+            forged(i32::MIN, vec![1; 5]),
+            forged(-3, vec![u64::MAX; 200]),
+        ] {
+            let _ = f.count();
+            let _ = f.quantile(0.5);
+            let _ = f.quantile(1.0);
+            let mut merged = honest.clone();
+            merged.merge(&f);
+            assert!(merged.positive.counts.len() <= MAX_BINS);
+            let mut into_forged = f.clone();
+            into_forged.merge(&honest);
+            let _ = into_forged.quantile(0.95);
+        }
+        // An implausible store is not merged: the honest sketch stays.
+        let mut merged = honest.clone();
+        merged.merge(&forged(i32::MAX, vec![1]));
+        assert_eq!(merged.positive, honest.positive);
     }
 
     #[test]

@@ -35,6 +35,12 @@ impl Hll {
     fn set(&mut self, register: u8, rank: u8) {
         match self {
             Hll::Dense(regs) => {
+                // An honest dense form has REGISTERS registers; one from a
+                // peer's reply may have any number (found by fuzzing
+                // `overlay_reply`): made whole before indexing.
+                if regs.len() != REGISTERS {
+                    regs.resize(REGISTERS, 0);
+                }
                 let r = &mut regs[register as usize];
                 *r = (*r).max(rank);
             }
@@ -130,5 +136,24 @@ mod tests {
             h.add_hash(hash(i));
         }
         assert!(postcard::to_allocvec(&h).unwrap().len() < 16);
+    }
+
+    /// Regression (fuzz `overlay_reply`): a peer's dense form of the wrong
+    /// length became the accumulator of a query's groups, and the next
+    /// honest state merged into it indexed past its end.
+    #[test]
+    fn a_forged_dense_form_of_any_length_merges_without_panic() {
+        for len in [0, 1, 255, 257, 1000] {
+            let mut forged = Hll::Dense(vec![1; len]);
+            let mut honest = Hll::default();
+            for i in 0..600u64 {
+                honest.add_hash(hash(i));
+            }
+            forged.merge(&honest);
+            assert!(forged.estimate() > 0);
+            let mut into_honest = honest.clone();
+            into_honest.merge(&Hll::Dense(vec![3; len]));
+            assert!(into_honest.estimate() > 0);
+        }
     }
 }

@@ -8,6 +8,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser};
 
 use crate::config::FileConfig;
+use crate::engine::Limits;
 
 /// Parses `agent` arguments alone (for check-config's defaults).
 #[derive(Debug, Parser)]
@@ -69,6 +70,33 @@ pub struct AgentArgs {
     /// exporter-toolkit web configuration file (TLS, client certificates, basic auth), re-read when it changes.
     #[arg(long = "web.config.file", env = "ASTROLABE_WEB_CONFIG_FILE")]
     pub web_config_file: Option<PathBuf>,
+    /// With basic_auth_users in --web.config.file, still serve /metrics, /-/healthy and /-/ready without credentials (the APIs keep needing them).
+    #[arg(
+        long = "web.metrics-unauthenticated",
+        env = "ASTROLABE_WEB_METRICS_UNAUTHENTICATED"
+    )]
+    pub web_metrics_unauthenticated: bool,
+    /// HTTP requests served at once; more are answered 503 and counted.
+    #[arg(long = "web.max-requests", env = "ASTROLABE_WEB_MAX_REQUESTS", default_value_t = Limits::default().http_requests, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub web_max_requests: usize,
+    /// Rows one table (the children of one zone) may hold; rows of new zones beyond are refused.
+    #[arg(long = "limits.rows-per-table", env = "ASTROLABE_LIMITS_ROWS_PER_TABLE", default_value_t = Limits::default().rows_per_table)]
+    pub rows_per_table: usize,
+    /// Zone names one table may track (rows plus dropped rows remembered against resurrection).
+    #[arg(long = "limits.zones-per-level", env = "ASTROLABE_LIMITS_ZONES_PER_LEVEL", default_value_t = Limits::default().zones_per_level)]
+    pub zones_per_level: usize,
+    /// Attributes (or aggregate columns) of one received row.
+    #[arg(long = "limits.attributes-per-row", env = "ASTROLABE_LIMITS_ATTRIBUTES_PER_ROW", default_value_t = Limits::default().attributes_per_row)]
+    pub attributes_per_row: usize,
+    /// Bytes of one string (value or attribute name) in a received row.
+    #[arg(long = "limits.string-bytes", env = "ASTROLABE_LIMITS_STRING_BYTES", default_value_t = Limits::default().string_bytes)]
+    pub string_bytes: usize,
+    /// Items of one list (value, top-n items, sketch bins) in a received row.
+    #[arg(long = "limits.list-length", env = "ASTROLABE_LIMITS_LIST_LENGTH", default_value_t = Limits::default().list_length)]
+    pub list_length: usize,
+    /// Overlay tasks (and, apart, reply assemblies) held at once; peers' asks beyond are refused.
+    #[arg(long = "limits.pending-queries", env = "ASTROLABE_LIMITS_PENDING_QUERIES", default_value_t = Limits::default().pending_queries)]
+    pub pending_queries: usize,
     /// Directory of *.prom files to read, like node_exporter's.
     #[arg(
         long = "collector.textfile.directory",
@@ -284,6 +312,13 @@ pub fn apply_file(args: &mut AgentArgs, matches: Option<&clap::ArgMatches>) -> a
     if args.web_config_file.is_none() {
         args.web_config_file = file.web.config_file;
     }
+    if let Some(v) = file
+        .web
+        .metrics_unauthenticated
+        .filter(|_| defaulted("web_metrics_unauthenticated"))
+    {
+        args.web_metrics_unauthenticated = v;
+    }
     if args.textfile_directory.is_none() {
         args.textfile_directory = file.collector.textfile_directory;
     }
@@ -327,6 +362,45 @@ pub fn apply_file(args: &mut AgentArgs, matches: Option<&clap::ArgMatches>) -> a
     }
     if let Some(v) = file.log.format.filter(|_| defaulted("log_format")) {
         args.log_format = v;
+    }
+    if let Some(v) = file
+        .web
+        .max_requests
+        .filter(|_| defaulted("web_max_requests"))
+    {
+        if v == 0 {
+            return Err(at("web.max_requests: must be at least 1".into()));
+        }
+        args.web_max_requests = v;
+    }
+    let limits = &file.limits;
+    for (id, value, slot) in [
+        (
+            "rows_per_table",
+            limits.rows_per_table,
+            &mut args.rows_per_table,
+        ),
+        (
+            "zones_per_level",
+            limits.zones_per_level,
+            &mut args.zones_per_level,
+        ),
+        (
+            "attributes_per_row",
+            limits.attributes_per_row,
+            &mut args.attributes_per_row,
+        ),
+        ("string_bytes", limits.string_bytes, &mut args.string_bytes),
+        ("list_length", limits.list_length, &mut args.list_length),
+        (
+            "pending_queries",
+            limits.pending_queries,
+            &mut args.pending_queries,
+        ),
+    ] {
+        if let Some(v) = value.filter(|_| defaulted(id)) {
+            *slot = v;
+        }
     }
     Ok(())
 }
@@ -407,6 +481,16 @@ pub fn options(args: &AgentArgs) -> anyhow::Result<AgentOptions> {
         process_groups: args.process_groups.clone(),
         gossip_security,
         web_config: args.web_config_file.clone(),
+        metrics_unauthenticated: args.web_metrics_unauthenticated,
+        limits: Limits {
+            rows_per_table: args.rows_per_table,
+            zones_per_level: args.zones_per_level,
+            attributes_per_row: args.attributes_per_row,
+            string_bytes: args.string_bytes,
+            list_length: args.list_length,
+            pending_queries: args.pending_queries,
+            http_requests: args.web_max_requests,
+        },
         actions,
     })
 }

@@ -140,6 +140,8 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
                 web_config: None,
                 trusted_keys: Default::default(),
                 signature_window: Duration::from_secs(60),
+                metrics_unauthenticated: false,
+                limits: Default::default(),
                 actions: Default::default(),
             };
             let agent = start(opts)

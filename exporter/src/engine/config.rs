@@ -46,6 +46,8 @@ pub struct EngineConfig {
     pub rng_seed: u64,
     /// Who may sign aggregate certificates, and where refusals are counted.
     pub certificates: super::certs::CertConfig,
+    /// What a peer can make this agent hold (`limits`).
+    pub limits: super::limits::Limits,
 }
 
 impl EngineConfig {
@@ -66,6 +68,7 @@ impl EngineConfig {
             seed_every_rounds: 10,
             rng_seed: id,
             certificates: Default::default(),
+            limits: super::limits::Limits::default(),
         }
     }
 

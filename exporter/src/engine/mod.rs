@@ -9,6 +9,7 @@
 
 pub mod certs;
 mod config;
+pub mod limits;
 mod message;
 mod stats;
 mod table;
@@ -22,6 +23,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 pub use config::{EngineConfig, TRANSPORT_OVERHEAD_BYTES};
+pub use limits::{Limit, LimitCounters, Limits};
 pub use message::{
     contacts_check, freshness_check, pack_rows, split_digest, DigestEntry, Envelope, Message,
     Refresh, TableDigest, TableRequest,
@@ -684,6 +686,10 @@ impl Engine {
                     self.hints[k + 1] = row.contacts().to_vec();
                     self.note_unknown_contacts(k, row.contacts());
                 }
+                continue;
+            }
+            if let Err(limit) = self.cfg.limits.admit(&self.tables[k], name) {
+                self.stats.refuse_limit(limit);
                 continue;
             }
             let authoritative = k == leaf && row.issuer == sender;

@@ -51,6 +51,8 @@ pub struct Stats {
     pub refreshes_sent: u64,
     pub forwards: u64,
     pub refused: [u64; Refusal::ALL.len()],
+    /// Rows refused by a limit (`limits`), by `Limit as usize`.
+    pub limit_refused: [u64; super::limits::Limit::ALL.len()],
 }
 
 impl Stats {
@@ -60,5 +62,13 @@ impl Stats {
 
     pub fn refused(&self, why: Refusal) -> u64 {
         self.refused[why as usize]
+    }
+
+    pub fn refuse_limit(&mut self, limit: super::limits::Limit) {
+        self.limit_refused[limit as usize] += 1;
+    }
+
+    pub fn limit_refused(&self, limit: super::limits::Limit) -> u64 {
+        self.limit_refused[limit as usize]
     }
 }

@@ -168,6 +168,15 @@ impl Table {
         self.rows.is_empty()
     }
 
+    /// Names of dropped rows remembered against resurrection (`limits`).
+    pub fn remembered(&self) -> usize {
+        self.dead.len()
+    }
+
+    pub fn remembers(&self, name: &str) -> bool {
+        self.dead.contains_key(name)
+    }
+
     /// Rows other than this agent's own (or own ancestor's), not tombstones.
     pub fn live_siblings(&self) -> impl Iterator<Item = &Arc<Row>> {
         self.rows

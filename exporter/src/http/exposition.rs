@@ -115,6 +115,15 @@ fn agent_families(view: &View) -> Vec<MetricFamily> {
     for r in Refusal::ALL {
         refused.push(&[("reason", r.label())], s.refused(r) as f64);
     }
+    let mut limit_refusals = MetricFamily::new(
+        "astrolabe_limit_refusals_total",
+        "Rows, queries and requests refused by a limit against hostile peers, by limit.",
+        Kind::Counter,
+    );
+    for l in crate::engine::Limit::ALL {
+        let n = s.limit_refused(l) + view.limits.get(l);
+        limit_refusals.push(&[("limit", l.label())], n as f64);
+    }
     let peers = view
         .zones
         .iter()
@@ -188,6 +197,7 @@ fn agent_families(view: &View) -> Vec<MetricFamily> {
         ),
         dropped,
         refused,
+        limit_refusals,
     ]
     .into_iter()
     .chain(view.queries.families())

@@ -4,6 +4,7 @@
 pub mod exposition;
 pub mod keys;
 pub mod landing;
+pub mod limit;
 pub mod secure;
 
 use std::io::Write;

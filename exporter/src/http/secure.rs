@@ -302,7 +302,15 @@ pub struct WebState {
     verified: Mutex<HashSet<[u8; 32]>>,
     /// Bounds the CPU that wrong passwords can cost at once.
     bcrypt_slots: tokio::sync::Semaphore,
+    /// `--web.metrics-unauthenticated`: [`UNAUTHENTICATED_PATHS`] need no credentials.
+    metrics_unauthenticated: bool,
 }
+
+/// What `--web.metrics-unauthenticated` opens: what a scraper and a health
+/// probe need. Nothing that answers questions about the cluster or acts on
+/// it (`/api/...`, the landing page) is ever opened. Matched exactly, so
+/// `/metrics/x` or `/metrics?` tricks reach the router with auth applied.
+pub const UNAUTHENTICATED_PATHS: [&str; 3] = ["/metrics", "/-/healthy", "/-/ready"];
 
 impl WebState {
     pub fn current(&self) -> Arc<WebConfig> {
@@ -334,6 +342,9 @@ fn unauthorized() -> Response {
 async fn basic_auth(State(state): State<Arc<WebState>>, req: Request, next: Next) -> Response {
     let config = state.current();
     if config.users.is_empty() {
+        return next.run(req).await;
+    }
+    if state.metrics_unauthenticated && UNAUTHENTICATED_PATHS.contains(&req.uri().path()) {
         return next.run(req).await;
     }
     let Some((user, password)) = req
@@ -483,11 +494,15 @@ fn watch(state: Arc<WebState>) {
 }
 
 /// Serves `app` as the web config says: TLS if configured, basic auth on
-/// every path if users are configured.
+/// every path if users are configured (but [`UNAUTHENTICATED_PATHS`] when
+/// `metrics_unauthenticated`). `outer` wraps the authenticated app: the
+/// request limit goes there, so that requests waiting for bcrypt count.
 pub async fn serve(
     listen: SocketAddr,
     app: Router,
     config_path: &Path,
+    metrics_unauthenticated: bool,
+    outer: impl FnOnce(Router) -> Router,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), ServeError> {
     let config = WebConfig::load(config_path)?;
     let tls = config.tls.is_some();
@@ -496,11 +511,12 @@ pub async fn serve(
         current: RwLock::new(Arc::new(config)),
         verified: Mutex::new(HashSet::new()),
         bcrypt_slots: tokio::sync::Semaphore::new(2),
+        metrics_unauthenticated,
     });
-    let app = app.layer(axum::middleware::from_fn_with_state(
+    let app = outer(app.layer(axum::middleware::from_fn_with_state(
         state.clone(),
         basic_auth,
-    ));
+    )));
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|source| ServeError::Bind {

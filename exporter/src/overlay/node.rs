@@ -57,6 +57,9 @@ pub struct OverlayConfig {
     /// How long a finished task remembers its reply for late duplicates.
     pub linger_ms: u64,
     pub qid_seed: u64,
+    /// Most tasks, and separately most reply assemblies, held at once: a
+    /// peer asking without end cannot grow this agent's memory.
+    pub max_pending: usize,
 }
 
 impl OverlayConfig {
@@ -68,6 +71,7 @@ impl OverlayConfig {
             child_share_percent: 75,
             linger_ms: 10_000,
             qid_seed,
+            max_pending: crate::engine::Limits::default().pending_queries,
         }
     }
 }
@@ -123,6 +127,8 @@ pub struct OverlayStats {
     pub reply_bytes: u64,
     pub retries: u64,
     pub malformed: u64,
+    /// Asks and reply assemblies refused at `max_pending`.
+    pub pending_refused: u64,
 }
 
 pub struct Overlay {
@@ -300,6 +306,12 @@ impl Overlay {
                     return out;
                 }
                 let key = (from, qid, zone.clone(), version);
+                if self.assemblies.len() >= self.cfg.max_pending
+                    && !self.assemblies.contains_key(&key)
+                {
+                    self.stats.pending_refused += 1;
+                    return out;
+                }
                 let done = {
                     let asm = self
                         .assemblies
@@ -479,6 +491,9 @@ impl Overlay {
         dir: &dyn Directory,
         out: &mut Vec<OverlayEffect>,
     ) {
+        // No caller may wait longer than the API allows, so no peer's ask
+        // may hold a pending slot longer (a u32 budget is 49 days).
+        let budget_ms = budget_ms.min(super::http::MAX_TIMEOUT_MS as u32);
         let key = (qid, zone.clone());
         if let Some(task) = self.tasks.get_mut(&key) {
             if let Some(from) = from {
@@ -502,6 +517,12 @@ impl Overlay {
                     }
                 }
             }
+            return;
+        }
+        if from.is_some() && self.tasks.len() >= self.cfg.max_pending {
+            // Nothing is kept and nothing answered: the asker retries
+            // elsewhere or reports the zone missing.
+            self.stats.pending_refused += 1;
             return;
         }
         let query = match request.as_ref() {
@@ -861,4 +882,74 @@ fn empty_outcome(task: &Task) -> Outcome {
 /// of the time it was given, so retries fit several times in the budget.
 fn retry_ms(child_budget: u64) -> u64 {
     (child_budget / 5).clamp(MIN_RETRY_MS, 1_000)
+}
+
+#[cfg(test)]
+mod limit_tests {
+    use super::*;
+
+    struct NoTables;
+
+    impl Directory for NoTables {
+        fn children(&self, _: &ZonePath) -> Option<Vec<ChildZone>> {
+            None
+        }
+    }
+
+    /// A peer asking (or sending reply parts) without end: tasks and
+    /// assemblies stop at `max_pending`, the rest is refused and counted.
+    #[test]
+    fn asks_and_assemblies_beyond_max_pending_are_refused_and_counted() {
+        let zone = ZonePath::parse("/a/h1").unwrap();
+        let me: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let peer: SocketAddr = "127.0.0.1:2".parse().unwrap();
+        let mut cfg = OverlayConfig::new(me, zone.clone(), 7);
+        cfg.max_pending = 3;
+        let mut overlay = Overlay::new(cfg);
+        let request = Arc::new(Request::Query {
+            sql: "SELECT count(*) AS n FROM host".into(),
+        });
+        for qid in 0..10u64 {
+            let ask = OverlayMessage::Ask {
+                qid,
+                zone: zone.clone(),
+                request: request.clone(),
+                budget_ms: u32::MAX,
+            };
+            overlay.handle(0, peer, ask, &NoTables);
+        }
+        assert_eq!(overlay.task_count(), 3);
+        assert_eq!(overlay.stats().pending_refused, 7);
+        // Asked for 49 days, the tasks end by the API's longest timeout
+        // plus the linger, and free their slots.
+        let freed = super::super::http::MAX_TIMEOUT_MS + overlay.cfg.linger_ms + 1_000;
+        for now in (0..=freed).step_by(1_000) {
+            overlay.tick(now, &NoTables);
+        }
+        assert_eq!(overlay.task_count(), 0);
+        for qid in 0..10u64 {
+            let part = OverlayMessage::Chunk {
+                qid,
+                zone: zone.clone(),
+                version: 1,
+                index: 0,
+                count: 2,
+                bytes: vec![1, 2, 3],
+            };
+            overlay.handle(0, peer, part, &NoTables);
+        }
+        assert_eq!(overlay.assemblies.len(), 3);
+        assert_eq!(overlay.stats().pending_refused, 14);
+        // A part of an assembly already held is still taken.
+        let second = OverlayMessage::Chunk {
+            qid: 0,
+            zone: zone.clone(),
+            version: 1,
+            index: 1,
+            count: 2,
+            bytes: vec![4],
+        };
+        overlay.handle(0, peer, second, &NoTables);
+        assert_eq!(overlay.stats().pending_refused, 14);
+    }
 }

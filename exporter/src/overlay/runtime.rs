@@ -85,11 +85,14 @@ impl OverlayRuntime {
         actions: Actions,
         agent_commands: mpsc::UnboundedSender<AgentCommand>,
         guard: CommandGuard,
+        max_pending: usize,
     ) -> (OverlayRuntime, mpsc::UnboundedReceiver<(u64, Outcome)>) {
         let (local_tx, local_rx) = mpsc::unbounded_channel();
+        let mut cfg = OverlayConfig::new(addr, zone, seed);
+        cfg.max_pending = max_pending;
         (
             OverlayRuntime {
-                overlay: Overlay::new(OverlayConfig::new(addr, zone, seed)),
+                overlay: Overlay::new(cfg),
                 pending: HashMap::new(),
                 local_tx,
                 actions: Arc::new(actions),

@@ -281,3 +281,33 @@ proptest! {
         prop_assert!(close(&got.rows[0][1], &want));
     }
 }
+
+/// Regression (fuzz `overlay_reply`, artifact crash-b5342374): a child's
+/// reply whose distinct-count state is a dense HyperLogLog of one
+/// register became a group of the accumulator; merging this host's own
+/// state into it panicked. It now merges and finishes.
+#[test]
+fn a_reply_with_a_forged_distinct_state_merges_without_panic() {
+    let q = Query::parse(
+        "SELECT count_distinct(name) AS names, sum(rss_bytes), avg(cpu_seconds) FROM process",
+    )
+    .unwrap();
+    // The fuzzer's input after its first byte (the query pick).
+    let crash: [u8; 34] = [
+        0x01, 0x01, 0x00, 0x03, 0x0b, 0x01, 0x01, 0x01, 0x01, 0x03, 0x05, 0xfa, 0xfc, 0xf6, 0xd2,
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x10, 0xf8, 0x00, 0x00,
+        0xf8, 0x3f, 0x02, 0x00,
+    ];
+    let hostile: Partial = postcard::from_bytes(&crash).unwrap();
+    let own = q.local(&host("h1", &[(1, "nginx", 4096, 1.0)], 0.5));
+    let mut acc = q.empty();
+    q.merge(&mut acc, &hostile);
+    q.merge(&mut acc, &own);
+    let table = q.finish(&acc);
+    assert_eq!(table.rows.len(), 1);
+    // Whatever the forged state claims, this host's name is counted.
+    assert!(
+        table.rows[0][0].as_i64().is_some_and(|n| n >= 1),
+        "{table:?}"
+    );
+}
