@@ -693,15 +693,10 @@ impl Engine {
                 continue;
             }
             let authoritative = k == leaf && row.issuer == sender;
-            // A zone that grows is not relayed (see `not_growing`).
-            let settled = relay
-                && self.tables[k]
-                    .get(name)
-                    .is_some_and(|held| not_growing(&held.row, &row));
             match self.tables[k].offer(name, row.clone(), now.mono_ms, authoritative) {
                 Offer::Installed { content_changed } => {
                     self.stats.rows_installed += 1;
-                    if content_changed && settled {
+                    if content_changed {
                         changed.push(row);
                     }
                 }
@@ -1087,8 +1082,10 @@ impl Engine {
     }
 }
 
-/// Whether a new version of a zone row may be pushed and relayed: not while
-/// its membership grows. In a cold start every zone grows every round, and
+/// Whether a new version of a zone row may be pushed (and so relayed):
+/// not while its membership grows. Only the pusher decides: a receiver's
+/// own copy may lag (under loss it often does), and judging growth against
+/// it blocked relays of value changes. In a cold start every zone grows every round, and
 /// pushing each version, with every receiver relaying it down its subtree,
 /// made each round a broadcast of every zone row (traffic grew with N);
 /// anti-entropy alone carries a forming zone. A change of values, a leave or

@@ -47,6 +47,9 @@ pub struct SimConfig {
     pub interval_ms: u64,
     pub seeds: usize,
     pub aggregates: Vec<String>,
+    /// Fewer agents busy in one virtual millisecond than this run on the
+    /// calling thread: below it, threads cost more than they give.
+    pub parallel_min_agents: usize,
 }
 
 impl SimConfig {
@@ -62,6 +65,7 @@ impl SimConfig {
             interval_ms: 1000,
             seeds: 3,
             aggregates: SIM_AGGREGATES.iter().map(|s| s.to_string()).collect(),
+            parallel_min_agents: 64,
         }
     }
 }
@@ -123,10 +127,6 @@ impl EventQueue {
         self.buckets.remove(&at)
     }
 }
-
-/// Below this many agents busy in one millisecond, threads cost more than
-/// they give.
-const PARALLEL_MIN_AGENTS: usize = 64;
 
 enum Work {
     Tick,
@@ -499,7 +499,7 @@ impl Sim {
             };
             self.now = next;
             let mut jobs = self.jobs_for(events);
-            if jobs.len() >= PARALLEL_MIN_AGENTS {
+            if jobs.len() >= self.cfg.parallel_min_agents {
                 jobs.par_iter_mut().for_each(AgentJob::run);
             } else {
                 jobs.iter_mut().for_each(AgentJob::run);

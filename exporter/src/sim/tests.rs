@@ -230,6 +230,36 @@ fn the_same_seed_gives_the_same_report() {
     assert!(first.contains("\"root_correct\":true"), "{first}");
 }
 
+/// The simulator runs the agents of one virtual millisecond in parallel;
+/// the report must not depend on whether, or on how many threads, it did.
+#[test]
+fn the_report_does_not_depend_on_the_number_of_threads() {
+    let run = |threads: usize| {
+        let mut config = SimConfig::new(400, 8, 9);
+        // Every millisecond in parallel when threads > 1, none otherwise.
+        config.parallel_min_agents = if threads > 1 { 1 } else { usize::MAX };
+        let opts = SimOptions {
+            config,
+            max_rounds: 60,
+            changes: 2,
+            progress: false,
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        let mut report =
+            serde_json::to_value(pool.install(|| run_benchmark(&opts)).unwrap()).unwrap();
+        for volatile in ["wall_seconds", "peak_rss_bytes"] {
+            report.as_object_mut().unwrap().remove(volatile);
+        }
+        report.to_string()
+    };
+    let one = run(1);
+    assert_eq!(one, run(4));
+    assert!(one.contains("\"root_correct\":true"), "{one}");
+}
+
 #[test]
 #[ignore]
 fn debug_dump() {
