@@ -77,14 +77,43 @@ struct Child {
     target: ZonePath,
     contacts: Vec<SocketAddr>,
     members: u64,
+    /// Asks sent so far (the next one goes to `contacts[asked % len]`).
     asked: usize,
+    /// When the latest ask went, and how many asks were retries.
+    asked_at: u64,
+    retries: u32,
     next_retry: u64,
+    /// Some contact acknowledged or answered: the zone is being worked on.
+    heard: bool,
+    /// Nothing came within the silence limit, or every contact is a
+    /// suspect: dead (or its datagrams were lost). It no longer holds back
+    /// a settled reply.
+    silent: bool,
+    /// The peers asked for it so far: suspects if it stays silent.
+    asked_peers: Vec<SocketAddr>,
     best: Option<Reply>,
 }
 
 impl Child {
     fn done(&self) -> bool {
         self.best.as_ref().is_some_and(|r| r.last)
+    }
+
+    /// Nothing better is expected soon: finished, settled below, or silent.
+    fn quiet(&self) -> bool {
+        self.silent || self.best.as_ref().is_some_and(|r| r.last || r.settled)
+    }
+}
+
+impl Task {
+    /// How long a child may stay unheard before it is called silent: half
+    /// again the slowest first response of its siblings, known once most
+    /// of them (all but a quarter) responded, so that a few fast answers
+    /// do not make the slower live children look dead.
+    fn silence_limit(&self) -> Option<u64> {
+        let slowest = self.slowest_response_ms?;
+        let unheard = self.children.iter().filter(|c| !c.heard).count();
+        (unheard <= (self.children.len() / 4).max(1)).then(|| silence_ms(slowest))
     }
 }
 
@@ -103,9 +132,14 @@ struct Task {
     /// Fixed outcome (an error found here).
     fixed: Option<Reply>,
     version: u32,
-    /// Hosts answered in the last reply sent, and when it went.
+    /// Hosts answered in the last reply sent, whether it was settled, and
+    /// when it went.
     sent_answered: Option<u32>,
+    sent_settled: bool,
     sent_at: u64,
+    /// The slowest first response (ack or reply) of a child so far: the
+    /// round trip this task's children need, which sets the silence limit.
+    slowest_response_ms: Option<u64>,
     first_answer_at: Option<u64>,
     /// A child's reply improved since the last reply went up.
     improved: bool,
@@ -135,6 +169,12 @@ pub struct Overlay {
     /// Plans by SQL text: every node of a query parses it once, not once
     /// per zone it answers for.
     plans: HashMap<String, Arc<Query>>,
+    /// Peers that stayed silent when asked, until when they are suspected.
+    /// Later requests ask a zone's other contacts first and do not wait
+    /// for a child whose every contact is suspected: MON's adjustment
+    /// around dead nodes, remembered from one request to the next. Any
+    /// datagram from a peer clears it.
+    suspects: HashMap<SocketAddr, u64>,
 }
 
 enum Internal {
@@ -156,6 +196,13 @@ enum Internal {
 const MIN_RETRY_MS: u64 = 40;
 /// An improvement is passed up at most this often before the last reply.
 const MIN_FLUSH_MS: u64 = 15;
+/// A child is silent after this many times the slowest first response of
+/// its siblings (in percent): slower than every live sibling by half again.
+const SILENCE_PERCENT: u64 = 150;
+/// How long a silent peer stays suspected (unless it is heard from).
+const SUSPECT_MS: u64 = 60_000;
+/// Suspects remembered at most (a bound on memory, not on correctness).
+const MAX_SUSPECTS: usize = 4096;
 
 fn merge_outcome(query: Option<&Query>, acc: &mut Option<Outcome>, other: &Outcome) {
     match (acc.as_mut(), other) {
@@ -183,6 +230,7 @@ impl Overlay {
             next_qid,
             stats: OverlayStats::default(),
             plans: HashMap::new(),
+            suspects: HashMap::new(),
         }
     }
 
@@ -274,6 +322,8 @@ impl Overlay {
         dir: &dyn Directory,
     ) -> Vec<OverlayEffect> {
         let mut out = Vec::new();
+        // It is alive, whatever it says.
+        self.suspects.remove(&from);
         match message {
             OverlayMessage::Ask {
                 qid,
@@ -375,6 +425,7 @@ impl Overlay {
         self.tasks
             .retain(|_, t| t.finished.is_none() || t.forget_at > now);
         self.assemblies.retain(|_, a| a.started_ms + 5_000 > now);
+        self.suspects.retain(|_, until| *until > now);
         let keys: Vec<(u64, ZonePath)> = self.tasks.keys().cloned().collect();
         for key in keys {
             let mut sends = Vec::new();
@@ -383,13 +434,34 @@ impl Overlay {
                     continue;
                 }
                 let budget = self.cfg.child_share_percent * task.deadline.saturating_sub(now) / 100;
+                let silence = task.silence_limit();
                 for c in task.children.iter_mut() {
                     if c.done() || c.next_retry > now || c.contacts.is_empty() {
                         continue;
                     }
+                    if !c.heard {
+                        c.silent = true;
+                        for peer in c.asked_peers.drain(..) {
+                            if self.suspects.len() < MAX_SUSPECTS {
+                                self.suspects.insert(peer, now + SUSPECT_MS);
+                            }
+                        }
+                    }
+                    // A silent child is asked again soon through its next
+                    // contact (backing off while it stays silent); one that
+                    // answered is asked again only to repair a lost reply.
+                    let wait = match silence {
+                        Some(s) if !c.heard => (s << c.retries.min(8)).min(retry_ms(budget)),
+                        _ => retry_ms(budget),
+                    };
                     let to = c.contacts[c.asked % c.contacts.len()];
+                    if to != self.cfg.addr {
+                        c.asked_peers.push(to);
+                    }
                     c.asked += 1;
-                    c.next_retry = now + retry_ms(budget);
+                    c.retries += 1;
+                    c.asked_at = now;
+                    c.next_retry = now + wait;
                     self.stats.retries += 1;
                     sends.push((to, c.target.clone(), budget));
                 }
@@ -494,12 +566,19 @@ impl Overlay {
                     }
                     _ => None,
                 };
-                if let Some((chunks, reply)) = latest {
-                    if from == self.cfg.addr {
-                        self.inbox.push_back(Internal::Reply { qid, zone, reply });
-                    } else {
+                match latest {
+                    Some((chunks, reply)) => {
+                        if from == self.cfg.addr {
+                            self.inbox.push_back(Internal::Reply { qid, zone, reply });
+                        } else {
+                            self.send_chunks(from, chunks, out);
+                        }
+                    }
+                    None if !task.leaf => {
+                        let chunks = ack_chunks(qid, &key.1, task);
                         self.send_chunks(from, chunks, out);
                     }
+                    None => {}
                 }
             }
             return;
@@ -535,7 +614,9 @@ impl Overlay {
             fixed: None,
             version: 0,
             sent_answered: None,
+            sent_settled: false,
             sent_at: now,
+            slowest_response_ms: None,
             first_answer_at: None,
             improved: false,
             finished: None,
@@ -581,22 +662,41 @@ impl Overlay {
         let mut asks = Vec::new();
         for (target, c) in plan {
             let mut contacts = c.contacts.clone();
-            // Itself first: answering its own part costs no message.
-            if let Some(i) = contacts.iter().position(|a| *a == self.cfg.addr) {
-                contacts.swap(0, i);
-            }
+            // Itself first: answering its own part costs no message; then
+            // the contacts not suspected of being dead, in their order.
+            let own = self.cfg.addr;
+            let suspected = |a: &SocketAddr| self.suspects.get(a).is_some_and(|u| *u > now);
+            contacts.sort_by_key(|a| (*a != own, suspected(a)));
+            let all_suspected = !contacts.is_empty() && contacts.iter().all(suspected);
             let first = contacts.len().min(self.cfg.fanout.max(1));
             for to in &contacts[..first] {
                 asks.push((*to, target.clone()));
             }
+            let asked_peers = contacts[..first]
+                .iter()
+                .copied()
+                .filter(|a| *a != own)
+                .collect();
             task.children.push(Child {
                 target,
                 contacts,
                 members: c.members,
                 asked: first,
+                asked_at: now,
+                retries: 0,
                 next_retry: now + retry_ms(budget),
+                heard: false,
+                silent: all_suspected,
+                asked_peers,
                 best: None,
             });
+        }
+        // Acknowledge at once: the asker learns this contact is alive, and
+        // from the round trip how long to wait before calling a sibling of
+        // ours silent and asking its next contact.
+        if let Some(from) = from.filter(|f| *f != self.cfg.addr) {
+            let chunks = ack_chunks(qid, &zone, &task);
+            self.send_chunks(from, chunks, out);
         }
         self.tasks.insert(key.clone(), task);
         for (to, target) in asks {
@@ -628,6 +728,7 @@ impl Overlay {
     ) {
         let reply = Reply {
             last: true,
+            settled: true,
             outcome,
             answered: 0,
             expected: 0,
@@ -647,7 +748,9 @@ impl Overlay {
             fixed: Some(reply),
             version: 0,
             sent_answered: None,
+            sent_settled: false,
             sent_at: now,
+            slowest_response_ms: None,
             first_answer_at: None,
             improved: false,
             finished: None,
@@ -678,20 +781,50 @@ impl Overlay {
         }
         for key in keys {
             if let Some(task) = self.tasks.get_mut(&key) {
+                let is_error = matches!(reply.outcome, Outcome::Error(_));
+                // An empty interim reply is only ever an acknowledgement.
+                let ack = reply.answered == 0 && !reply.last && !is_error;
+                let mut newly_heard = false;
                 for c in task.children.iter_mut().filter(|c| c.target == zone) {
+                    if !c.heard {
+                        c.heard = true;
+                        newly_heard = true;
+                        let rtt = now.saturating_sub(c.asked_at);
+                        if task.slowest_response_ms.is_none_or(|s| rtt > s) {
+                            task.slowest_response_ms = Some(rtt);
+                        }
+                    }
+                    if ack {
+                        continue;
+                    }
+                    c.silent = false;
                     // The best reply per child, never two merged: the two
                     // contacts of a zone answer for the same hosts.
                     let better = match &c.best {
                         None => true,
                         Some(b) => {
-                            (reply.answered, reply.last) > (b.answered, b.last)
-                                || matches!(reply.outcome, Outcome::Error(_))
+                            (reply.answered, reply.last, reply.settled)
+                                > (b.answered, b.last, b.settled)
+                                || is_error
                         }
                     };
                     if better {
                         c.best = Some(reply.clone());
                         task.improved = true;
                     }
+                }
+                // Now that a round trip is known, children not heard from
+                // are called silent (and asked again) after a short wait
+                // instead of a fifth of the budget.
+                if newly_heard {
+                    if let Some(s) = task.silence_limit() {
+                        for c in task.children.iter_mut().filter(|c| !c.heard) {
+                            c.next_retry = c.next_retry.min(c.asked_at + s);
+                        }
+                    }
+                }
+                if ack {
+                    continue;
                 }
                 if task.first_answer_at.is_none() {
                     task.first_answer_at = Some(now);
@@ -711,6 +844,7 @@ impl Overlay {
             return match &task.local {
                 Some(o) => Reply {
                     last: true,
+                    settled: true,
                     outcome: o.clone(),
                     answered: 1,
                     expected: 1,
@@ -719,6 +853,7 @@ impl Overlay {
                 },
                 None => Reply {
                     last: false,
+                    settled: false,
                     outcome: empty_outcome(task),
                     answered: 0,
                     expected: 1,
@@ -765,6 +900,7 @@ impl Overlay {
         }
         Reply {
             last,
+            settled: last || task.children.iter().all(Child::quiet),
             outcome: outcome.unwrap_or_else(|| empty_outcome(task)),
             answered,
             expected,
@@ -789,16 +925,28 @@ impl Overlay {
         let expired = now >= task.deadline;
         if expired {
             reply.last = true;
+            reply.settled = true;
         }
-        let improved = task.sent_answered.is_none_or(|a| reply.answered > a);
+        // Interim replies: the entry passes every improvement to its
+        // caller; an inner task passes one up at once when it is settled
+        // (all that looks alive below has answered), else at most once per
+        // flush gap, which bounds the bytes while dead hosts are awaited.
+        let grew = task.sent_answered.is_none_or(|a| reply.answered > a);
+        let newly_settled = reply.settled && !task.sent_settled;
         let due = reply.last
-            || (improved && reply.answered > 0 && (task.entry || now >= task.sent_at + gap));
+            || (reply.answered > 0
+                && if task.entry {
+                    grew
+                } else {
+                    (grew || newly_settled) && (reply.settled || now >= task.sent_at + gap)
+                });
         if !due {
             return;
         }
         task.version += 1;
         task.improved = false;
         task.sent_answered = Some(reply.answered);
+        task.sent_settled = reply.settled;
         task.sent_at = now;
         let elapsed_ms = now - task.started;
         let (qid, zone) = key.clone();
@@ -861,4 +1009,25 @@ fn empty_outcome(task: &Task) -> Outcome {
 /// of the time it was given, so retries fit several times in the budget.
 fn retry_ms(child_budget: u64) -> u64 {
     (child_budget / 5).clamp(MIN_RETRY_MS, 1_000)
+}
+
+/// How long a child may stay silent, given the slowest first response of
+/// its siblings.
+fn silence_ms(slowest_response_ms: u64) -> u64 {
+    (slowest_response_ms * SILENCE_PERCENT / 100).max(MIN_RETRY_MS)
+}
+
+/// The acknowledgement of an ask: an empty interim reply (version 0, which
+/// no real reply uses), sent before any work is done.
+fn ack_chunks(qid: u64, zone: &ZonePath, task: &Task) -> Vec<OverlayMessage> {
+    let ack = Reply {
+        last: false,
+        settled: false,
+        outcome: empty_outcome(task),
+        answered: 0,
+        expected: 0,
+        missing: Vec::new(),
+        missing_more: 0,
+    };
+    chunk_reply(qid, zone, 0, &ack)
 }
