@@ -142,9 +142,9 @@ impl OverlayRuntime {
                             let samples = samples.clone();
                             tokio::task::spawn_blocking(move || {
                                 let outcome = match Query::parse(&sql) {
-                                    Ok(q) => Outcome::Query(q.local(&local_data(
-                                        &sql, q.source, &leaf, &attrs, &samples,
-                                    ))),
+                                    Ok(q) => Outcome::Query(
+                                        q.local(&local_data(&q, &leaf, &attrs, &samples)),
+                                    ),
                                     Err(e) => Outcome::Error(RequestError::BadQuery(e.0)),
                                 };
                                 let _ = tx.send((qid, outcome));
