@@ -272,6 +272,14 @@ pub fn apply_file(args: &mut AgentArgs, matches: Option<&clap::ArgMatches>) -> a
     }
     if let Some(v) = file
         .collector
+        .interval
+        .filter(|_| args.collector_interval.is_none())
+    {
+        args.collector_interval =
+            Some(parse_duration(&v).map_err(|e| at(format!("collector.interval: {e}")))?);
+    }
+    if let Some(v) = file
+        .collector
         .timeout
         .filter(|_| defaulted("collector_timeout"))
     {
