@@ -1031,3 +1031,179 @@ fn ack_chunks(qid: u64, zone: &ZonePath, task: &Task) -> Vec<OverlayMessage> {
     };
     chunk_reply(qid, zone, 0, &ack)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::overlay::query::LocalData;
+
+    const SQL: &str = "SELECT count(*) AS n FROM host";
+    const LINK_MS: u64 = 10;
+
+    fn addr(i: u8) -> SocketAddr {
+        SocketAddr::from(([10, 0, 0, i], 7946))
+    }
+
+    fn zone(p: &str) -> ZonePath {
+        ZonePath::parse(p).unwrap()
+    }
+
+    /// `/x/e` (the entry, addr 1) and `/z` with hosts a, b, c (addrs 2, 3,
+    /// 4), contacts a and b; c is dead but its row still counts.
+    struct Dir;
+
+    impl Directory for Dir {
+        fn children(&self, z: &ZonePath) -> Option<Vec<ChildZone>> {
+            let child = |p: &str, contacts: Vec<u8>, members| ChildZone {
+                zone: zone(p),
+                contacts: contacts.into_iter().map(addr).collect(),
+                members,
+            };
+            match z.as_str() {
+                "/" => Some(vec![child("/x", vec![1], 1), child("/z", vec![2, 3], 3)]),
+                "/x" => Some(vec![child("/x/e", vec![1], 1)]),
+                "/z" => Some(vec![
+                    child("/z/a", vec![2], 1),
+                    child("/z/b", vec![3], 1),
+                    child("/z/c", vec![4], 1),
+                ]),
+                _ => None,
+            }
+        }
+    }
+
+    /// Replies as the entry received them from a contact of `/z`.
+    #[derive(Debug)]
+    struct Seen {
+        at: u64,
+        reply: Reply,
+    }
+
+    /// Runs one query for `/z` from the entry, every link LINK_MS, the
+    /// dead host dropping what it is sent; returns the replies for `/z`
+    /// that reached the entry and when, and when host b's answer reached
+    /// contact a.
+    fn run(nodes: &mut [Overlay], start: u64) -> (Vec<Seen>, Option<u64>) {
+        let q = Query::parse(SQL).unwrap();
+        let mut queue: BTreeMap<u64, Vec<(usize, SocketAddr, OverlayMessage)>> = BTreeMap::new();
+        let mut effects: Vec<(usize, Vec<OverlayEffect>)> = Vec::new();
+        let (_, out) = nodes[0]
+            .start(
+                start,
+                zone("/z"),
+                Request::Query { sql: SQL.into() },
+                2000,
+                &Dir,
+            )
+            .unwrap();
+        effects.push((0, out));
+        let mut seen = Vec::new();
+        let mut b_reached_a = None;
+        let mut assemblies: HashMap<AssemblyKey, Assembly> = HashMap::new();
+        let mut now = start;
+        let mut ticked = false;
+        while now <= start + 2100 {
+            while let Some((from, out)) = effects.pop() {
+                for e in out {
+                    match e {
+                        OverlayEffect::Send { to, message } => {
+                            let to_index = (to.ip().to_string().rsplit('.').next())
+                                .and_then(|d| d.parse::<usize>().ok())
+                                .unwrap()
+                                - 1;
+                            if to_index < nodes.len() {
+                                queue.entry(now + LINK_MS).or_default().push((
+                                    to_index,
+                                    nodes[from].config().addr,
+                                    message,
+                                ));
+                            }
+                        }
+                        OverlayEffect::Local { qid, .. } => {
+                            let partial = q.local(&LocalData::default());
+                            let done =
+                                nodes[from].local_done(now, qid, Outcome::Query(partial), &Dir);
+                            effects.push((from, done));
+                        }
+                        OverlayEffect::Answer { .. } => {}
+                    }
+                }
+            }
+            if let Some(batch) = queue.remove(&now) {
+                for (to, from, message) in batch {
+                    if let OverlayMessage::Chunk {
+                        qid,
+                        zone: z,
+                        version,
+                        index,
+                        count,
+                        bytes,
+                    } = &message
+                    {
+                        if to == 0 && version > &0 {
+                            let asm = assemblies
+                                .entry((from, *qid, z.clone(), *version))
+                                .or_insert_with(|| Assembly::new(*count, now));
+                            if let Some(Ok(reply)) = asm.add(*index, bytes.clone()) {
+                                seen.push(Seen { at: now, reply });
+                            }
+                        }
+                        if to == 1 && from == addr(3) && b_reached_a.is_none() {
+                            b_reached_a = Some(now);
+                        }
+                    }
+                    let out = nodes[to].handle(now, from, message, &Dir);
+                    effects.push((to, out));
+                }
+                continue;
+            }
+            if !ticked {
+                ticked = true;
+                for (i, node) in nodes.iter_mut().enumerate() {
+                    if node.next_tick_ms().is_some_and(|t| t <= now) {
+                        effects.push((i, node.tick(now, &Dir)));
+                    }
+                }
+                continue;
+            }
+            now += 1;
+            ticked = false;
+        }
+        (seen, b_reached_a)
+    }
+
+    #[test]
+    fn a_dead_host_is_noticed_then_remembered_and_never_holds_back_the_live_answer() {
+        let mut nodes: Vec<Overlay> = [("/x/e", 1), ("/z/a", 2), ("/z/b", 3)]
+            .iter()
+            .map(|(z, i)| Overlay::new(OverlayConfig::new(addr(*i), zone(z), *i as u64)))
+            .collect();
+
+        // First query: c is unknown. Contact a hears b, waits half again
+        // b's round trip for c, then sends a settled reply with the two
+        // live hosts, long before its deadline; the last reply names c.
+        let (seen, b_at_a) = run(&mut nodes, 0);
+        let b_at_a = b_at_a.unwrap();
+        let settled = seen
+            .iter()
+            .find(|s| s.reply.settled && !s.reply.last)
+            .unwrap_or_else(|| panic!("no settled interim reply: {seen:?}"));
+        assert_eq!(settled.reply.answered, 2);
+        assert_eq!(settled.reply.expected, 3);
+        assert!(settled.at > b_at_a + LINK_MS, "{seen:?}");
+        let last = seen.iter().rev().find(|s| s.reply.last).unwrap();
+        assert_eq!(last.reply.answered, 2);
+        assert_eq!(last.reply.missing, vec![zone("/z/c")]);
+
+        // Second query: c is a suspect, so a's settled reply leaves the
+        // moment b's answer arrives (one link later at the entry).
+        let (seen, b_at_a) = run(&mut nodes, 10_000);
+        let b_at_a = b_at_a.unwrap();
+        let first_settled = seen
+            .iter()
+            .find(|s| s.reply.settled && s.reply.answered == 2)
+            .unwrap_or_else(|| panic!("no settled reply: {seen:?}"));
+        assert_eq!(first_settled.at, b_at_a + LINK_MS, "{seen:?}");
+        assert!(!first_settled.reply.last);
+    }
+}
