@@ -101,6 +101,7 @@ pub struct WebSection {
 pub struct CollectorSection {
     pub textfile_directory: Option<PathBuf>,
     pub timeout: Option<String>,
+    pub interval: Option<String>,
     pub host: Option<bool>,
     pub application_url: Option<String>,
     #[serde(default)]

@@ -55,6 +55,11 @@ fn check_config_accepts_good_files_and_names_file_line_and_reason() {
             "zone = \"/a/b\"\n[gossip]\ninterval = \"soon\"\n",
             vec!["interval.toml", "gossip.interval"],
         ),
+        (
+            "collector-interval.toml",
+            "zone = \"/a/b\"\n[collector]\ninterval = \"soon\"\n",
+            vec!["collector-interval.toml", "collector.interval"],
+        ),
         ("syntax.toml", "zone = \n", vec!["syntax.toml", "line 1"]),
     ] {
         let path = dir.join(name);

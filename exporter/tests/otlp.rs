@@ -252,6 +252,7 @@ fn options(zone: &str, seeds: Vec<SocketAddr>, work: i64) -> AgentOptions {
         aggregates: vec!["SELECT sum(work) AS work_summed, max(work) AS work_peak".into()],
         attributes: vec![("work".into(), Value::Int(work))],
         collector_timeout: Duration::from_secs(5),
+        collector_interval: None,
         host_collectors: true,
         application: None,
         process_groups: Vec::new(),

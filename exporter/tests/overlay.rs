@@ -335,3 +335,213 @@ fn queries_and_commands_over_twelve_agents() {
     );
     assert!(v["elapsed_ms"].as_u64().unwrap() < 8000);
 }
+
+/// An agent whose JSON log lines (stderr) go to `dir/stderr.log`, with
+/// collectors that sample only once an hour unless told to.
+fn spawn_logging_agent(zone: &str, seeds: &[u16], dir: &std::path::Path) -> Agent {
+    let gossip = free_port();
+    let web = free_port();
+    std::fs::create_dir_all(dir).unwrap();
+    let log = std::fs::File::create(dir.join("stderr.log")).unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.arg("agent")
+        .args(["--zone", zone])
+        .args(["--gossip.listen-address", &format!("127.0.0.1:{gossip}")])
+        .args(["--web.listen-address", &format!("127.0.0.1:{web}")])
+        .args(["--gossip.interval", "200ms"])
+        .args(["--collector.interval", "1h"])
+        .args(["--collector.textfile.directory", dir.to_str().unwrap()])
+        .args(["--no-collector.host", "--log.format", "json"])
+        .env("ASTROLABE_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(log);
+    for s in seeds {
+        cmd.args(["--gossip.seed", &format!("127.0.0.1:{s}")]);
+    }
+    Agent {
+        zone: zone.to_string(),
+        gossip,
+        web,
+        dir: dir.to_path_buf(),
+        child: Some(cmd.spawn().expect("start agent")),
+    }
+}
+
+/// The agent's log so far; every line must be one JSON object.
+fn log_lines(agent: &Agent) -> Vec<Value> {
+    let text = std::fs::read_to_string(agent.dir.join("stderr.log")).unwrap_or_default();
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            serde_json::from_str::<Value>(l)
+                .unwrap_or_else(|e| panic!("{}: not a JSON log line ({e}): {l}", agent.zone))
+        })
+        .collect()
+}
+
+fn is_line(line: &Value, level: &str, message: &str) -> bool {
+    line["level"] == json!(level)
+        && line["fields"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(message))
+}
+
+fn count_lines(agent: &Agent, level: &str, message: &str) -> usize {
+    log_lines(agent)
+        .iter()
+        .filter(|l| is_line(l, level, message))
+        .count()
+}
+
+/// `astrolabe command --zone / ARGS...` through the CLI; its stdout.
+fn command_cli(web: u16, args: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .args([
+            "command",
+            "--server",
+            &format!("http://127.0.0.1:{web}"),
+            "--zone",
+            "/",
+        ])
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// A datagram no agent can decode: dropped, with a debug line.
+fn send_garbage(agent: &Agent) {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.send_to(b"not a datagram of ours", ("127.0.0.1", agent.gossip))
+        .unwrap();
+}
+
+fn work_items(web: u16) -> Value {
+    let (status, v) = query(
+        web,
+        "/",
+        "SELECT host, work_items FROM host ORDER BY host",
+        5000,
+    );
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["coverage"]["answered"], json!(4), "{v}");
+    v["rows"].clone()
+}
+
+#[test]
+fn built_in_commands_collect_and_set_log_level_on_every_host() {
+    let dir = temp_dir("overlay-builtins");
+    let mut agents: Vec<Agent> = Vec::new();
+    let mut seed = Vec::new();
+    for (i, zone) in ["/a/h0", "/a/h1", "/b/h2", "/b/h3"].iter().enumerate() {
+        let d = dir.join(format!("a{i}"));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("w.prom"), format!("work_items {}\n", i + 1)).unwrap();
+        let a = spawn_logging_agent(zone, &seed, &d);
+        if i == 0 {
+            seed.push(a.gossip);
+        }
+        agents.push(a);
+    }
+    let converged = eventually(Duration::from_secs(60), || {
+        agents.iter().all(|a| {
+            a.get("/metrics")
+                .and_then(|m| zone_value(&m, "astrolabe_zone_members", "/"))
+                == Some(4.0)
+        })
+    });
+    assert!(converged, "the cluster did not converge");
+    let web = agents[0].web;
+    let before = json!([["h0", 1.0], ["h1", 2.0], ["h2", 3.0], ["h3", 4.0]]);
+    assert_eq!(work_items(web), before);
+
+    // collect: the files change, but the collectors sample once an hour,
+    // so the hosts still answer the old values...
+    for (i, a) in agents.iter().enumerate() {
+        std::fs::write(
+            a.dir.join("w.prom"),
+            format!("work_items {}\n", 10 * (i + 1)),
+        )
+        .unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(work_items(web), before);
+    // ...until `collect`, after which the very next query sees the new ones.
+    let out = command_cli(web, &["collect"]);
+    assert!(out.contains("ok: 4, failed: 0, not configured: 0"), "{out}");
+    assert_eq!(
+        work_items(web),
+        json!([["h0", 10.0], ["h1", 20.0], ["h2", 30.0], ["h3", 40.0]])
+    );
+    // And every host logged that it ran it.
+    for a in &agents {
+        assert_eq!(
+            count_lines(a, "WARN", "collect requested over the overlay"),
+            1,
+            "{}",
+            a.zone
+        );
+    }
+
+    // set-log-level with the JSON log format. At info, a dropped datagram
+    // leaves no line; an unconfigured command leaves an info line.
+    for a in &agents {
+        send_garbage(a);
+    }
+    let out = command_cli(web, &["nothing-here"]);
+    assert!(out.contains("ok: 0, failed: 0, not configured: 4"), "{out}");
+    for a in &agents {
+        assert_eq!(count_lines(a, "INFO", "command not configured here"), 1);
+    }
+    let out = command_cli(web, &["set-log-level", "debug"]);
+    assert!(out.contains("ok: 4, failed: 0, not configured: 0"), "{out}");
+    for a in &agents {
+        let lines = log_lines(a);
+        let asked = lines
+            .iter()
+            .position(|l| is_line(l, "WARN", "set-log-level requested"))
+            .unwrap_or_else(|| panic!("{}: set-log-level not logged", a.zone));
+        assert_eq!(lines[asked]["fields"]["level"], json!("debug"));
+        // Nothing at debug before the command (the garbage was sent then).
+        assert!(
+            !lines[..asked].iter().any(|l| l["level"] == json!("DEBUG")),
+            "{}: debug line before set-log-level debug",
+            a.zone
+        );
+    }
+    // At debug, a dropped datagram is logged, on every host.
+    for a in &agents {
+        send_garbage(a);
+    }
+    let logged = eventually(Duration::from_secs(10), || {
+        agents
+            .iter()
+            .all(|a| count_lines(a, "DEBUG", "datagram dropped") >= 1)
+    });
+    assert!(logged, "no debug line after set-log-level debug");
+
+    // Back to warn: info lines stop (the unconfigured command runs again,
+    // its info line does not appear), the command itself is still logged.
+    let out = command_cli(web, &["set-log-level", "warn"]);
+    assert!(out.contains("ok: 4, failed: 0, not configured: 0"), "{out}");
+    let out = command_cli(web, &["nothing-here"]);
+    assert!(out.contains("not configured: 4"), "{out}");
+    for a in &agents {
+        assert_eq!(count_lines(a, "WARN", "set-log-level requested"), 2);
+        assert_eq!(
+            count_lines(a, "INFO", "command not configured here"),
+            1,
+            "{}: info line after set-log-level warn",
+            a.zone
+        );
+    }
+    // A bad level is refused on every host and changes nothing.
+    let out = command_cli(web, &["set-log-level", "[not a filter"]);
+    assert!(out.contains("ok: 0, failed: 4"), "{out}");
+}

@@ -34,6 +34,8 @@ pub struct AgentOptions {
     pub aggregates: Vec<String>,
     pub attributes: Vec<(String, Value)>,
     pub collector_timeout: Duration,
+    /// How often the collectors sample; None: every gossip round.
+    pub collector_interval: Option<Duration>,
     pub host_collectors: bool,
     /// A local Prometheus endpoint and the metrics to import from it.
     pub application: Option<(String, Vec<String>)>,
@@ -302,7 +304,10 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
     );
 
     // Collectors run on blocking threads and send fresh leaf attributes.
-    let (attrs_tx, mut attrs_rx) = mpsc::channel::<(Attributes, Arc<Vec<MetricFamily>>)>(4);
+    // With each sample go the `collect` commands it answers.
+    type CollectDone = tokio::sync::oneshot::Sender<()>;
+    let (attrs_tx, mut attrs_rx) =
+        mpsc::channel::<(Attributes, Arc<Vec<MetricFamily>>, Vec<CollectDone>)>(4);
     let mut collectors: Vec<Arc<dyn Collector>> = if opts.host_collectors {
         astrolabe_collectors::default_collectors()
     } else {
@@ -328,14 +333,15 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
             timeout: opts.collector_timeout,
         }));
     }
-    let interval = opts.interval;
+    let interval = opts.collector_interval.unwrap_or(opts.interval);
     let timeout = opts.collector_timeout;
     // `collect` over the overlay wakes the collector thread early.
-    let (collect_now_tx, collect_now_rx) = std::sync::mpsc::channel::<()>();
+    let (collect_now_tx, collect_now_rx) = std::sync::mpsc::channel::<CollectDone>();
     let shared_attrs = Arc::new(std::sync::RwLock::new(static_attrs.clone()));
     let base = shared_attrs.clone();
     std::thread::spawn(move || {
         let mut previous: Option<(Vec<MetricFamily>, Instant)> = None;
+        let mut waiting: Vec<CollectDone> = Vec::new();
         loop {
             let sampled = Instant::now();
             let (families, _) = astrolabe_collectors::run_all(&collectors, timeout);
@@ -349,12 +355,21 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
                     .map(|(_, t)| sampled.duration_since(*t).as_secs_f64()),
             );
             let families = Arc::new(families);
-            if attrs_tx.blocking_send((attrs, families.clone())).is_err() {
+            let answered = std::mem::take(&mut waiting);
+            if attrs_tx
+                .blocking_send((attrs, families.clone(), answered))
+                .is_err()
+            {
                 return;
             }
             previous = Some((families.to_vec(), sampled));
             match collect_now_rx.recv_timeout(interval) {
-                Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Ok(done) => {
+                    waiting.push(done);
+                    // Requests that came together share one sample.
+                    waiting.extend(collect_now_rx.try_iter());
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
                     std::thread::sleep(interval)
                 }
@@ -456,8 +471,8 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
                 }
                 Some(command) = agent_cmd_rx.recv() => {
                     match command {
-                        crate::overlay::runtime::AgentCommand::Collect => {
-                            let _ = collect_now_tx.send(());
+                        crate::overlay::runtime::AgentCommand::Collect { done } => {
+                            let _ = collect_now_tx.send(done);
                         }
                         crate::overlay::runtime::AgentCommand::SetLogLevel(level) => {
                             let _ = crate::overlay::runtime::set_log_level(&level);
@@ -465,9 +480,15 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
                     }
                     Vec::new()
                 }
-                Some((attrs, families)) = attrs_rx.recv() => {
+                Some((attrs, families, collected)) = attrs_rx.recv() => {
                     host = families;
-                    engine.set_attributes(now(), attrs)
+                    let effects = engine.set_attributes(now(), attrs);
+                    // The fresh sample is this agent's row now: tell the
+                    // `collect` commands waiting for it.
+                    for done in collected {
+                        let _ = done.send(());
+                    }
+                    effects
                 }
                 Some(control) = stop_rx.recv() => match control {
                     Stop::Leave => {

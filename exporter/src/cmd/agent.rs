@@ -128,6 +128,10 @@ pub struct AgentArgs {
     /// Longest a collector may take before it is reported failed.
     #[arg(long = "collector.timeout", default_value = "5s", value_parser = parse_duration)]
     pub collector_timeout: Duration,
+    /// How often the collectors sample (default: every gossip round); the
+    /// `collect` command samples at once in between.
+    #[arg(long = "collector.interval", value_parser = parse_duration)]
+    pub collector_interval: Option<Duration>,
     /// Do not run the host collectors (cpu, memory, load, network, disks, filesystems, pressure, processes).
     #[arg(long = "no-collector.host")]
     pub no_host_collectors: bool,
@@ -324,6 +328,14 @@ pub fn apply_file(args: &mut AgentArgs, matches: Option<&clap::ArgMatches>) -> a
     }
     if let Some(v) = file
         .collector
+        .interval
+        .filter(|_| args.collector_interval.is_none())
+    {
+        args.collector_interval =
+            Some(parse_duration(&v).map_err(|e| at(format!("collector.interval: {e}")))?);
+    }
+    if let Some(v) = file
+        .collector
         .timeout
         .filter(|_| defaulted("collector_timeout"))
     {
@@ -473,6 +485,7 @@ pub fn options(args: &AgentArgs) -> anyhow::Result<AgentOptions> {
         aggregates: args.aggregates.clone(),
         attributes,
         collector_timeout: args.collector_timeout,
+        collector_interval: args.collector_interval,
         host_collectors: !args.no_host_collectors,
         application: args
             .application_url
@@ -527,21 +540,32 @@ pub fn init_logging(format: &str) -> anyhow::Result<()> {
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
+    // Both formats keep a handle on the filter, so that `set-log-level`
+    // over the overlay works whatever the operator chose.
     match format {
         "text" => {
             let builder = builder.with_filter_reloading();
-            let handle = builder.reload_handle();
-            crate::overlay::runtime::set_log_reloader(Box::new(move |level: &str| {
-                let filter =
-                    tracing_subscriber::EnvFilter::try_new(level).map_err(|e| e.to_string())?;
-                handle.reload(filter).map_err(|e| e.to_string())
-            }));
+            install_log_reloader(builder.reload_handle());
             builder.try_init()
         }
-        "json" => builder.json().try_init(),
+        "json" => {
+            let builder = builder.json().with_filter_reloading();
+            install_log_reloader(builder.reload_handle());
+            builder.try_init()
+        }
         other => bail!("--log.format {other:?}: use text or json"),
     }
     .map_err(|e| anyhow::anyhow!("logging: {e}"))
+}
+
+/// Lets `set-log-level LEVEL` replace the filter behind `handle`.
+fn install_log_reloader<S: 'static>(
+    handle: tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, S>,
+) {
+    crate::overlay::runtime::set_log_reloader(Box::new(move |level: &str| {
+        let filter = tracing_subscriber::EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+        handle.reload(filter).map_err(|e| e.to_string())
+    }));
 }
 
 /// `astrolabe check-config FILE`: everything `agent` would refuse, without starting.

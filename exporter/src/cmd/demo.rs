@@ -133,6 +133,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
                 aggregates: args.aggregates.clone(),
                 attributes: vec![("demo_index".into(), Value::Int(i as i64))],
                 collector_timeout: Duration::from_secs(5),
+                collector_interval: None,
                 host_collectors: !args.no_host_collectors,
                 application: None,
                 process_groups: Vec::new(),

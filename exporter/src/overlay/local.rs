@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use astrolabe_collectors::MetricFamily;
 
-use super::query::{LocalData, Source};
+use super::query::{LocalData, Query, Source};
 use crate::zone::{Attributes, Value, ZonePath};
 
 /// Characters of a command line kept in the `process` table.
@@ -66,23 +66,24 @@ impl ProcessNeeds {
         cmdline: true,
     };
 
-    /// From the SQL text, conservatively: a column whose name appears
-    /// anywhere (or `SELECT *`) is read.
-    pub fn of_sql(sql: &str) -> ProcessNeeds {
-        let text = sql.to_lowercase().replace("count(*)", "");
-        if text.contains('*') {
-            return ProcessNeeds::ALL;
-        }
-        let has = |w: &str| text.contains(w);
+    /// From the query's plan: exactly the columns it reads, wherever they
+    /// appear (WHERE, output, GROUP BY, aggregate arguments, ORDER BY), so
+    /// an alias, a string literal or `count (*)` spelled with a space does
+    /// not make it read files it does not need, and no column it reads is
+    /// missed.
+    pub fn of_query(query: &Query) -> ProcessNeeds {
+        let read = query.columns_read();
+        let reads = |c: &str| read.contains(c);
         ProcessNeeds {
-            stat: ["name", "cpu_seconds", "rss_bytes", "threads", "start_time"]
-                .iter()
-                .any(|c| has(c)),
-            user: has("user"),
-            cmdline: has("cmdline"),
+            stat: STAT_COLUMNS.iter().any(|c| reads(c)),
+            user: reads("user"),
+            cmdline: reads("cmdline"),
         }
     }
 }
+
+/// The `process` columns that come from /proc/PID/stat.
+const STAT_COLUMNS: [&str; 5] = ["name", "cpu_seconds", "rss_bytes", "threads", "start_time"];
 
 /// One row per process still there when read (processes come and go).
 pub fn process_rows(leaf: &ZonePath) -> Vec<Attributes> {
@@ -154,16 +155,15 @@ pub fn process_rows_with(leaf: &ZonePath, needs: ProcessNeeds) -> Vec<Attributes
 /// What a query over `source` needs: /proc is read only for `process`,
 /// and only the files the query's columns come from.
 pub fn local_data(
-    sql: &str,
-    source: Source,
+    query: &Query,
     leaf: &ZonePath,
     attributes: &Attributes,
     samples: &[MetricFamily],
 ) -> LocalData {
     LocalData {
         host: host_row(leaf, attributes, samples),
-        processes: match source {
-            Source::Process => process_rows_with(leaf, ProcessNeeds::of_sql(sql)),
+        processes: match query.source {
+            Source::Process => process_rows_with(leaf, ProcessNeeds::of_query(query)),
             Source::Host => Vec::new(),
         },
     }
@@ -173,23 +173,50 @@ pub fn local_data(
 mod tests {
     use super::*;
 
+    fn needs(sql: &str) -> ProcessNeeds {
+        ProcessNeeds::of_query(&Query::parse(sql).unwrap())
+    }
+
     #[test]
     fn only_the_needed_files_are_read() {
-        let n = ProcessNeeds::of_sql("SELECT count(*) FROM process");
-        assert_eq!((n.stat, n.user, n.cmdline), (false, false, false));
-        let n = ProcessNeeds::of_sql(
-            "SELECT user, count(*) FROM process WHERE name = 'x' GROUP BY user",
-        );
-        assert_eq!((n.stat, n.user, n.cmdline), (true, true, false));
+        let none = ProcessNeeds {
+            stat: false,
+            user: false,
+            cmdline: false,
+        };
+        assert_eq!(needs("SELECT count(*) FROM process"), none);
+        // Spelling, aliases and literals that merely look like columns.
         assert_eq!(
-            ProcessNeeds::of_sql("SELECT * FROM process"),
-            ProcessNeeds::ALL
+            needs("SELECT COUNT ( * ) AS threads_total, max(pid) AS user_max FROM process WHERE pid <> 0 OR 'name' = 'cmdline'"),
+            none
         );
+        // (`user` is an SQL keyword: the column is written quoted.)
+        let n = needs(r#"SELECT "user", count(*) FROM process WHERE name = 'x' GROUP BY "user""#);
+        assert_eq!((n.stat, n.user, n.cmdline), (true, true, false));
+        // A column used only as a hidden sort key or aggregate argument.
+        let n = needs("SELECT pid FROM process ORDER BY rss_bytes DESC LIMIT 3");
+        assert_eq!((n.stat, n.user, n.cmdline), (true, false, false));
+        let n = needs("SELECT topk(3, cmdline, cpu_seconds) AS top FROM process");
+        assert_eq!((n.stat, n.user, n.cmdline), (true, false, true));
+        assert_eq!(needs("SELECT * FROM process"), ProcessNeeds::ALL);
         let leaf = ZonePath::parse("/a/me").unwrap();
         let all = process_rows(&leaf).len();
-        let bare = process_rows_with(&leaf, ProcessNeeds::of_sql("SELECT count(*) FROM process"));
+        let bare = process_rows_with(&leaf, needs("SELECT count(*) FROM process"));
         assert!(bare.len() + 50 >= all && all + 50 >= bare.len());
         assert!(bare.iter().all(|r| r.get("name").is_none()));
+        // What is read is what the query then finds: the answer over rows
+        // read with the detected needs equals the one over full rows.
+        let sql = "SELECT name, count(*) AS n FROM process WHERE pid = 1 OR pid = 2 GROUP BY name ORDER BY name";
+        let q = Query::parse(sql).unwrap();
+        let with_needs = LocalData {
+            host: Attributes::new(),
+            processes: process_rows_with(&leaf, ProcessNeeds::of_query(&q)),
+        };
+        let full = LocalData {
+            host: Attributes::new(),
+            processes: process_rows(&leaf),
+        };
+        assert_eq!(q.finish(&q.local(&with_needs)), q.finish(&q.local(&full)));
     }
 
     #[test]

@@ -51,6 +51,11 @@ pub enum Outcome {
 pub struct Reply {
     /// No better reply will follow from this sender.
     pub last: bool,
+    /// Every part of the subtree that looks alive has answered: what is
+    /// still missing is silent (dead, or lost and being asked again). The
+    /// parent passes a settled reply up at once instead of at its flush
+    /// gap, so dead hosts do not slow down the live coverage.
+    pub settled: bool,
     pub outcome: Outcome,
     /// Hosts whose answer is in `outcome`.
     pub answered: u32,
@@ -188,6 +193,7 @@ mod tests {
             .collect();
         let reply = Reply {
             last: true,
+            settled: true,
             outcome: Outcome::Query(Partial::Rows {
                 rows,
                 truncated: false,
@@ -230,6 +236,7 @@ mod tests {
             .collect();
         let reply = Reply {
             last: true,
+            settled: true,
             outcome: Outcome::Query(Partial::Rows {
                 rows,
                 truncated: false,

@@ -81,14 +81,43 @@ struct Child {
     target: ZonePath,
     contacts: Vec<SocketAddr>,
     members: u64,
+    /// Asks sent so far (the next one goes to `contacts[asked % len]`).
     asked: usize,
+    /// When the latest ask went, and how many asks were retries.
+    asked_at: u64,
+    retries: u32,
     next_retry: u64,
+    /// Some contact acknowledged or answered: the zone is being worked on.
+    heard: bool,
+    /// Nothing came within the silence limit, or every contact is a
+    /// suspect: dead (or its datagrams were lost). It no longer holds back
+    /// a settled reply.
+    silent: bool,
+    /// The peers asked for it so far: suspects if it stays silent.
+    asked_peers: Vec<SocketAddr>,
     best: Option<Reply>,
 }
 
 impl Child {
     fn done(&self) -> bool {
         self.best.as_ref().is_some_and(|r| r.last)
+    }
+
+    /// Nothing better is expected soon: finished, settled below, or silent.
+    fn quiet(&self) -> bool {
+        self.silent || self.best.as_ref().is_some_and(|r| r.last || r.settled)
+    }
+}
+
+impl Task {
+    /// How long a child may stay unheard before it is called silent: half
+    /// again the slowest first response of its siblings, known once most
+    /// of them (all but a quarter) responded, so that a few fast answers
+    /// do not make the slower live children look dead.
+    fn silence_limit(&self) -> Option<u64> {
+        let slowest = self.slowest_response_ms?;
+        let unheard = self.children.iter().filter(|c| !c.heard).count();
+        (unheard <= (self.children.len() / 4).max(1)).then(|| silence_ms(slowest))
     }
 }
 
@@ -107,9 +136,14 @@ struct Task {
     /// Fixed outcome (an error found here).
     fixed: Option<Reply>,
     version: u32,
-    /// Hosts answered in the last reply sent, and when it went.
+    /// Hosts answered in the last reply sent, whether it was settled, and
+    /// when it went.
     sent_answered: Option<u32>,
+    sent_settled: bool,
     sent_at: u64,
+    /// The slowest first response (ack or reply) of a child so far: the
+    /// round trip this task's children need, which sets the silence limit.
+    slowest_response_ms: Option<u64>,
     first_answer_at: Option<u64>,
     /// A child's reply improved since the last reply went up.
     improved: bool,
@@ -141,6 +175,12 @@ pub struct Overlay {
     /// Plans by SQL text: every node of a query parses it once, not once
     /// per zone it answers for.
     plans: HashMap<String, Arc<Query>>,
+    /// Peers that stayed silent when asked, until when they are suspected.
+    /// Later requests ask a zone's other contacts first and do not wait
+    /// for a child whose every contact is suspected: MON's adjustment
+    /// around dead nodes, remembered from one request to the next. Any
+    /// datagram from a peer clears it.
+    suspects: HashMap<SocketAddr, u64>,
 }
 
 enum Internal {
@@ -162,6 +202,13 @@ enum Internal {
 const MIN_RETRY_MS: u64 = 40;
 /// An improvement is passed up at most this often before the last reply.
 const MIN_FLUSH_MS: u64 = 15;
+/// A child is silent after this many times the slowest first response of
+/// its siblings (in percent): slower than every live sibling by half again.
+const SILENCE_PERCENT: u64 = 150;
+/// How long a silent peer stays suspected (unless it is heard from).
+const SUSPECT_MS: u64 = 60_000;
+/// Suspects remembered at most (a bound on memory, not on correctness).
+const MAX_SUSPECTS: usize = 4096;
 
 fn merge_outcome(query: Option<&Query>, acc: &mut Option<Outcome>, other: &Outcome) {
     match (acc.as_mut(), other) {
@@ -189,6 +236,7 @@ impl Overlay {
             next_qid,
             stats: OverlayStats::default(),
             plans: HashMap::new(),
+            suspects: HashMap::new(),
         }
     }
 
@@ -280,6 +328,8 @@ impl Overlay {
         dir: &dyn Directory,
     ) -> Vec<OverlayEffect> {
         let mut out = Vec::new();
+        // It is alive, whatever it says.
+        self.suspects.remove(&from);
         match message {
             OverlayMessage::Ask {
                 qid,
@@ -387,6 +437,7 @@ impl Overlay {
         self.tasks
             .retain(|_, t| t.finished.is_none() || t.forget_at > now);
         self.assemblies.retain(|_, a| a.started_ms + 5_000 > now);
+        self.suspects.retain(|_, until| *until > now);
         let keys: Vec<(u64, ZonePath)> = self.tasks.keys().cloned().collect();
         for key in keys {
             let mut sends = Vec::new();
@@ -395,13 +446,34 @@ impl Overlay {
                     continue;
                 }
                 let budget = self.cfg.child_share_percent * task.deadline.saturating_sub(now) / 100;
+                let silence = task.silence_limit();
                 for c in task.children.iter_mut() {
                     if c.done() || c.next_retry > now || c.contacts.is_empty() {
                         continue;
                     }
+                    if !c.heard {
+                        c.silent = true;
+                        for peer in c.asked_peers.drain(..) {
+                            if self.suspects.len() < MAX_SUSPECTS {
+                                self.suspects.insert(peer, now + SUSPECT_MS);
+                            }
+                        }
+                    }
+                    // A silent child is asked again soon through its next
+                    // contact (backing off while it stays silent); one that
+                    // answered is asked again only to repair a lost reply.
+                    let wait = match silence {
+                        Some(s) if !c.heard => (s << c.retries.min(8)).min(retry_ms(budget)),
+                        _ => retry_ms(budget),
+                    };
                     let to = c.contacts[c.asked % c.contacts.len()];
+                    if to != self.cfg.addr {
+                        c.asked_peers.push(to);
+                    }
                     c.asked += 1;
-                    c.next_retry = now + retry_ms(budget);
+                    c.retries += 1;
+                    c.asked_at = now;
+                    c.next_retry = now + wait;
                     self.stats.retries += 1;
                     sends.push((to, c.target.clone(), budget));
                 }
@@ -509,12 +581,19 @@ impl Overlay {
                     }
                     _ => None,
                 };
-                if let Some((chunks, reply)) = latest {
-                    if from == self.cfg.addr {
-                        self.inbox.push_back(Internal::Reply { qid, zone, reply });
-                    } else {
+                match latest {
+                    Some((chunks, reply)) => {
+                        if from == self.cfg.addr {
+                            self.inbox.push_back(Internal::Reply { qid, zone, reply });
+                        } else {
+                            self.send_chunks(from, chunks, out);
+                        }
+                    }
+                    None if !task.leaf => {
+                        let chunks = ack_chunks(qid, &key.1, task);
                         self.send_chunks(from, chunks, out);
                     }
+                    None => {}
                 }
             }
             return;
@@ -556,7 +635,9 @@ impl Overlay {
             fixed: None,
             version: 0,
             sent_answered: None,
+            sent_settled: false,
             sent_at: now,
+            slowest_response_ms: None,
             first_answer_at: None,
             improved: false,
             finished: None,
@@ -602,22 +683,41 @@ impl Overlay {
         let mut asks = Vec::new();
         for (target, c) in plan {
             let mut contacts = c.contacts.clone();
-            // Itself first: answering its own part costs no message.
-            if let Some(i) = contacts.iter().position(|a| *a == self.cfg.addr) {
-                contacts.swap(0, i);
-            }
+            // Itself first: answering its own part costs no message; then
+            // the contacts not suspected of being dead, in their order.
+            let own = self.cfg.addr;
+            let suspected = |a: &SocketAddr| self.suspects.get(a).is_some_and(|u| *u > now);
+            contacts.sort_by_key(|a| (*a != own, suspected(a)));
+            let all_suspected = !contacts.is_empty() && contacts.iter().all(suspected);
             let first = contacts.len().min(self.cfg.fanout.max(1));
             for to in &contacts[..first] {
                 asks.push((*to, target.clone()));
             }
+            let asked_peers = contacts[..first]
+                .iter()
+                .copied()
+                .filter(|a| *a != own)
+                .collect();
             task.children.push(Child {
                 target,
                 contacts,
                 members: c.members,
                 asked: first,
+                asked_at: now,
+                retries: 0,
                 next_retry: now + retry_ms(budget),
+                heard: false,
+                silent: all_suspected,
+                asked_peers,
                 best: None,
             });
+        }
+        // Acknowledge at once: the asker learns this contact is alive, and
+        // from the round trip how long to wait before calling a sibling of
+        // ours silent and asking its next contact.
+        if let Some(from) = from.filter(|f| *f != self.cfg.addr) {
+            let chunks = ack_chunks(qid, &zone, &task);
+            self.send_chunks(from, chunks, out);
         }
         self.tasks.insert(key.clone(), task);
         for (to, target) in asks {
@@ -649,6 +749,7 @@ impl Overlay {
     ) {
         let reply = Reply {
             last: true,
+            settled: true,
             outcome,
             answered: 0,
             expected: 0,
@@ -668,7 +769,9 @@ impl Overlay {
             fixed: Some(reply),
             version: 0,
             sent_answered: None,
+            sent_settled: false,
             sent_at: now,
+            slowest_response_ms: None,
             first_answer_at: None,
             improved: false,
             finished: None,
@@ -699,20 +802,50 @@ impl Overlay {
         }
         for key in keys {
             if let Some(task) = self.tasks.get_mut(&key) {
+                let is_error = matches!(reply.outcome, Outcome::Error(_));
+                // An empty interim reply is only ever an acknowledgement.
+                let ack = reply.answered == 0 && !reply.last && !is_error;
+                let mut newly_heard = false;
                 for c in task.children.iter_mut().filter(|c| c.target == zone) {
+                    if !c.heard {
+                        c.heard = true;
+                        newly_heard = true;
+                        let rtt = now.saturating_sub(c.asked_at);
+                        if task.slowest_response_ms.is_none_or(|s| rtt > s) {
+                            task.slowest_response_ms = Some(rtt);
+                        }
+                    }
+                    if ack {
+                        continue;
+                    }
+                    c.silent = false;
                     // The best reply per child, never two merged: the two
                     // contacts of a zone answer for the same hosts.
                     let better = match &c.best {
                         None => true,
                         Some(b) => {
-                            (reply.answered, reply.last) > (b.answered, b.last)
-                                || matches!(reply.outcome, Outcome::Error(_))
+                            (reply.answered, reply.last, reply.settled)
+                                > (b.answered, b.last, b.settled)
+                                || is_error
                         }
                     };
                     if better {
                         c.best = Some(reply.clone());
                         task.improved = true;
                     }
+                }
+                // Now that a round trip is known, children not heard from
+                // are called silent (and asked again) after a short wait
+                // instead of a fifth of the budget.
+                if newly_heard {
+                    if let Some(s) = task.silence_limit() {
+                        for c in task.children.iter_mut().filter(|c| !c.heard) {
+                            c.next_retry = c.next_retry.min(c.asked_at + s);
+                        }
+                    }
+                }
+                if ack {
+                    continue;
                 }
                 if task.first_answer_at.is_none() {
                     task.first_answer_at = Some(now);
@@ -732,6 +865,7 @@ impl Overlay {
             return match &task.local {
                 Some(o) => Reply {
                     last: true,
+                    settled: true,
                     outcome: o.clone(),
                     answered: 1,
                     expected: 1,
@@ -740,6 +874,7 @@ impl Overlay {
                 },
                 None => Reply {
                     last: false,
+                    settled: false,
                     outcome: empty_outcome(task),
                     answered: 0,
                     expected: 1,
@@ -786,6 +921,7 @@ impl Overlay {
         }
         Reply {
             last,
+            settled: last || task.children.iter().all(Child::quiet),
             outcome: outcome.unwrap_or_else(|| empty_outcome(task)),
             answered,
             expected,
@@ -810,16 +946,28 @@ impl Overlay {
         let expired = now >= task.deadline;
         if expired {
             reply.last = true;
+            reply.settled = true;
         }
-        let improved = task.sent_answered.is_none_or(|a| reply.answered > a);
+        // Interim replies: the entry passes every improvement to its
+        // caller; an inner task passes one up at once when it is settled
+        // (all that looks alive below has answered), else at most once per
+        // flush gap, which bounds the bytes while dead hosts are awaited.
+        let grew = task.sent_answered.is_none_or(|a| reply.answered > a);
+        let newly_settled = reply.settled && !task.sent_settled;
         let due = reply.last
-            || (improved && reply.answered > 0 && (task.entry || now >= task.sent_at + gap));
+            || (reply.answered > 0
+                && if task.entry {
+                    grew
+                } else {
+                    (grew || newly_settled) && (reply.settled || now >= task.sent_at + gap)
+                });
         if !due {
             return;
         }
         task.version += 1;
         task.improved = false;
         task.sent_answered = Some(reply.answered);
+        task.sent_settled = reply.settled;
         task.sent_at = now;
         let elapsed_ms = now - task.started;
         let (qid, zone) = key.clone();
@@ -882,6 +1030,203 @@ fn empty_outcome(task: &Task) -> Outcome {
 /// of the time it was given, so retries fit several times in the budget.
 fn retry_ms(child_budget: u64) -> u64 {
     (child_budget / 5).clamp(MIN_RETRY_MS, 1_000)
+}
+
+/// How long a child may stay silent, given the slowest first response of
+/// its siblings.
+fn silence_ms(slowest_response_ms: u64) -> u64 {
+    (slowest_response_ms * SILENCE_PERCENT / 100).max(MIN_RETRY_MS)
+}
+
+/// The acknowledgement of an ask: an empty interim reply (version 0, which
+/// no real reply uses), sent before any work is done.
+fn ack_chunks(qid: u64, zone: &ZonePath, task: &Task) -> Vec<OverlayMessage> {
+    let ack = Reply {
+        last: false,
+        settled: false,
+        outcome: empty_outcome(task),
+        answered: 0,
+        expected: 0,
+        missing: Vec::new(),
+        missing_more: 0,
+    };
+    chunk_reply(qid, zone, 0, &ack)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::overlay::query::LocalData;
+
+    const SQL: &str = "SELECT count(*) AS n FROM host";
+    const LINK_MS: u64 = 10;
+
+    fn addr(i: u8) -> SocketAddr {
+        SocketAddr::from(([10, 0, 0, i], 7946))
+    }
+
+    fn zone(p: &str) -> ZonePath {
+        ZonePath::parse(p).unwrap()
+    }
+
+    /// `/x/e` (the entry, addr 1) and `/z` with hosts a, b, c (addrs 2, 3,
+    /// 4), contacts a and b; c is dead but its row still counts.
+    struct Dir;
+
+    impl Directory for Dir {
+        fn children(&self, z: &ZonePath) -> Option<Vec<ChildZone>> {
+            let child = |p: &str, contacts: Vec<u8>, members| ChildZone {
+                zone: zone(p),
+                contacts: contacts.into_iter().map(addr).collect(),
+                members,
+            };
+            match z.as_str() {
+                "/" => Some(vec![child("/x", vec![1], 1), child("/z", vec![2, 3], 3)]),
+                "/x" => Some(vec![child("/x/e", vec![1], 1)]),
+                "/z" => Some(vec![
+                    child("/z/a", vec![2], 1),
+                    child("/z/b", vec![3], 1),
+                    child("/z/c", vec![4], 1),
+                ]),
+                _ => None,
+            }
+        }
+    }
+
+    /// Replies as the entry received them from a contact of `/z`.
+    #[derive(Debug)]
+    struct Seen {
+        at: u64,
+        reply: Reply,
+    }
+
+    /// Runs one query for `/z` from the entry, every link LINK_MS, the
+    /// dead host dropping what it is sent; returns the replies for `/z`
+    /// that reached the entry and when, and when host b's answer reached
+    /// contact a.
+    fn run(nodes: &mut [Overlay], start: u64) -> (Vec<Seen>, Option<u64>) {
+        let q = Query::parse(SQL).unwrap();
+        let mut queue: BTreeMap<u64, Vec<(usize, SocketAddr, OverlayMessage)>> = BTreeMap::new();
+        let mut effects: Vec<(usize, Vec<OverlayEffect>)> = Vec::new();
+        let (_, out) = nodes[0]
+            .start(
+                start,
+                zone("/z"),
+                Request::Query { sql: SQL.into() },
+                2000,
+                &Dir,
+            )
+            .unwrap();
+        effects.push((0, out));
+        let mut seen = Vec::new();
+        let mut b_reached_a = None;
+        let mut assemblies: HashMap<AssemblyKey, Assembly> = HashMap::new();
+        let mut now = start;
+        let mut ticked = false;
+        while now <= start + 2100 {
+            while let Some((from, out)) = effects.pop() {
+                for e in out {
+                    match e {
+                        OverlayEffect::Send { to, message } => {
+                            let to_index = (to.ip().to_string().rsplit('.').next())
+                                .and_then(|d| d.parse::<usize>().ok())
+                                .unwrap()
+                                - 1;
+                            if to_index < nodes.len() {
+                                queue.entry(now + LINK_MS).or_default().push((
+                                    to_index,
+                                    nodes[from].config().addr,
+                                    message,
+                                ));
+                            }
+                        }
+                        OverlayEffect::Local { qid, .. } => {
+                            let partial = q.local(&LocalData::default());
+                            let done =
+                                nodes[from].local_done(now, qid, Outcome::Query(partial), &Dir);
+                            effects.push((from, done));
+                        }
+                        OverlayEffect::Answer { .. } => {}
+                    }
+                }
+            }
+            if let Some(batch) = queue.remove(&now) {
+                for (to, from, message) in batch {
+                    if let OverlayMessage::Chunk {
+                        qid,
+                        zone: z,
+                        version,
+                        index,
+                        count,
+                        bytes,
+                    } = &message
+                    {
+                        if to == 0 && version > &0 {
+                            let asm = assemblies
+                                .entry((from, *qid, z.clone(), *version))
+                                .or_insert_with(|| Assembly::new(*count, now));
+                            if let Some(Ok(reply)) = asm.add(*index, bytes.clone()) {
+                                seen.push(Seen { at: now, reply });
+                            }
+                        }
+                        if to == 1 && from == addr(3) && b_reached_a.is_none() {
+                            b_reached_a = Some(now);
+                        }
+                    }
+                    let out = nodes[to].handle(now, from, message, &Dir);
+                    effects.push((to, out));
+                }
+                continue;
+            }
+            if !ticked {
+                ticked = true;
+                for (i, node) in nodes.iter_mut().enumerate() {
+                    if node.next_tick_ms().is_some_and(|t| t <= now) {
+                        effects.push((i, node.tick(now, &Dir)));
+                    }
+                }
+                continue;
+            }
+            now += 1;
+            ticked = false;
+        }
+        (seen, b_reached_a)
+    }
+
+    #[test]
+    fn a_dead_host_is_noticed_then_remembered_and_never_holds_back_the_live_answer() {
+        let mut nodes: Vec<Overlay> = [("/x/e", 1), ("/z/a", 2), ("/z/b", 3)]
+            .iter()
+            .map(|(z, i)| Overlay::new(OverlayConfig::new(addr(*i), zone(z), *i as u64)))
+            .collect();
+
+        // First query: c is unknown. Contact a hears b, waits half again
+        // b's round trip for c, then sends a settled reply with the two
+        // live hosts, long before its deadline; the last reply names c.
+        let (seen, b_at_a) = run(&mut nodes, 0);
+        let b_at_a = b_at_a.unwrap();
+        let settled = seen
+            .iter()
+            .find(|s| s.reply.settled && !s.reply.last)
+            .unwrap_or_else(|| panic!("no settled interim reply: {seen:?}"));
+        assert_eq!(settled.reply.answered, 2);
+        assert_eq!(settled.reply.expected, 3);
+        assert!(settled.at > b_at_a + LINK_MS, "{seen:?}");
+        let last = seen.iter().rev().find(|s| s.reply.last).unwrap();
+        assert_eq!(last.reply.answered, 2);
+        assert_eq!(last.reply.missing, vec![zone("/z/c")]);
+
+        // Second query: c is a suspect, so a's settled reply leaves the
+        // moment b's answer arrives (one link later at the entry).
+        let (seen, b_at_a) = run(&mut nodes, 10_000);
+        let b_at_a = b_at_a.unwrap();
+        let first_settled = seen
+            .iter()
+            .find(|s| s.reply.settled && s.reply.answered == 2)
+            .unwrap_or_else(|| panic!("no settled reply: {seen:?}"));
+        assert_eq!(first_settled.at, b_at_a + LINK_MS, "{seen:?}");
+        assert!(!first_settled.reply.last);
+    }
 }
 
 #[cfg(test)]

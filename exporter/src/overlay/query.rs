@@ -12,6 +12,7 @@
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use sqlparser::ast::{
@@ -505,6 +506,72 @@ impl Query {
                 Item::Expr(_) => Value::Null,
             })
             .collect()
+    }
+}
+
+impl Query {
+    /// Every column the query reads from its table's rows (in WHERE, the
+    /// output, GROUP BY, aggregate arguments and hidden sort keys), from
+    /// the plan itself, so it agrees with what evaluation looks up.
+    pub fn columns_read(&self) -> std::collections::BTreeSet<Arc<str>> {
+        let mut out = std::collections::BTreeSet::new();
+        if let Some(f) = &self.filter {
+            expr_columns(f, &mut out);
+        }
+        for g in self.group_by.iter().flatten() {
+            expr_columns(g, &mut out);
+        }
+        for f in &self.aggs {
+            func_columns(f, &mut out);
+        }
+        for item in &self.items {
+            if let Item::Expr(e) = item {
+                expr_columns(e, &mut out);
+            }
+        }
+        out
+    }
+}
+
+fn expr_columns(e: &Expr, out: &mut std::collections::BTreeSet<Arc<str>>) {
+    match e {
+        Expr::Column(c) => {
+            out.insert(c.clone());
+        }
+        Expr::Literal(_) => {}
+        Expr::Not(x) | Expr::Neg(x) | Expr::IsNull(x, _) => expr_columns(x, out),
+        Expr::InList(x, list, _) => {
+            expr_columns(x, out);
+            list.iter().for_each(|l| expr_columns(l, out));
+        }
+        Expr::Binary(a, _, b) => {
+            expr_columns(a, out);
+            expr_columns(b, out);
+        }
+    }
+}
+
+fn func_columns(f: &Func, out: &mut std::collections::BTreeSet<Arc<str>>) {
+    match f {
+        Func::Count(None) => {}
+        Func::Count(Some(e))
+        | Func::Sum(e)
+        | Func::Avg(e)
+        | Func::Min(e)
+        | Func::Max(e)
+        | Func::Quantile(_, e)
+        | Func::Random(_, e)
+        | Func::BitOr(e)
+        | Func::BitAnd(e)
+        | Func::CountDistinct(e) => expr_columns(e, out),
+        Func::First { value, key, .. } => {
+            expr_columns(value, out);
+            expr_columns(key, out);
+        }
+        Func::TopK(_, a, b) => {
+            expr_columns(a, out);
+            expr_columns(b, out);
+        }
     }
 }
 

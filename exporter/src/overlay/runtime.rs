@@ -53,11 +53,18 @@ pub struct OverlayHandle {
 }
 
 /// Changes to the agent a command asks for.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub enum AgentCommand {
     SetLogLevel(String),
-    Collect,
+    /// Sample now; `done` is told once the fresh sample is the agent's
+    /// row, so that a query right after the command sees it.
+    Collect {
+        done: tokio::sync::oneshot::Sender<()>,
+    },
 }
+
+/// How long `collect` waits for the collectors before reporting failure.
+const COLLECT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub struct OverlayRuntime {
     pub overlay: Overlay,
@@ -151,9 +158,9 @@ impl OverlayRuntime {
                             let samples = samples.clone();
                             tokio::task::spawn_blocking(move || {
                                 let outcome = match Query::parse(&sql) {
-                                    Ok(q) => Outcome::Query(q.local(&local_data(
-                                        &sql, q.source, &leaf, &attrs, &samples,
-                                    ))),
+                                    Ok(q) => Outcome::Query(
+                                        q.local(&local_data(&q, &leaf, &attrs, &samples)),
+                                    ),
                                     Err(e) => Outcome::Error(RequestError::BadQuery(e.0)),
                                 };
                                 let _ = tx.send((qid, outcome));
@@ -190,10 +197,26 @@ impl OverlayRuntime {
                                     }
                                     "collect" => {
                                         tracing::warn!("collect requested over the overlay");
-                                        match agent.send(AgentCommand::Collect) {
-                                            Ok(()) => Tally::one(&host, Status::Ok, "collecting"),
-                                            Err(_) => {
-                                                Tally::one(&host, Status::Failed, "agent stopping")
+                                        let (done, collected) = tokio::sync::oneshot::channel();
+                                        if agent.send(AgentCommand::Collect { done }).is_err() {
+                                            Tally::one(&host, Status::Failed, "agent stopping")
+                                        } else {
+                                            match tokio::time::timeout(COLLECT_WAIT, collected)
+                                                .await
+                                            {
+                                                Ok(Ok(())) => {
+                                                    Tally::one(&host, Status::Ok, "collected")
+                                                }
+                                                Ok(Err(_)) => Tally::one(
+                                                    &host,
+                                                    Status::Failed,
+                                                    "agent stopping",
+                                                ),
+                                                Err(_) => Tally::one(
+                                                    &host,
+                                                    Status::Failed,
+                                                    "collectors did not finish in time",
+                                                ),
                                             }
                                         }
                                     }
