@@ -23,7 +23,7 @@ pub use expr::{compare, BinOp, Expr};
 pub use parse::{Column, Func, Select, MAX_ITEMS};
 // The on-demand query language (overlay) plans its WHERE and aggregate
 // functions with the same code, so both languages agree.
-pub(crate) use parse::{plan_expr, plan_function};
+pub(crate) use parse::{bare_keyword_column, plan_expr, plan_function};
 pub use state::{value_hash, State};
 
 use crate::zone::{Attributes, Value, ATTR_CONTACTS, ATTR_MEMBERS};

@@ -305,8 +305,21 @@ pub(crate) fn plan_function(expr: &SqlExpr) -> Result<Func> {
     Ok(func)
 }
 
+/// The column a bare keyword names: sqlparser reads `user` (a column of
+/// the `process` table) as the niladic SQL function USER; written without
+/// parentheses it is the column.
+pub(crate) fn bare_keyword_column(f: &ast::Function) -> Option<&str> {
+    match (&f.args, f.name.0.as_slice()) {
+        (ast::FunctionArguments::None, [part]) => part.as_ident().map(|i| i.value.as_str()),
+        _ => None,
+    }
+}
+
 pub(crate) fn plan_expr(expr: &SqlExpr) -> Result<Expr> {
     Ok(match expr {
+        SqlExpr::Function(f) if bare_keyword_column(f).is_some() => {
+            Expr::Column(bare_keyword_column(f).unwrap_or_default().into())
+        }
         SqlExpr::Identifier(ident) => Expr::Column(ident.value.as_str().into()),
         SqlExpr::CompoundIdentifier(parts) => {
             Expr::Column(parts.last().map(|p| p.value.as_str()).unwrap_or("").into())

@@ -203,7 +203,7 @@ impl Query {
             .iter()
             .map(plan_expr)
             .collect::<Result<_, _>>()?;
-        let is_agg = |e: &SqlExpr| matches!(e, SqlExpr::Function(_));
+        let is_agg = |e: &SqlExpr| matches!(e, SqlExpr::Function(f) if crate::aggregate::bare_keyword_column(f).is_none());
         let mut projection: Vec<(SqlExpr, String)> = Vec::new();
         for item in &select.projection {
             match item {
@@ -579,6 +579,11 @@ fn func_columns(f: &Func, out: &mut std::collections::BTreeSet<Arc<str>>) {
 fn column_name(expr: &SqlExpr) -> String {
     match expr {
         SqlExpr::Identifier(i) => i.value.clone(),
+        SqlExpr::Function(f) if crate::aggregate::bare_keyword_column(f).is_some() => {
+            crate::aggregate::bare_keyword_column(f)
+                .unwrap_or_default()
+                .to_string()
+        }
         SqlExpr::CompoundIdentifier(parts) => {
             parts.last().map(|p| p.value.clone()).unwrap_or_default()
         }

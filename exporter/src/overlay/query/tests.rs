@@ -311,3 +311,29 @@ fn a_reply_with_a_forged_distinct_state_merges_without_panic() {
         "{table:?}"
     );
 }
+
+/// `user` is a column of the process table, though SQL reads a bare `user`
+/// as the niladic function USER.
+#[test]
+fn the_user_column_is_a_column() {
+    let mut hosts = sample();
+    for (i, p) in hosts.iter_mut().flat_map(|h| &mut h.processes).enumerate() {
+        let who = if i % 3 == 0 { "root" } else { "www" };
+        p.insert("user".into(), Value::str(who));
+    }
+    let q = Query::parse(
+        "SELECT user, count(*) AS n FROM process WHERE user <> 'nobody' GROUP BY user ORDER BY user",
+    )
+    .unwrap();
+    let t = through_tree(&q, &hosts, &[1]);
+    assert_eq!(t.columns, vec!["user", "n"]);
+    assert_eq!(
+        t.rows,
+        vec![
+            vec![Value::str("root"), Value::Int(3)],
+            vec![Value::str("www"), Value::Int(4)]
+        ]
+    );
+    // With parentheses it is a function call, and says so.
+    assert!(Query::parse("SELECT user() FROM process").is_err());
+}
