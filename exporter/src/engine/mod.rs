@@ -52,7 +52,12 @@ pub struct Now {
 /// What the engine asks its driver to do.
 #[derive(Debug, Clone)]
 pub enum Effect {
-    Send { to: SocketAddr, envelope: Envelope },
+    Send {
+        to: SocketAddr,
+        envelope: Envelope,
+        /// `envelope.encoded_len()`, computed once for the size check.
+        bytes: usize,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -697,6 +702,7 @@ impl Engine {
                 Offer::Installed { content_changed } => {
                     self.stats.rows_installed += 1;
                     if content_changed {
+                        self.tables[k].pushed_in |= relay;
                         changed.push(row);
                     }
                 }
@@ -873,6 +879,7 @@ impl Engine {
             }
             self.tables[k].dirty = false;
             let freshness = self.tables[k].input_freshness();
+            let mut pushed_in = false;
             let previous = if k > 0 {
                 self.tables[k - 1].own_row().cloned()
             } else {
@@ -882,6 +889,7 @@ impl Engine {
                 Some(prev) if !self.tables[k].content_dirty => prev.body.clone(),
                 _ => {
                     self.tables[k].content_dirty = false;
+                    pushed_in = std::mem::take(&mut self.tables[k].pushed_in);
                     let mut states = self.merge_table(k, k == leaf);
                     // Not an aggregate over leaves: how many children the
                     // computing agent hears from, so readers see coverage.
@@ -909,14 +917,19 @@ impl Engine {
                 self.root = row;
                 continue;
             }
-            let settled = previous.as_ref().is_some_and(|p| not_growing(p, &row));
-            let pushes = content_changed && settled && {
+            let pushable = previous
+                .as_ref()
+                .is_some_and(|p| may_push(p, &row, pushed_in));
+            let pushes = content_changed && pushable && {
                 let me = self.cfg.advertise;
                 let contacts = row.contacts();
                 contacts[..contacts.len().min(self.cfg.pushers)].contains(&me)
             };
             let own = self.tables[k - 1].own.clone();
             self.tables[k - 1].install(own, row, now.mono_ms);
+            if content_changed && pushed_in {
+                self.tables[k - 1].pushed_in = true;
+            }
             if pushes {
                 self.pending_push[k - 1] = true;
             }
@@ -999,7 +1012,11 @@ impl Engine {
             Message::CertDigest { .. } | Message::Certs { .. } => {}
         }
         self.stats.bytes_sent += len as u64;
-        self.outbox.push(Effect::Send { to, envelope });
+        self.outbox.push(Effect::Send {
+            to,
+            envelope,
+            bytes: len,
+        });
     }
 
     fn send_rows(&mut self, to: SocketAddr, rows: Vec<Arc<Row>>) {
@@ -1083,13 +1100,16 @@ impl Engine {
 }
 
 /// Whether a new version of a zone row may be pushed (and so relayed):
-/// not while its membership grows. Only the pusher decides: a receiver's
-/// own copy may lag (under loss it often does), and judging growth against
-/// it blocked relays of value changes. In a cold start every zone grows every round, and
-/// pushing each version, with every receiver relaying it down its subtree,
-/// made each round a broadcast of every zone row (traffic grew with N);
-/// anti-entropy alone carries a forming zone. A change of values, a leave or
-/// a failure is still pushed at once.
-fn not_growing(previous: &Row, next: &Row) -> bool {
-    next.members() <= previous.members()
+/// never while its membership grows, and a change of shape (members or
+/// contacts) only when it follows a push. In a cold start every zone grows
+/// every round; pushing each version, with every receiver relaying it down
+/// its subtree, made every round a broadcast of every zone row (traffic grew
+/// with N), so anti-entropy alone carries a forming zone. Under loss, rows
+/// expire and come back at single agents, and pushing the shrunken versions
+/// those agents compute spread a wrong count faster than anti-entropy
+/// could repair it. A change of values is pushed at once, and so is a leave,
+/// whose tombstone comes in a push.
+fn may_push(previous: &Row, next: &Row, pushed_in: bool) -> bool {
+    let same_shape = next.members() == previous.members() && next.contacts() == previous.contacts();
+    next.members() <= previous.members() && (same_shape || pushed_in)
 }

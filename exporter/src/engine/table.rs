@@ -111,6 +111,9 @@ pub struct Table {
     pub dirty: bool,
     /// A row's content (not only its freshness) changed since then.
     pub content_dirty: bool,
+    /// Some of that change came in a push (or is this agent's own), so the
+    /// parent row it gives may be pushed on even if its shape changed.
+    pub pushed_in: bool,
 }
 
 impl Table {
@@ -124,6 +127,7 @@ impl Table {
             dead: BTreeMap::new(),
             dirty: true,
             content_dirty: true,
+            pushed_in: false,
         }
     }
 
