@@ -555,7 +555,7 @@ async fn send_all(
     effects: Vec<Effect>,
 ) {
     for effect in effects {
-        let Effect::Send { to, envelope } = effect;
+        let Effect::Send { to, envelope, .. } = effect;
         let bytes = transport::seal(security, wall_ms(), transport::encode(&envelope));
         if let Err(e) = socket.send_to(&bytes, to).await {
             tracing::debug!(%to, error = %e, "send failed");

@@ -394,7 +394,7 @@ mod tests {
         fn deliver(&mut self, from: usize, effects: Vec<Effect>) {
             let mut queue: VecDeque<(usize, Effect)> =
                 effects.into_iter().map(|e| (from, e)).collect();
-            while let Some((from, Effect::Send { to, envelope })) = queue.pop_front() {
+            while let Some((from, Effect::Send { to, envelope, .. })) = queue.pop_front() {
                 let Some(i) = self.addrs.iter().position(|a| *a == to) else {
                     continue;
                 };

@@ -456,8 +456,11 @@ impl Sim {
 
     fn dispatch(&mut self, from: usize, effects: Vec<Effect>) {
         for effect in effects {
-            let Effect::Send { to, envelope } = effect;
-            let len = envelope.encoded_len();
+            let Effect::Send {
+                to,
+                envelope,
+                bytes: len,
+            } = effect;
             let a = &mut self.agents[from];
             a.bytes_sent += len as u64;
             a.max_message = a.max_message.max(len);
