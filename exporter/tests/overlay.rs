@@ -6,40 +6,14 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::{json, Value};
 
-fn post(port: u16, path: &str, body: &Value) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let text = body.to_string();
-    let req = format!(
-        "POST {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{text}",
-        text.len()
-    );
-    s.write_all(req.as_bytes()).unwrap();
-    let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
-    let raw = String::from_utf8_lossy(&raw).to_string();
-    let status = raw
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = raw
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
-
 fn query(port: u16, zone: &str, sql: &str, timeout_ms: u64) -> (u16, Value) {
-    let (status, body) = post(
+    let (status, body) = http_post_json(
         port,
         "/api/v1/query",
         &json!({"zone": zone, "sql": sql, "timeout_ms": timeout_ms}),
@@ -210,7 +184,7 @@ fn queries_and_commands_over_twelve_agents() {
     assert_eq!(status, 404);
 
     // Streaming: NDJSON lines, the last one done.
-    let (status, body) = post(
+    let (status, body) = http_post_json(
         web,
         "/api/v1/query",
         &json!({"zone": "/", "sql": "SELECT count(*) FROM host", "stream": true}),
@@ -225,7 +199,7 @@ fn queries_and_commands_over_twelve_agents() {
     assert_eq!(lines.last().unwrap()["done"], json!(true), "{body}");
 
     // The action runs on exactly the hosts of /eu that configured it.
-    let (status, body) = post(
+    let (status, body) = http_post_json(
         web,
         "/api/v1/command",
         &json!({"zone": "/eu", "command": "touch-it", "timeout_ms": 5000}),
@@ -246,7 +220,7 @@ fn queries_and_commands_over_twelve_agents() {
         assert_eq!(touched, i == 0 || i == 1, "agent {i}");
     }
     // An action nobody configured runs nowhere.
-    let (_, body) = post(
+    let (_, body) = http_post_json(
         web,
         "/api/v1/command",
         &json!({"zone": "/", "command": "rm-rf", "timeout_ms": 5000}),

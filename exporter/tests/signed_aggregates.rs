@@ -7,47 +7,11 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use common::*;
 use serde_json::{json, Value};
-
-fn post(port: u16, path: &str, body: &Value) -> (u16, Value) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let text = body.to_string();
-    let req = format!(
-        "POST {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{text}",
-        text.len()
-    );
-    s.write_all(req.as_bytes()).unwrap();
-    let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
-    let raw = String::from_utf8_lossy(&raw).to_string();
-    let status = raw
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = raw
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
-}
-
-fn generate_key(path: &Path) -> String {
-    let out = Command::new(BIN)
-        .args(["operator-key", "generate", "--out", path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
 
 fn refusals(agent: &Agent, reason: &str) -> f64 {
     let series =
@@ -89,9 +53,9 @@ const UNSIGNED: &str = "astrolabe_zone_work_items_unsigned";
 fn signed_aggregates_spread_through_their_zone_and_nothing_else_applies() {
     let dir = temp_dir("signed-aggregates");
     let good_path = dir.join("operator.key");
-    let good_public = generate_key(&good_path);
+    let good_public = generate_operator_key(&good_path);
     let wrong_path = dir.join("stranger.key");
-    generate_key(&wrong_path);
+    generate_operator_key(&wrong_path);
 
     let zones = [
         "/eu/fra/h0",
@@ -132,7 +96,7 @@ fn signed_aggregates_spread_through_their_zone_and_nothing_else_applies() {
     assert!(converged, "the cluster did not converge");
 
     // Unsigned, posted straight to the API: 403, counted, held nowhere.
-    let (status, v) = post(
+    let (status, v) = http_post_json_value(
         agents[1].web,
         "/api/v1/aggregates",
         &json!({"zone": "/eu", "name": "unsigned", "sql": "SELECT sum(work_items) AS work_items_unsigned",
@@ -142,7 +106,8 @@ fn signed_aggregates_spread_through_their_zone_and_nothing_else_applies() {
     assert_eq!(v["reason"], json!("unsigned"));
     assert_eq!(refusals(&agents[1], "unsigned"), 1.0);
     // Not a certificate at all: 400, counted as malformed.
-    let (status, _) = post(agents[1].web, "/api/v1/aggregates", &json!({"zone": 5}));
+    let (status, _) =
+        http_post_json_value(agents[1].web, "/api/v1/aggregates", &json!({"zone": 5}));
     assert_eq!(status, 400);
     assert_eq!(refusals(&agents[1], "malformed"), 1.0);
 

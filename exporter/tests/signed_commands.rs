@@ -7,8 +7,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{TcpStream, UdpSocket};
+use std::net::UdpSocket;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
@@ -22,44 +21,6 @@ use astrolabe::zone::ZonePath;
 use base64::Engine as _;
 use common::*;
 use serde_json::{json, Value};
-
-fn post(port: u16, path: &str, body: &Value) -> (u16, Value) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let text = body.to_string();
-    let req = format!(
-        "POST {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{text}",
-        text.len()
-    );
-    s.write_all(req.as_bytes()).unwrap();
-    let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
-    let raw = String::from_utf8_lossy(&raw).to_string();
-    let status = raw
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = raw
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
-}
-
-/// `astrolabe operator-key generate --out FILE`; the printed public key.
-fn generate_key(path: &Path) -> String {
-    let out = Command::new(BIN)
-        .args(["operator-key", "generate", "--out", path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
 
 fn refusals(agent: &Agent, reason: &str) -> f64 {
     let series =
@@ -102,9 +63,9 @@ fn signed_body(key: &OperatorKey, zone: &str, command: &str, args: &[String], no
 fn only_commands_signed_by_a_trusted_operator_key_run() {
     let dir = temp_dir("signed-commands");
     let good_path = dir.join("operator.key");
-    let good_public = generate_key(&good_path);
+    let good_public = generate_operator_key(&good_path);
     let wrong_path = dir.join("stranger.key");
-    let _wrong_public = generate_key(&wrong_path);
+    let _wrong_public = generate_operator_key(&wrong_path);
     let good = OperatorKey::load(&good_path).unwrap();
     let gossip_key = Key::generate().to_base64();
 
@@ -173,7 +134,7 @@ fn only_commands_signed_by_a_trusted_operator_key_run() {
     }
 
     // Unsigned: refused everywhere, nothing runs, each agent counts one.
-    let (status, v) = post(
+    let (status, v) = http_post_json_value(
         web,
         "/api/v1/command",
         &json!({"zone": "/", "command": "touch-it", "timeout_ms": 5000}),
@@ -229,26 +190,26 @@ fn only_commands_signed_by_a_trusted_operator_key_run() {
 
     // The same signed body twice: the second is a replay.
     let body = signed_body(&good, "/us", "touch-it", &[], 7);
-    let (_, v) = post(web, "/api/v1/command", &body);
+    let (_, v) = http_post_json_value(web, "/api/v1/command", &body);
     assert_eq!(counts(&v), (json!(1), json!(0), json!(0)), "{v}");
     assert!(touched(3));
-    let (_, v) = post(web, "/api/v1/command", &body);
+    let (_, v) = http_post_json_value(web, "/api/v1/command", &body);
     assert_eq!(counts(&v), (json!(0), json!(1), json!(0)), "{v}");
     assert_eq!(refusals(&agents[3], "replayed"), 1.0);
 
     // A signed body whose arguments were changed on the way.
     let mut tampered = signed_body(&good, "/", "collect", &[], 8);
     tampered["command"] = json!("touch-it");
-    let (_, v) = post(web, "/api/v1/command", &tampered);
+    let (_, v) = http_post_json_value(web, "/api/v1/command", &tampered);
     assert_eq!(counts(&v), (json!(0), json!(4), json!(0)), "{v}");
     // A signature for /us sent to the whole tree: hosts outside /us refuse.
     let mut widened = signed_body(&good, "/us", "collect", &[], 9);
     widened["zone"] = json!("/");
-    let (status, v) = post(web, "/api/v1/command", &widened);
+    let (status, v) = http_post_json_value(web, "/api/v1/command", &widened);
     assert_eq!(status, 200, "{v}");
     assert_eq!(counts(&v), (json!(0), json!(4), json!(0)), "{v}");
     // A partial signature is the client's mistake: 400.
-    let (status, _) = post(
+    let (status, _) = http_post_json_value(
         web,
         "/api/v1/command",
         &json!({"zone": "/", "command": "collect", "nonce": 1}),
@@ -339,9 +300,9 @@ fn start_alone(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Result<Agent,
 fn trusted_keys_come_from_flag_then_environment_then_file() {
     let dir = temp_dir("trusted-key-layers");
     let k1_path = dir.join("k1.key");
-    let k1 = generate_key(&k1_path);
+    let k1 = generate_operator_key(&k1_path);
     let k2_path = dir.join("k2.key");
-    let k2 = generate_key(&k2_path);
+    let k2 = generate_operator_key(&k2_path);
     let file = dir.join("agent.toml");
     std::fs::write(&file, "[security]\ntrusted_keys = [\"bad-from-file\"]\n").unwrap();
     let file_arg = ["--config.file", file.to_str().unwrap()];
@@ -382,7 +343,7 @@ fn trusted_keys_come_from_flag_then_environment_then_file() {
     .expect("starts");
     let server = format!("http://127.0.0.1:{}", agent.web);
     let stranger_path = dir.join("k3.key");
-    generate_key(&stranger_path);
+    generate_operator_key(&stranger_path);
     for (key, runs) in [(&k1_path, true), (&k2_path, true), (&stranger_path, false)] {
         let out = Command::new(BIN)
             .args(["command", "--server", &server, "--zone", "/solo", "--json"])
