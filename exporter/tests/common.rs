@@ -282,3 +282,14 @@ pub fn generate_operator_key(path: &Path) -> String {
     );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
+
+/// Waits until every agent's root row counts `members`.
+pub fn roots_count(agents: &[Agent], members: f64, timeout: Duration) -> bool {
+    eventually(timeout, || {
+        agents.iter().all(|a| {
+            a.get("/metrics")
+                .and_then(|m| zone_value(&m, "astrolabe_zone_members", "/"))
+                == Some(members)
+        })
+    })
+}

@@ -62,13 +62,7 @@ fn queries_and_commands_over_twelve_agents() {
         agents.push(a);
     }
     // Everyone counts twelve members at the root.
-    let converged = eventually(Duration::from_secs(60), || {
-        agents.iter().all(|a| {
-            a.get("/metrics")
-                .and_then(|m| zone_value(&m, "astrolabe_zone_members", "/"))
-                == Some(12.0)
-        })
-    });
+    let converged = roots_count(&agents, 12.0, Duration::from_secs(60));
     assert!(converged, "the cluster did not converge");
     let web = agents[0].web;
     // Query metrics exist before any query, at zero.
@@ -423,13 +417,7 @@ fn built_in_commands_collect_and_set_log_level_on_every_host() {
         }
         agents.push(a);
     }
-    let converged = eventually(Duration::from_secs(60), || {
-        agents.iter().all(|a| {
-            a.get("/metrics")
-                .and_then(|m| zone_value(&m, "astrolabe_zone_members", "/"))
-                == Some(4.0)
-        })
-    });
+    let converged = roots_count(&agents, 4.0, Duration::from_secs(60));
     assert!(converged, "the cluster did not converge");
     let web = agents[0].web;
     let before = json!([["h0", 1.0], ["h1", 2.0], ["h2", 3.0], ["h3", 4.0]]);

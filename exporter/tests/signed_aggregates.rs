@@ -86,13 +86,7 @@ fn signed_aggregates_spread_through_their_zone_and_nothing_else_applies() {
         }
         agents.push(a);
     }
-    let converged = eventually(Duration::from_secs(60), || {
-        agents.iter().all(|a| {
-            a.get("/metrics")
-                .and_then(|m| zone_value(&m, "astrolabe_zone_members", "/"))
-                == Some(6.0)
-        })
-    });
+    let converged = roots_count(&agents, 6.0, Duration::from_secs(60));
     assert!(converged, "the cluster did not converge");
 
     // Unsigned, posted straight to the API: 403, counted, held nowhere.

@@ -119,13 +119,7 @@ fn only_commands_signed_by_a_trusted_operator_key_run() {
         }
         agents.push(a);
     }
-    let converged = eventually(Duration::from_secs(60), || {
-        agents.iter().all(|a| {
-            a.get("/metrics")
-                .and_then(|m| zone_value(&m, "astrolabe_zone_members", "/"))
-                == Some(4.0)
-        })
-    });
+    let converged = roots_count(&agents, 4.0, Duration::from_secs(60));
     assert!(converged, "the cluster did not converge");
     let web = agents[0].web;
     let touched = |i: usize| dir.join(format!("a{i}")).join("touched").exists();
