@@ -143,6 +143,15 @@ impl Engine {
         if let Err(reason) = cert.check(&self.cfg.certificates.trusted, now.wall_ms) {
             return Err(self.refuse_certificate(&cert, reason));
         }
+        let removes_longer_install = cert.sql.is_none()
+            && self
+                .certs
+                .held
+                .get(&key)
+                .is_some_and(|held| held.sql.is_some() && held.expires > cert.expires);
+        if removes_longer_install {
+            return Err(self.refuse_certificate(&cert, RefusalReason::RemovalExpiresFirst));
+        }
         if !self.certs.held.contains_key(&key) && self.certs.held.len() >= MAX_CERTIFICATES {
             return Err(self.refuse_certificate(&cert, RefusalReason::Overflow));
         }
@@ -501,6 +510,25 @@ mod tests {
             refusals.get(SignedKind::Aggregate, RefusalReason::Unsigned),
             1
         );
+
+        // A removal that would expire before the install: refused, since
+        // once it expired a peer still holding the install would bring it
+        // back; the install stays.
+        let short = AggregateCertificate::signed_by(
+            &key,
+            "/eu",
+            "peak",
+            None,
+            WALL + net.now,
+            cert.expires - 1,
+        );
+        assert_eq!(
+            net.engines[4]
+                .install_certificate(Net::at(net.now), short)
+                .unwrap_err(),
+            CertError::Refused(RefusalReason::RemovalExpiresFirst)
+        );
+        assert_eq!(net.engines[4].certificates()[0].as_ref(), &cert);
 
         // A newer removal from another agent of /eu takes it away everywhere.
         let removal = AggregateCertificate::signed_by(

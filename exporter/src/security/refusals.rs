@@ -44,10 +44,13 @@ pub enum RefusalReason {
     Unparsable,
     /// More certificates than the bounded set holds.
     Overflow,
+    /// A removal that would expire before the install it removes: once it
+    /// was gone, a peer still holding the install would bring it back.
+    RemovalExpiresFirst,
 }
 
 impl RefusalReason {
-    pub const ALL: [RefusalReason; 9] = [
+    pub const ALL: [RefusalReason; 10] = [
         RefusalReason::Unsigned,
         RefusalReason::UntrustedKey,
         RefusalReason::BadSignature,
@@ -57,6 +60,7 @@ impl RefusalReason {
         RefusalReason::WrongZone,
         RefusalReason::Unparsable,
         RefusalReason::Overflow,
+        RefusalReason::RemovalExpiresFirst,
     ];
 
     pub fn label(self) -> &'static str {
@@ -70,6 +74,7 @@ impl RefusalReason {
             RefusalReason::WrongZone => "wrong-zone",
             RefusalReason::Unparsable => "unparsable",
             RefusalReason::Overflow => "overflow",
+            RefusalReason::RemovalExpiresFirst => "removal-expires-first",
         }
     }
 }
