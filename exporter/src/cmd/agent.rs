@@ -248,6 +248,13 @@ pub fn apply_file(args: &mut AgentArgs, matches: Option<&clap::ArgMatches>) -> a
             )
         })
     };
+    // A duration from the file, where neither flag nor environment set it.
+    let duration = |value: Option<String>, id: &str, key: &str| {
+        value
+            .filter(|_| defaulted(id))
+            .map(|v| parse_duration(&v).map_err(|e| at(format!("{key}: {e}"))))
+            .transpose()
+    };
     if args.zone.is_none() {
         args.zone = file.zone;
     }
@@ -283,13 +290,12 @@ pub fn apply_file(args: &mut AgentArgs, matches: Option<&clap::ArgMatches>) -> a
     if args.trusted_keys.is_empty() {
         args.trusted_keys = file.security.trusted_keys;
     }
-    if let Some(v) = file
-        .security
-        .signature_window
-        .filter(|_| defaulted("signature_window"))
-    {
-        args.signature_window =
-            parse_duration(&v).map_err(|e| at(format!("security.signature_window: {e}")))?;
+    if let Some(d) = duration(
+        file.security.signature_window,
+        "signature_window",
+        "security.signature_window",
+    )? {
+        args.signature_window = d;
     }
     if args.gossip_key.is_none() {
         args.gossip_key = file.gossip.key;
@@ -297,16 +303,15 @@ pub fn apply_file(args: &mut AgentArgs, matches: Option<&clap::ArgMatches>) -> a
     if args.gossip_keyring_file.is_none() {
         args.gossip_keyring_file = file.gossip.keyring_file;
     }
-    if let Some(v) = file
-        .gossip
-        .replay_window
-        .filter(|_| defaulted("gossip_replay_window"))
-    {
-        args.gossip_replay_window =
-            parse_duration(&v).map_err(|e| at(format!("gossip.replay_window: {e}")))?;
+    if let Some(d) = duration(
+        file.gossip.replay_window,
+        "gossip_replay_window",
+        "gossip.replay_window",
+    )? {
+        args.gossip_replay_window = d;
     }
-    if let Some(v) = file.gossip.interval.filter(|_| defaulted("interval")) {
-        args.interval = parse_duration(&v).map_err(|e| at(format!("gossip.interval: {e}")))?;
+    if let Some(d) = duration(file.gossip.interval, "interval", "gossip.interval")? {
+        args.interval = d;
     }
     if let Some(v) = file.web.listen_address.filter(|_| defaulted("web_listen")) {
         args.web_listen = v
@@ -326,21 +331,19 @@ pub fn apply_file(args: &mut AgentArgs, matches: Option<&clap::ArgMatches>) -> a
     if args.textfile_directory.is_none() {
         args.textfile_directory = file.collector.textfile_directory;
     }
-    if let Some(v) = file
-        .collector
-        .interval
-        .filter(|_| args.collector_interval.is_none())
-    {
-        args.collector_interval =
-            Some(parse_duration(&v).map_err(|e| at(format!("collector.interval: {e}")))?);
+    if args.collector_interval.is_none() {
+        args.collector_interval = duration(
+            file.collector.interval,
+            "collector_interval",
+            "collector.interval",
+        )?;
     }
-    if let Some(v) = file
-        .collector
-        .timeout
-        .filter(|_| defaulted("collector_timeout"))
-    {
-        args.collector_timeout =
-            parse_duration(&v).map_err(|e| at(format!("collector.timeout: {e}")))?;
+    if let Some(d) = duration(
+        file.collector.timeout,
+        "collector_timeout",
+        "collector.timeout",
+    )? {
+        args.collector_timeout = d;
     }
     if !args.no_host_collectors {
         args.no_host_collectors = file.collector.host == Some(false);
@@ -369,8 +372,8 @@ pub fn apply_file(args: &mut AgentArgs, matches: Option<&clap::ArgMatches>) -> a
     if let Some(v) = file.otlp.protocol.filter(|_| defaulted("otlp_protocol")) {
         args.otlp_protocol = v;
     }
-    if let Some(v) = file.otlp.interval.filter(|_| defaulted("otlp_interval")) {
-        args.otlp_interval = parse_duration(&v).map_err(|e| at(format!("otlp.interval: {e}")))?;
+    if let Some(d) = duration(file.otlp.interval, "otlp_interval", "otlp.interval")? {
+        args.otlp_interval = d;
     }
     if let Some(v) = file.log.format.filter(|_| defaulted("log_format")) {
         args.log_format = v;
