@@ -111,6 +111,39 @@ impl Bins {
         self.collapse();
     }
 
+    /// Adds many stores' counts at once: the union of all ranges is
+    /// allocated once, instead of growing (and folding) once per store.
+    /// The result equals merging them one by one: what is folded depends
+    /// only on the highest bin of the union.
+    fn merge_all<'a>(&mut self, others: impl Iterator<Item = &'a Bins> + Clone) {
+        if !self.plausible() {
+            return;
+        }
+        let usable = others.filter(|o| !o.counts.is_empty() && o.plausible());
+        let mut range: Option<(i64, i64)> = (!self.counts.is_empty()).then(|| self.range());
+        for o in usable.clone() {
+            let (lo, hi) = o.range();
+            range = Some(range.map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))));
+        }
+        let Some((lo, hi)) = range else {
+            return;
+        };
+        let mut counts = vec![0u64; (hi - lo) as usize];
+        let mut add = |o: &Bins| {
+            let at = (o.offset as i64 - lo) as usize;
+            for (dst, src) in counts[at..].iter_mut().zip(&o.counts) {
+                *dst = dst.saturating_add(*src);
+            }
+        };
+        if !self.counts.is_empty() {
+            add(self);
+        }
+        usable.for_each(add);
+        self.counts = counts;
+        self.offset = lo as i32;
+        self.collapse();
+    }
+
     /// Folds the lowest bins so that at most MAX_BINS remain.
     fn collapse(&mut self) {
         if self.counts.len() <= MAX_BINS {
@@ -153,6 +186,15 @@ impl DdSketch {
             self.positive.add(index_of(x), 1);
         } else {
             self.negative.add(index_of(-x), 1);
+        }
+    }
+
+    /// Merges many sketches at once (see `Bins::merge_all`).
+    pub fn merge_all(&mut self, others: &[&DdSketch]) {
+        self.positive.merge_all(others.iter().map(|o| &o.positive));
+        self.negative.merge_all(others.iter().map(|o| &o.negative));
+        for o in others {
+            self.zeros = self.zeros.saturating_add(o.zeros);
         }
     }
 

@@ -209,26 +209,32 @@ impl AggregateSet {
     /// columns; a child missing a column contributes nothing to it.
     pub fn merge<'a>(&self, children: impl IntoIterator<Item = &'a States>) -> States {
         let mut out = self.empty_states();
-        for child in children {
-            // Both maps are sorted by name, and a child's columns are
-            // nearly always the same Arc'd names as ours: one walk through
-            // both, comparing pointers first, instead of a tree lookup with
-            // string comparisons per column (the largest cost of a
-            // 10^5-agent cold start).
-            let mut theirs = child.iter().peekable();
-            for (name, acc) in out.iter_mut() {
-                while let Some((n, state)) = theirs.peek() {
-                    if Arc::ptr_eq(n, name) || n == &name {
-                        acc.merge(state);
-                        theirs.next();
+        // All maps are sorted by name, and a child's columns are nearly
+        // always the same Arc'd names as ours: one walk through all of
+        // them, comparing pointers first, instead of a tree lookup with
+        // string comparisons per column. Column by column, so each column
+        // is merged from all children at once (`State::merge_all`).
+        let mut theirs: Vec<_> = children
+            .into_iter()
+            .map(|child| child.iter().peekable())
+            .collect();
+        let mut column: Vec<&State> = Vec::with_capacity(theirs.len());
+        for (name, acc) in out.iter_mut() {
+            column.clear();
+            for child in theirs.iter_mut() {
+                while let Some((n, state)) = child.peek() {
+                    if Arc::ptr_eq(n, name) || *n == name {
+                        column.push(state);
+                        child.next();
                         break;
                     }
                     if n.as_ref() > name.as_ref() {
                         break;
                     }
-                    theirs.next();
+                    child.next();
                 }
             }
+            acc.merge_all(&column);
         }
         out
     }

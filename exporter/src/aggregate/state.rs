@@ -90,6 +90,77 @@ impl State {
         }
     }
 
+    /// Merges many states in at once; the same result as merging them one
+    /// by one. Sketches are merged into one allocation, and of the kept
+    /// items (`first`, `random`, `topk`) only the `n` that stay are cloned.
+    /// A zone row is the merge of a whole table, so this is the common case.
+    pub fn merge_all(&mut self, others: &[&State]) {
+        fn keep<T: Clone>(
+            mine: &mut Vec<T>,
+            more: Vec<&T>,
+            n: u32,
+            order: impl Fn(&T, &T) -> Ordering,
+        ) {
+            let mut all: Vec<&T> = mine.iter().chain(more).collect();
+            all.sort_by(|a, b| order(a, b));
+            all.truncate(n as usize);
+            let kept: Vec<T> = all.into_iter().cloned().collect();
+            *mine = kept;
+        }
+        let same: Vec<&State> = others
+            .iter()
+            .copied()
+            .filter(|o| self.same_kind(o))
+            .collect();
+        let others = same.into_iter();
+        match self {
+            State::Quantile { sketch, .. } => {
+                let sketches: Vec<&DdSketch> = others
+                    .filter_map(|o| match o {
+                        State::Quantile { sketch, .. } => Some(sketch),
+                        _ => None,
+                    })
+                    .collect();
+                sketch.merge_all(&sketches);
+            }
+            State::First { n, desc, items } => {
+                let more: Vec<&(Value, Value)> = others
+                    .flat_map(|o| match o {
+                        State::First { items, .. } => items.as_slice(),
+                        _ => &[],
+                    })
+                    .collect();
+                let desc = *desc;
+                keep(items, more, *n, |a, b| first_order(desc, a, b));
+            }
+            State::Random { n, items } => {
+                let more: Vec<&(u64, Value)> = others
+                    .flat_map(|o| match o {
+                        State::Random { items, .. } => items.as_slice(),
+                        _ => &[],
+                    })
+                    .collect();
+                keep(items, more, *n, |a, b| {
+                    a.0.cmp(&b.0).then_with(|| compare(&a.1, &b.1))
+                });
+            }
+            State::TopK { n, items } => {
+                let more: Vec<&(Value, f64)> = others
+                    .flat_map(|o| match o {
+                        State::TopK { items, .. } => items.as_slice(),
+                        _ => &[],
+                    })
+                    .collect();
+                keep(items, more, *n, top_order);
+            }
+            _ => {
+                for o in others {
+                    self.merge(o);
+                }
+            }
+        }
+    }
+
     /// Merges `other` in. A state of another kind is ignored: that happens
     /// only while agents disagree on an aggregate's definition.
     pub fn merge(&mut self, other: &State) {

@@ -207,6 +207,24 @@ proptest! {
     }
 
     #[test]
+    fn merging_a_column_at_once_equals_merging_one_by_one(
+        leaves in prop::collection::vec(arb_leaf(), 0..40),
+    ) {
+        let set = AggregateSet::compile(&[PROPERTY_SQL]).unwrap();
+        let states: Vec<States> = leaves.iter().map(|l| set.leaf_states(l)).collect();
+        let at_once = set.merge(states.iter());
+        let mut one_by_one = set.empty_states();
+        for child in &states {
+            for (name, acc) in one_by_one.iter_mut() {
+                if let Some(state) = child.get(name) {
+                    acc.merge(state);
+                }
+            }
+        }
+        prop_assert_eq!(at_once, one_by_one);
+    }
+
+    #[test]
     fn a_tree_of_merges_equals_the_direct_computation(
         leaves in prop::collection::vec(arb_leaf(), 1..120),
         cuts in prop::collection::vec(1usize..8, 1..6),
