@@ -76,7 +76,7 @@ impl View {
                     age(entry.refreshed_ms)
                 };
                 zones.push(ZoneView {
-                    row: entry.row.clone(),
+                    row: entry.current(),
                     age_seconds,
                     computed: own,
                 });

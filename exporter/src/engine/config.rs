@@ -39,6 +39,12 @@ pub struct EngineConfig {
     /// per this many milliseconds (the first change at once): a burst of
     /// changes, as at a cold start, costs one merge instead of one each.
     pub recompute_gap_ms: u64,
+    /// A zone row whose membership grows (a cold start, a join, a healed
+    /// partition) is recomputed by one agent at most once per this many
+    /// milliseconds: while a zone fills, every member would otherwise issue
+    /// a new version every round, and every agent of every sibling zone
+    /// would pull each of them (see docs/ALGORITHM.md, "Aggregation").
+    pub growth_gap_ms: u64,
     /// Representatives of top-level zones contact a seed once every this
     /// many rounds on average, so a partition whose rows expired heals.
     pub seed_every_rounds: u64,
@@ -65,6 +71,7 @@ impl EngineConfig {
             pushers: 2,
             push_gap_ms: 1000,
             recompute_gap_ms: 1000,
+            growth_gap_ms: 3000,
             seed_every_rounds: 10,
             rng_seed: id,
             certificates: Default::default(),

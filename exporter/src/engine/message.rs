@@ -180,13 +180,17 @@ impl Message {
     }
 }
 
-/// Packs rows into as few `Rows` messages as fit the size limit. A row too
-/// large for any message is returned in `too_large` and never sent.
+/// Rows that fit one message, with the encoded length of its envelope.
+pub type RowBatch = (Vec<Arc<Row>>, usize);
+
+/// Packs rows into as few `Rows` messages as fit the size limit, each with
+/// the encoded length of its envelope (so it is not summed again). A row
+/// too large for any message is returned in `too_large` and never sent.
 pub fn pack_rows(
     header_len: usize,
     limit: usize,
     rows: impl IntoIterator<Item = Arc<Row>>,
-) -> (Vec<Vec<Arc<Row>>>, Vec<Arc<Row>>) {
+) -> (Vec<RowBatch>, Vec<Arc<Row>>) {
     let mut batches = Vec::new();
     let mut too_large = Vec::new();
     let mut current: Vec<Arc<Row>> = Vec::new();
@@ -200,14 +204,14 @@ pub fn pack_rows(
             continue;
         }
         if size + len > limit || current.len() >= 127 {
-            batches.push(std::mem::take(&mut current));
+            batches.push((std::mem::take(&mut current), size));
             size = base;
         }
         size += len;
         current.push(row);
     }
     if !current.is_empty() {
-        batches.push(current);
+        batches.push((current, size));
     }
     (batches, too_large)
 }
@@ -332,11 +336,12 @@ mod tests {
         let (batches, too_large) = pack_rows(header, 1336, rows);
         assert!(too_large.is_empty());
         assert!(batches.len() > 1);
-        let total: usize = batches.iter().map(Vec::len).sum();
+        let total: usize = batches.iter().map(|(b, _)| b.len()).sum();
         assert_eq!(total, 200);
-        for b in batches {
+        for (b, len) in batches {
             let e = envelope(Message::Rows(b));
-            assert!(e.encoded_len() <= 1336, "{}", e.encoded_len());
+            assert_eq!(e.encode().len(), len);
+            assert!(len <= 1336, "{len}");
         }
     }
 

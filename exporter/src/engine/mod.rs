@@ -84,6 +84,10 @@ pub struct Engine {
     forward_skip: Option<SocketAddr>,
     last_forward_ms: Option<u64>,
     last_merge_ms: Option<u64>,
+    /// Per table: when its parent row may next be recomputed for a growth
+    /// of membership, and whether such a recomputation is waiting.
+    growth_ready_ms: Vec<u64>,
+    growth_deferred: Vec<bool>,
     /// Encoded size of an envelope's sender fields, the same in every message.
     header_len: usize,
     /// Contacts of this agent's own ancestors seen in received rows: where
@@ -143,6 +147,8 @@ impl Engine {
             forward_skip: None,
             last_forward_ms: None,
             last_merge_ms: None,
+            growth_ready_ms: vec![0; depth],
+            growth_deferred: vec![false; depth],
             header_len: 0,
             hints: vec![Vec::new(); depth],
             discover: Vec::new(),
@@ -218,11 +224,18 @@ impl Engine {
             let at = self.last_forward_ms.map_or(0, |t| t + self.cfg.push_gap_ms);
             next = next.min(at);
         }
-        if self.tables.iter().any(|t| t.content_dirty) {
-            let at = self
-                .last_merge_ms
-                .map_or(0, |t| t + self.cfg.recompute_gap_ms);
-            next = next.min(at);
+        let merge_at = self
+            .last_merge_ms
+            .map_or(0, |t| t + self.cfg.recompute_gap_ms);
+        for (k, table) in self.tables.iter().enumerate() {
+            if table.content_dirty {
+                let at = if self.growth_deferred[k] {
+                    merge_at.max(self.growth_ready_ms[k])
+                } else {
+                    merge_at
+                };
+                next = next.min(at);
+            }
         }
         next
     }
@@ -532,16 +545,15 @@ impl Engine {
                 let tie = issued == my_issued
                     && entry.check != freshness_check(&my_freshness, mine.issuer());
                 if issued < my_issued || tie {
-                    let row = &mine.row;
                     if entry.content == my_content {
                         refresh.push(Refresh {
-                            zone: row.zone.clone(),
+                            zone: mine.row.zone.clone(),
                             freshness: my_freshness,
                             issuer: mine.issuer(),
                             content: my_content,
                         });
                     } else {
-                        send.push(row.clone());
+                        send.push(mine.current());
                     }
                 }
                 if issued > my_issued || tie {
@@ -555,7 +567,7 @@ impl Engine {
                 }
                 let is_peers_own = k < leaf && **name == *peers_own;
                 if !is_peers_own && part.covers(name) {
-                    send.push(e.row.clone());
+                    send.push(e.current());
                 }
             }
             // The peer's own zone as others see it, if they see other
@@ -563,7 +575,7 @@ impl Engine {
             if k < leaf {
                 if let Some(e) = table.get(peers_own) {
                     if lonely || contacts_check(e.row.contacts()) != part.own_contacts {
-                        send.push(e.row.clone());
+                        send.push(e.current());
                     }
                 }
             }
@@ -594,16 +606,16 @@ impl Engine {
                 let Some(e) = self.tables[k].get(name) else {
                     continue;
                 };
-                let mine = e.row.body.fingerprint() as u32;
+                let mine = e.content();
                 if *content != 0 && *content == mine {
                     refresh.push(Refresh {
                         zone: e.row.zone.clone(),
-                        freshness: e.row.freshness,
-                        issuer: e.row.issuer,
+                        freshness: e.freshness(),
+                        issuer: e.issuer(),
                         content: mine,
                     });
                 } else {
-                    send.push(e.row.clone());
+                    send.push(e.current());
                 }
             }
         }
@@ -877,14 +889,20 @@ impl Engine {
             if !self.tables[k].dirty || !(with_freshness || self.tables[k].content_dirty) {
                 continue;
             }
-            self.tables[k].dirty = false;
-            let freshness = self.tables[k].input_freshness();
-            let mut pushed_in = false;
             let previous = if k > 0 {
                 self.tables[k - 1].own_row().cloned()
             } else {
                 Some(self.root.clone())
             };
+            if k < leaf
+                && self.tables[k].content_dirty
+                && self.defer_growth(now, k, previous.as_deref())
+            {
+                continue;
+            }
+            self.tables[k].dirty = false;
+            let freshness = self.tables[k].input_freshness();
+            let mut pushed_in = false;
             let body = match &previous {
                 Some(prev) if !self.tables[k].content_dirty => prev.body.clone(),
                 _ => {
@@ -934,6 +952,38 @@ impl Engine {
                 self.pending_push[k - 1] = true;
             }
         }
+    }
+
+    /// Whether to put off recomputing table `k`'s parent row: its content
+    /// changed by a growth of membership, and this agent already recomputed
+    /// it for a growth in the current period of `growth_gap_ms` on its wall
+    /// clock. The first growth after a quiet spell goes at once; later ones
+    /// wait for the next period, so the members of a zone issue their
+    /// versions at about the same time. A value change or a shrink (a
+    /// leave, an expiry) is never put off, nor is the root, which no peer
+    /// sees, nor a leaf zone's row: a leaf table grows when zone-mates find
+    /// each other, and under loss when leaf rows expire and come back, and
+    /// putting that off held back value changes (at 10^4 agents with 20%
+    /// loss the slowest change took 28 rounds instead of 15).
+    fn defer_growth(&mut self, now: Now, k: usize, previous: Option<&Row>) -> bool {
+        // The root row goes to no peer: it is only this agent's view.
+        let Some(previous) = previous.filter(|_| k > 0) else {
+            return false;
+        };
+        let members: u64 = self.tables[k].rows().map(|r| r.members()).sum();
+        if members <= previous.members() {
+            self.growth_deferred[k] = false;
+            return false;
+        }
+        if now.mono_ms < self.growth_ready_ms[k] {
+            self.growth_deferred[k] = true;
+            return true;
+        }
+        self.growth_deferred[k] = false;
+        let gap = self.cfg.growth_gap_ms.max(1);
+        let to_boundary = gap - now.wall_ms % gap;
+        self.growth_ready_ms[k] = now.mono_ms + to_boundary;
+        false
     }
 
     fn merge_table(&self, k: usize, leaves: bool) -> States {
@@ -991,6 +1041,21 @@ impl Engine {
             message,
         };
         let len = envelope.encoded_len();
+        self.send_envelope(to, envelope, len);
+    }
+
+    /// `send` for a message whose encoded envelope length is known.
+    fn send_encoded(&mut self, to: SocketAddr, message: Message, len: usize) {
+        let envelope = Envelope {
+            sender: self.cfg.id,
+            sender_zone: self.cfg.zone.clone(),
+            message,
+        };
+        debug_assert_eq!(len, envelope.encoded_len());
+        self.send_envelope(to, envelope, len);
+    }
+
+    fn send_envelope(&mut self, to: SocketAddr, envelope: Envelope, len: usize) {
         if len > self.cfg.max_message_bytes() {
             // Packing keeps every message under the limit; this is a bug
             // guard, counted rather than sent as a fragmented datagram.
@@ -1035,13 +1100,13 @@ impl Engine {
         for _ in &too_large {
             self.stats.refuse(Refusal::TooLarge);
         }
-        for batch in batches {
+        for (batch, len) in batches {
             let message = if push {
                 Message::Push(batch)
             } else {
                 Message::Rows(batch)
             };
-            self.send(to, message);
+            self.send_encoded(to, message, len);
         }
     }
 

@@ -9,6 +9,9 @@ use super::message::{freshness_check, DigestEntry};
 
 #[derive(Debug, Clone)]
 pub struct Entry {
+    /// The row as last received. A heartbeat (`Table::refresh`) moves only
+    /// the inline freshness and issuer below, so its freshness may be older
+    /// than theirs: read its body here, and take `current()` to send it.
     pub row: Arc<Row>,
     /// Local time the row was last replaced by a fresher one; expiry counts
     /// from here, so a peer's skewed clock cannot expire or keep rows alive.
@@ -40,6 +43,20 @@ impl Entry {
 
     pub fn freshness(&self) -> Freshness {
         self.freshness
+    }
+
+    /// The row with its latest freshness: the row itself unless heartbeats
+    /// moved the freshness since it came, then a new row sharing its body.
+    pub fn current(&self) -> Arc<Row> {
+        if self.row.freshness == self.freshness && self.row.issuer == self.issuer {
+            return self.row.clone();
+        }
+        Arc::new(Row {
+            zone: self.row.zone.clone(),
+            freshness: self.freshness,
+            issuer: self.issuer,
+            body: self.row.body.clone(),
+        })
     }
 
     pub fn issuer(&self) -> AgentId {
@@ -233,6 +250,9 @@ impl Table {
 
     /// Applies a heartbeat: the row keeps its body and takes the new
     /// freshness, if the body is the one the sender meant and it is fresher.
+    /// Only the inline copy moves (see `Entry::row`): a steady-state round
+    /// brings every agent a heartbeat for most of its rows, and building a
+    /// new shared row for each was a large part of the round.
     pub fn refresh(
         &mut self,
         name: &str,
@@ -248,12 +268,6 @@ impl Table {
         if e.content as u32 != content || (freshness, issuer) <= (e.freshness, e.issuer) {
             return false;
         }
-        e.row = Arc::new(Row {
-            zone: e.row.zone.clone(),
-            freshness,
-            issuer,
-            body: e.row.body.clone(),
-        });
         e.freshness = freshness;
         e.issuer = issuer;
         e.refreshed_ms = now_ms;

@@ -420,7 +420,7 @@ fn debug_loss() {
             match t.get("h1715") {
                 Some(en) => eprintln!(
                     "  at h{j}: {:?} fp {} refreshed {}",
-                    en.row.freshness,
+                    en.freshness(),
                     en.row.body.fingerprint(),
                     en.refreshed_ms
                 ),
