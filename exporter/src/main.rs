@@ -4,6 +4,12 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use astrolabe::cmd;
 
+/// mimalloc instead of the system allocator: the agent and above all the
+/// simulator free rows on other threads than the ones that made them, where
+/// glibc's allocator spent an eighth of a 10^5-agent run (BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Astrolabe exporter: hierarchical gossip aggregation of host metrics,
 /// served to Prometheus from any agent.
 #[derive(Debug, Parser)]
