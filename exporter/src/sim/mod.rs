@@ -10,7 +10,7 @@ pub mod overlay;
 mod report;
 mod tree;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use rand::{Rng, SeedableRng};
@@ -82,7 +82,12 @@ pub enum SimError {
 
 struct SimAgent {
     path: ZonePath,
-    engine: Option<Engine>,
+    /// Boxed: an engine leaves its agent for every millisecond it has
+    /// work in, and moving a pointer is cheaper than moving the engine
+    /// (the copies were a visible part of the single-threaded share).
+    engine: Option<Box<Engine>>,
+    /// Index of this agent's job in the millisecond being run, if any.
+    job: Option<u32>,
     attrs: Attributes,
     skew_ms: i64,
     /// Time of the tick event that is current for this agent.
@@ -140,7 +145,7 @@ enum Work {
 struct AgentJob {
     agent: usize,
     now: Now,
-    engine: Engine,
+    engine: Box<Engine>,
     /// Events with their position in the millisecond's order.
     work: Vec<(usize, Work)>,
     outputs: Vec<(usize, Vec<Effect>)>,
@@ -209,6 +214,7 @@ impl Sim {
             agents.push(SimAgent {
                 path,
                 engine: None,
+                job: None,
                 attrs,
                 skew_ms,
                 tick_at: u64::MAX,
@@ -275,7 +281,7 @@ impl Sim {
     }
 
     pub fn engine(&self, i: usize) -> Option<&Engine> {
-        self.agents[i].engine.as_ref().filter(|e| !e.has_left())
+        self.agents[i].engine.as_deref().filter(|e| !e.has_left())
     }
 
     pub fn live_indices(&self) -> Vec<usize> {
@@ -314,7 +320,7 @@ impl Sim {
             now,
         )?;
         let was_alive = self.is_alive(i);
-        self.agents[i].engine = Some(engine);
+        self.agents[i].engine = Some(Box::new(engine));
         self.agents[i].last_root = None;
         if !was_alive {
             self.live += 1;
@@ -547,8 +553,7 @@ impl Sim {
     /// taking each engine out of the agent for the time of the step. Stale
     /// ticks and messages to dead agents are dropped here.
     fn jobs_for(&mut self, events: VecDeque<Event>) -> Vec<AgentJob> {
-        let mut jobs: Vec<AgentJob> = Vec::new();
-        let mut job_of: HashMap<usize, usize> = HashMap::new();
+        let mut jobs: Vec<AgentJob> = Vec::with_capacity(events.len());
         for (pos, event) in events.into_iter().enumerate() {
             let (agent, work) = match event {
                 Event::Tick { agent } => {
@@ -559,7 +564,7 @@ impl Sim {
                     (agent, Work::Tick)
                 }
                 Event::Deliver { to, from, envelope } => {
-                    if self.agents[to].engine.is_none() && !job_of.contains_key(&to) {
+                    if self.agents[to].engine.is_none() && self.agents[to].job.is_none() {
                         self.dropped += 1;
                         continue;
                     }
@@ -573,8 +578,8 @@ impl Sim {
                     )
                 }
             };
-            let index = match job_of.get(&agent) {
-                Some(j) => *j,
+            let index = match self.agents[agent].job {
+                Some(j) => j as usize,
                 None => {
                     let Some(engine) = self.agents[agent].engine.take() else {
                         continue;
@@ -586,11 +591,14 @@ impl Sim {
                         work: Vec::new(),
                         outputs: Vec::new(),
                     });
-                    job_of.insert(agent, jobs.len() - 1);
+                    self.agents[agent].job = Some((jobs.len() - 1) as u32);
                     jobs.len() - 1
                 }
             };
             jobs[index].work.push((pos, work));
+        }
+        for job in &jobs {
+            self.agents[job.agent].job = None;
         }
         jobs
     }
