@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::zone::{AgentId, Freshness, Hlc, Row, ZonePath};
+use crate::zone::{varint_len, AgentId, Freshness, Hlc, Row, ZonePath};
 
 /// Every message names its sender, so the receiver knows which tables the
 /// two share (those of their common ancestors).
@@ -107,16 +107,27 @@ impl TableDigest {
 }
 
 pub fn contacts_check(contacts: &[std::net::SocketAddr]) -> u32 {
-    let mut h: u32 = 0x811c_9dc5;
-    for c in contacts {
-        for b in c.to_string().bytes() {
-            h ^= b as u32;
-            h = h.wrapping_mul(0x0100_0193);
+    use std::fmt::Write;
+    /// FNV-1a over the text of the addresses, fed as it is formatted: the
+    /// same value as hashing `to_string()`, without allocating a string
+    /// per contact in every digest.
+    struct Fnv(u32);
+    impl Write for Fnv {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            for b in s.bytes() {
+                self.0 ^= b as u32;
+                self.0 = self.0.wrapping_mul(0x0100_0193);
+            }
+            Ok(())
         }
-        h ^= 0xff;
-        h = h.wrapping_mul(0x0100_0193);
     }
-    h
+    let mut h = Fnv(0x811c_9dc5);
+    for c in contacts {
+        let _ = write!(h, "{c}");
+        h.0 ^= 0xff;
+        h.0 = h.0.wrapping_mul(0x0100_0193);
+    }
+    h.0
 }
 
 pub fn freshness_check(freshness: &Freshness, issuer: AgentId) -> u32 {
@@ -134,14 +145,73 @@ pub fn freshness_check(freshness: &Freshness, issuer: AgentId) -> u32 {
     h
 }
 
-/// Length of `n` as a postcard varint.
-pub fn varint_len(mut n: u64) -> usize {
-    let mut len = 1;
-    while n >= 0x80 {
-        n >>= 7;
-        len += 1;
+/// Exact postcard length of a message item, computed rather than encoded:
+/// digests and heartbeats are sized item by item for every message sent,
+/// and walking them through serde for it was a visible share of a round.
+/// `encoded_len_is_exact_for_every_variant` holds these to the encoder.
+pub trait WireLen {
+    fn wire_len(&self) -> usize;
+}
+
+fn str_len(s: &str) -> usize {
+    varint_len(s.len() as u128) + s.len()
+}
+
+fn option_str_len(s: &Option<Arc<str>>) -> usize {
+    1 + s.as_deref().map_or(0, str_len)
+}
+
+impl WireLen for DigestEntry {
+    fn wire_len(&self) -> usize {
+        str_len(&self.name)
+            + varint_len(self.age as u128)
+            + varint_len(self.check as u128)
+            + varint_len(self.content as u128)
     }
-    len
+}
+
+impl WireLen for TableDigest {
+    fn wire_len(&self) -> usize {
+        str_len(self.zone.as_str())
+            + varint_len(self.newest.0 as u128)
+            + varint_len(self.entries.len() as u128)
+            + self.entries.iter().map(WireLen::wire_len).sum::<usize>()
+            + varint_len(self.own_contacts as u128)
+            + option_str_len(&self.lo)
+            + option_str_len(&self.hi)
+    }
+}
+
+impl WireLen for Refresh {
+    fn wire_len(&self) -> usize {
+        str_len(self.zone.as_str())
+            + varint_len(self.freshness.issued.0 as u128)
+            + varint_len(self.freshness.inputs)
+            + varint_len(self.issuer as u128)
+            + varint_len(self.content as u128)
+    }
+}
+
+impl WireLen for TableRequest {
+    fn wire_len(&self) -> usize {
+        str_len(self.zone.as_str())
+            + varint_len(self.wants.len() as u128)
+            + self
+                .wants
+                .iter()
+                .map(|(name, content)| str_len(name) + varint_len(*content as u128))
+                .sum::<usize>()
+    }
+}
+
+impl WireLen for Arc<crate::security::certificate::AggregateCertificate> {
+    fn wire_len(&self) -> usize {
+        size_of(self)
+    }
+}
+
+fn items_len<T: WireLen>(items: &[T]) -> usize {
+    varint_len(items.len() as u128) + items.iter().map(WireLen::wire_len).sum::<usize>()
 }
 
 fn size_of<T: Serialize + ?Sized>(value: &T) -> usize {
@@ -151,7 +221,7 @@ fn size_of<T: Serialize + ?Sized>(value: &T) -> usize {
 impl Envelope {
     /// Exact postcard length, using the rows' cached sizes.
     pub fn encoded_len(&self) -> usize {
-        let header = size_of(&self.sender) + size_of(&self.sender_zone);
+        let header = varint_len(self.sender as u128) + str_len(self.sender_zone.as_str());
         header + self.message.encoded_len()
     }
 
@@ -168,11 +238,11 @@ impl Message {
     pub fn encoded_len(&self) -> usize {
         // One byte of variant tag precedes every variant's fields.
         1 + match self {
-            Message::Digest { lonely, tables } => size_of(lonely) + size_of(tables),
-            Message::Request(tables) => size_of(tables),
-            Message::Refresh(items) => size_of(items),
+            Message::Digest { lonely, tables } => size_of(lonely) + items_len(tables),
+            Message::Request(tables) => items_len(tables),
+            Message::Refresh(items) => items_len(items),
             Message::Rows(rows) | Message::Push(rows) => {
-                varint_len(rows.len() as u64) + rows.iter().map(|r| r.encoded_len()).sum::<usize>()
+                varint_len(rows.len() as u128) + rows.iter().map(|r| r.encoded_len()).sum::<usize>()
             }
             Message::CertDigest { depth, hash } => size_of(depth) + size_of(hash),
             Message::Certs { answer, certs } => size_of(answer) + size_of(certs),
@@ -225,14 +295,20 @@ pub fn split_digest(
     entries: Vec<DigestEntry>,
     budget: usize,
 ) -> Vec<TableDigest> {
-    let fixed = size_of(zone) + size_of(&newest) + size_of(&own_contacts) + 2 + 4;
+    // zone, newest, own_contacts, two `None` bounds and room for the
+    // entry count's varint to grow.
+    let fixed = str_len(zone.as_str())
+        + varint_len(newest.0 as u128)
+        + varint_len(own_contacts as u128)
+        + 2
+        + 4;
     let mut parts = Vec::new();
     let mut current: Vec<DigestEntry> = Vec::new();
     let mut size = fixed;
     let mut lo: Option<Arc<str>> = None;
     for entry in entries {
-        let len = size_of(&entry) + 1;
-        if !current.is_empty() && size + len + size_of(&entry.name) > budget {
+        let len = entry.wire_len() + 1;
+        if !current.is_empty() && size + len + str_len(&entry.name) > budget {
             let hi = Some(entry.name.clone());
             parts.push(TableDigest {
                 zone: zone.clone(),
@@ -243,7 +319,7 @@ pub fn split_digest(
                 hi: hi.clone(),
             });
             lo = hi;
-            size = fixed + size_of(&lo);
+            size = fixed + option_str_len(&lo);
         }
         size += len;
         current.push(entry);
@@ -369,6 +445,74 @@ mod tests {
                 tables: vec![p],
             });
             assert!(env.encoded_len() <= 1200 + 40, "{}", env.encoded_len());
+            // Parts with `lo` and `hi` bounds are sized exactly too.
+            assert_eq!(env.encode().len(), env.encoded_len());
         }
+    }
+
+    #[test]
+    fn computed_lengths_match_the_encoder_at_varint_boundaries() {
+        for n in [0u64, 127, 128, 16_383, 16_384, u32::MAX as u64, u64::MAX] {
+            let request = Message::Request(vec![TableRequest {
+                zone: ZonePath::parse("/z0/z1").unwrap(),
+                wants: (0..(n % 300) as usize)
+                    .map(|i| (Arc::from(format!("h{i}").as_str()), n as u32))
+                    .collect(),
+            }]);
+            let refresh = Message::Refresh(vec![Refresh {
+                zone: ZonePath::parse("/z0/z1/h2").unwrap(),
+                freshness: Freshness {
+                    issued: Hlc(n),
+                    inputs: n as u128 * 3,
+                },
+                issuer: n,
+                content: n as u32,
+            }]);
+            let digest = Message::Digest {
+                lonely: false,
+                tables: vec![TableDigest {
+                    zone: ZonePath::root(),
+                    newest: Hlc(n),
+                    entries: vec![DigestEntry {
+                        name: "x".into(),
+                        age: n,
+                        check: n as u32,
+                        content: (n >> 3) as u32,
+                    }],
+                    own_contacts: n as u32,
+                    lo: Some("a".into()),
+                    hi: None,
+                }],
+            };
+            for m in [request, refresh, digest] {
+                let e = Envelope {
+                    sender: n,
+                    sender_zone: ZonePath::parse("/z0/z1/h2").unwrap(),
+                    message: m,
+                };
+                assert_eq!(e.encode().len(), e.encoded_len(), "{n}");
+            }
+        }
+    }
+
+    #[test]
+    fn contacts_check_hashes_the_addresses_as_text() {
+        // The value peers compare: FNV-1a over each address's text, with a
+        // separator byte. Older agents computed it from `to_string()`.
+        let contacts: Vec<std::net::SocketAddr> = vec![
+            "10.0.0.1:7946".parse().unwrap(),
+            "[2001:db8::7]:7946".parse().unwrap(),
+        ];
+        let mut want: u32 = 0x811c_9dc5;
+        for c in &contacts {
+            for b in c.to_string().bytes() {
+                want ^= b as u32;
+                want = want.wrapping_mul(0x0100_0193);
+            }
+            want ^= 0xff;
+            want = want.wrapping_mul(0x0100_0193);
+        }
+        assert_eq!(contacts_check(&contacts), want);
+        assert_ne!(contacts_check(&contacts[..1]), want);
     }
 }

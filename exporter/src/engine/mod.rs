@@ -26,7 +26,7 @@ pub use config::{EngineConfig, TRANSPORT_OVERHEAD_BYTES};
 pub use limits::{Limit, LimitCounters, Limits};
 pub use message::{
     contacts_check, freshness_check, pack_rows, split_digest, DigestEntry, Envelope, Message,
-    Refresh, TableDigest, TableRequest,
+    Refresh, TableDigest, TableRequest, WireLen,
 };
 pub use stats::{Refusal, Stats};
 pub use table::{Entry, Offer, Table};
@@ -542,8 +542,7 @@ impl Engine {
                 let my_content = mine.content();
                 let my_freshness = mine.freshness();
                 let my_issued = my_freshness.issued;
-                let tie = issued == my_issued
-                    && entry.check != freshness_check(&my_freshness, mine.issuer());
+                let tie = issued == my_issued && entry.check != mine.check();
                 if issued < my_issued || tie {
                     if entry.content == my_content {
                         refresh.push(Refresh {
@@ -1121,9 +1120,7 @@ impl Engine {
             .map(|mut req| {
                 // A request for more names than fit is cut; the rest are
                 // asked for in the next exchange.
-                while req.wants.len() > 1
-                    && postcard::experimental::serialized_size(&req).unwrap_or(budget) > budget
-                {
+                while req.wants.len() > 1 && req.wire_len() > budget {
                     req.wants.truncate(req.wants.len() / 2);
                 }
                 req
@@ -1140,7 +1137,7 @@ impl Engine {
     }
 
     /// Sends items in as few messages as fit the datagram limit.
-    fn send_batched<T: serde::Serialize>(
+    fn send_batched<T: WireLen>(
         &mut self,
         to: SocketAddr,
         items: Vec<T>,
@@ -1150,7 +1147,7 @@ impl Engine {
         let mut batch: Vec<T> = Vec::new();
         let mut size = 0;
         for item in items {
-            let len = postcard::experimental::serialized_size(&item).unwrap_or(budget);
+            let len = item.wire_len();
             if !batch.is_empty() && size + len > budget {
                 self.send(to, wrap(std::mem::take(&mut batch)));
                 size = 0;

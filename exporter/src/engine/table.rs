@@ -23,6 +23,9 @@ pub struct Entry {
     freshness: Freshness,
     issuer: AgentId,
     content: u64,
+    /// `freshness_check` of the two above: every digest sent and every
+    /// digest entry compared needs it, and it changes only with them.
+    check: u32,
 }
 
 impl Entry {
@@ -31,9 +34,15 @@ impl Entry {
             freshness: row.freshness,
             issuer: row.issuer,
             content: row.body.fingerprint(),
+            check: freshness_check(&row.freshness, row.issuer),
             row,
             refreshed_ms,
         }
+    }
+
+    /// `freshness_check(&self.freshness(), self.issuer())`, kept inline.
+    pub fn check(&self) -> u32 {
+        self.check
     }
 
     /// Low 32 bits of the content fingerprint (what digests carry).
@@ -270,6 +279,7 @@ impl Table {
         }
         e.freshness = freshness;
         e.issuer = issuer;
+        e.check = freshness_check(&freshness, issuer);
         e.refreshed_ms = now_ms;
         self.dirty = true;
         true
@@ -360,7 +370,7 @@ impl Table {
             .map(|s| DigestEntry {
                 name: s.name.clone(),
                 age: newest.0.saturating_sub(s.entry.freshness.issued.0),
-                check: freshness_check(&s.entry.freshness, s.entry.issuer),
+                check: s.entry.check,
                 content: s.entry.content as u32,
             })
             .collect()

@@ -222,7 +222,8 @@ pub fn fnv1a64(bytes: &[u8]) -> u64 {
     h
 }
 
-fn varint_len(mut n: u128) -> usize {
+/// Length of `n` as a postcard varint (any unsigned integer width).
+pub fn varint_len(mut n: u128) -> usize {
     let mut len = 1;
     while n >= 0x80 {
         n >>= 7;
