@@ -355,3 +355,68 @@ fn trusted_keys_come_from_flag_then_environment_then_file() {
     drop(agent);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn sighup_reloads_the_trusted_operator_keys() {
+    let dir = temp_dir("signed-commands-reload");
+    let first_path = dir.join("first.key");
+    let first = generate_operator_key(&first_path);
+    let second_path = dir.join("second.key");
+    let second = generate_operator_key(&second_path);
+    let config = dir.join("agent.toml");
+    let trust = |key: &str| {
+        std::fs::write(&config, format!("[security]\ntrusted_keys = [\"{key}\"]\n")).unwrap()
+    };
+    trust(&first);
+    let action = format!("touch-it=touch {}", dir.join("touched").display());
+    let agent = Agent::spawn(
+        "/r/h0",
+        &[],
+        &dir.join("agent"),
+        &[
+            "--config.file",
+            config.to_str().unwrap(),
+            "--overlay.action",
+            &action,
+        ],
+    );
+    assert!(eventually(Duration::from_secs(10), || agent
+        .get("/metrics")
+        .is_some()));
+    let server = format!("http://127.0.0.1:{}", agent.web);
+    let run = |key: &Path| -> Value {
+        let out = Command::new(BIN)
+            .args(["command", "--server", &server, "--zone", "/", "--json"])
+            .args(["--key", key.to_str().unwrap(), "touch-it"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    assert_eq!(counts(&run(&second_path)), (json!(0), json!(1), json!(0)));
+    assert_eq!(refusals(&agent, "untrusted-key"), 1.0);
+
+    // The operator rotates the key in the file and sends SIGHUP.
+    trust(&second);
+    let pid = agent.child.as_ref().unwrap().id().to_string();
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let rotated = eventually(Duration::from_secs(10), || {
+        counts(&run(&second_path)) == (json!(1), json!(0), json!(0))
+    });
+    assert!(rotated, "a command signed by the new key was not taken");
+    assert!(dir.join("touched").exists());
+    // The key taken out is refused from now on.
+    assert_eq!(counts(&run(&first_path)), (json!(0), json!(1), json!(0)));
+    // Still serving, with every refusal counted.
+    assert!(refusals(&agent, "untrusted-key") >= 2.0);
+    drop(agent);
+    let _ = std::fs::remove_dir_all(&dir);
+}

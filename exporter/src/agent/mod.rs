@@ -118,17 +118,23 @@ pub struct RunningAgent {
 enum Stop {
     /// Leave with a tombstone (SIGTERM).
     Leave,
-    /// New aggregates (SIGHUP); static attributes go to the collector loop.
-    Reload(Arc<AggregateSet>),
+    /// New aggregates and trusted operator keys (SIGHUP); static
+    /// attributes go to the collector loop.
+    Reload {
+        aggregates: Arc<AggregateSet>,
+        trusted: crate::security::TrustedKeys,
+    },
 }
 
 impl RunningAgent {
-    /// Applies a reloaded configuration: aggregates and static attributes.
-    /// Everything else (zone, addresses) needs a restart.
+    /// Applies a reloaded configuration: aggregates, static attributes and
+    /// the trusted operator keys. Everything else (zone, addresses, gossip
+    /// keys) needs a restart.
     pub async fn reload(
         &self,
         aggregates: &[String],
         attributes: &[(String, Value)],
+        trusted: &crate::security::TrustedKeys,
     ) -> Result<(), AgentError> {
         let system: &[&str] = if self.host_collectors {
             &[HOST_AGGREGATES]
@@ -142,7 +148,13 @@ impl RunningAgent {
                 .map(|(k, v)| (k.as_str().into(), v.clone()))
                 .collect();
         }
-        let _ = self.stop.send(Stop::Reload(set)).await;
+        let _ = self
+            .stop
+            .send(Stop::Reload {
+                aggregates: set,
+                trusted: trusted.clone(),
+            })
+            .await;
         Ok(())
     }
 
@@ -498,9 +510,22 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
                         publish(&engine, &host);
                         return;
                     }
-                    Stop::Reload(set) => {
-                        tracing::info!(columns = set.columns().len(), "configuration reloaded");
-                        engine.set_aggregates(now(), set)
+                    Stop::Reload { aggregates, trusted } => {
+                        tracing::info!(columns = aggregates.columns().len(), "configuration reloaded");
+                        if trusted.describe() != engine.config().certificates.trusted.describe() {
+                            if trusted.is_empty() {
+                                tracing::warn!("trusted operator keys removed: COMMANDS ARE UNSIGNED from now on, and aggregate certificates are dropped");
+                            } else {
+                                tracing::info!(keys = ?trusted.describe(), "trusted operator keys reloaded");
+                            }
+                        }
+                        overlay.set_trusted_keys(trusted.clone());
+                        let (dropped, mut effects) = engine.set_trusted_keys(now(), trusted);
+                        for cert in dropped {
+                            tracing::warn!(zone = %cert.zone, name = %cert.name, "aggregate certificate dropped: no trusted key signed it");
+                        }
+                        effects.extend(engine.set_aggregates(now(), aggregates));
+                        effects
                     }
                 }
             };

@@ -643,7 +643,7 @@ pub fn run(mut args: AgentArgs, matches: Option<&clap::ArgMatches>) -> anyhow::R
                         .and_then(|()| options(&fresh));
                     match reloaded {
                         Ok(new) => {
-                            if let Err(e) = agent.reload(&new.aggregates, &new.attributes).await {
+                            if let Err(e) = agent.reload(&new.aggregates, &new.attributes, &new.trusted_keys).await {
                                 tracing::error!(error = %e, "SIGHUP: configuration refused, keeping the old one");
                             }
                         }

@@ -116,6 +116,39 @@ impl Engine {
         }
     }
 
+    /// Replaces the trusted operator keys (SIGHUP). A held certificate no
+    /// trusted key signed any more is dropped at once: taking a key out of
+    /// the list is how an operator revokes it, and its certificates must
+    /// not outlive it until they expire. Refusals remembered under the old
+    /// keys are forgotten, so a certificate signed by a newly trusted key
+    /// is taken when a peer next offers it. Returns the dropped ones.
+    pub fn set_trusted_keys(
+        &mut self,
+        now: Now,
+        trusted: TrustedKeys,
+    ) -> (Vec<Arc<AggregateCertificate>>, Vec<Effect>) {
+        self.cfg.certificates.trusted = trusted;
+        self.certs.refused.clear();
+        let trusted = &self.cfg.certificates.trusted;
+        let mut dropped = Vec::new();
+        self.certs.held.retain(|_, c| {
+            let keep = c.check(trusted, now.wall_ms).is_ok();
+            if !keep {
+                dropped.push(c.clone());
+            }
+            keep
+        });
+        if !dropped.is_empty() {
+            self.certificates_changed();
+        }
+        let effects = if self.left {
+            Vec::new()
+        } else {
+            self.finish(now)
+        };
+        (dropped, effects)
+    }
+
     /// Checks and stores one certificate; Ok(true) if the held set changed.
     fn accept_certificate(
         &mut self,
@@ -437,6 +470,80 @@ mod tests {
                 .then(|| row.values().get(column).cloned())
                 .flatten()
         }
+    }
+
+    #[test]
+    fn a_key_taken_out_of_the_trusted_list_takes_its_certificates_with_it() {
+        let old = OperatorKey::generate().unwrap();
+        let new = OperatorKey::generate().unwrap();
+        let both = TrustedKeys::parse(&[old.public_base64(), new.public_base64()]).unwrap();
+        let refusals = Arc::new(SignatureRefusals::default());
+        let mut net = Net::new(&both, &refusals);
+        net.run_ms(10_000);
+        let signed = |key: &OperatorKey, name: &str, column: &str, now: u64| {
+            AggregateCertificate::signed_by(
+                key,
+                "/eu",
+                name,
+                Some(format!("SELECT max(load1) AS {column}")),
+                WALL + now,
+                WALL + now + 600_000,
+            )
+        };
+        for (key, name, column) in [(&old, "a", "peak_old"), (&new, "b", "peak_new")] {
+            let cert = signed(key, name, column, net.now);
+            let effects = net.engines[0]
+                .install_certificate(Net::at(net.now), cert)
+                .unwrap();
+            net.deliver(0, effects);
+        }
+        net.run_ms(10_000);
+        for (i, zone) in ZONES.iter().enumerate().take(6) {
+            assert_eq!(net.engines[i].certificates().len(), 2, "{zone}");
+            assert!(net.computed(i, "/eu", "peak_old").is_some());
+        }
+
+        // Agent h4 reloads with the old key taken out: it drops that
+        // certificate at once, keeps the other, and refuses the old one
+        // when its zone-mates offer it again (counted once).
+        let only_new = TrustedKeys::parse(&[new.public_base64()]).unwrap();
+        let (dropped, effects) = net.engines[4].set_trusted_keys(Net::at(net.now), only_new);
+        assert_eq!(dropped.len(), 1);
+        assert_eq!(dropped[0].name, "a");
+        net.deliver(4, effects);
+        net.run_ms(300);
+        assert_eq!(net.computed(4, "/eu", "peak_old"), None);
+        assert_eq!(net.computed(4, "/eu", "peak_new"), Some(Value::Float(5.0)));
+        net.run_ms(10_000);
+        let held: Vec<String> = net.engines[4]
+            .certificates()
+            .iter()
+            .map(|c| c.name.clone())
+            .collect();
+        assert_eq!(held, ["b"]);
+        assert_eq!(net.computed(4, "/eu", "peak_old"), None);
+        assert_eq!(
+            refusals.get(SignedKind::Aggregate, RefusalReason::UntrustedKey),
+            1
+        );
+        // The others still trust the old key and keep both.
+        assert_eq!(net.engines[3].certificates().len(), 2);
+
+        // A key added by a reload is taken from then on.
+        let late = OperatorKey::generate().unwrap();
+        let cert = signed(&late, "c", "peak_late", net.now);
+        assert_eq!(
+            net.engines[4]
+                .install_certificate(Net::at(net.now), cert.clone())
+                .unwrap_err(),
+            CertError::Refused(RefusalReason::UntrustedKey)
+        );
+        let with_late = TrustedKeys::parse(&[new.public_base64(), late.public_base64()]).unwrap();
+        let (dropped, _) = net.engines[4].set_trusted_keys(Net::at(net.now), with_late);
+        assert!(dropped.is_empty());
+        assert!(net.engines[4]
+            .install_certificate(Net::at(net.now), cert)
+            .is_ok());
     }
 
     #[test]

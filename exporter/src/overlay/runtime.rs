@@ -110,6 +110,11 @@ impl OverlayRuntime {
         )
     }
 
+    /// The operator keys commands must be signed by from now on (SIGHUP).
+    pub fn set_trusted_keys(&mut self, trusted: crate::security::TrustedKeys) {
+        self.guard.set_trusted(trusted);
+    }
+
     pub fn call(&mut self, now: u64, call: Call, dir: &dyn Directory) -> Vec<OverlayEffect> {
         match self
             .overlay

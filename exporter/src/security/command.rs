@@ -94,6 +94,12 @@ impl CommandGuard {
         }
     }
 
+    /// Replaces the trusted keys (SIGHUP). Nonces seen stay remembered, so
+    /// a reload does not reopen the replay window.
+    pub fn set_trusted(&mut self, trusted: TrustedKeys) {
+        self.trusted = trusted;
+    }
+
     /// Without trusted keys commands are not checked (the agent says so at start-up).
     pub fn enforcing(&self) -> bool {
         !self.trusted.is_empty()
