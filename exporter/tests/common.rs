@@ -269,18 +269,22 @@ pub fn http_post_json_value(
     )
 }
 
-/// `astrolabe operator-key generate --out FILE`; the public key it prints.
-pub fn generate_operator_key(path: &Path) -> String {
-    let out = Command::new(BIN)
-        .args(["operator-key", "generate", "--out", path.to_str().unwrap()])
-        .output()
-        .unwrap();
+/// Runs the binary with `args` and asserts that it succeeded (its stderr
+/// is the failure message); its stdout.
+pub fn run_ok<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Vec<u8> {
+    let out = Command::new(BIN).args(args).output().unwrap();
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    out.stdout
+}
+
+/// `astrolabe operator-key generate --out FILE`; the public key it prints.
+pub fn generate_operator_key(path: &Path) -> String {
+    let out = run_ok(&["operator-key", "generate", "--out", path.to_str().unwrap()]);
+    String::from_utf8_lossy(&out).trim().to_string()
 }
 
 /// Waits until every agent's root row counts `members`.

@@ -583,15 +583,6 @@ fn check_config_refuses_a_bad_otlp_section() {
         "zone = \"/a/b\"\n[otlp]\nendpoint = \"http://c:4318\"\nprotocol = \"http/protobuf\"\ninterval = \"30s\"\n",
     )
     .unwrap();
-    let out = std::process::Command::new(BIN)
-        .arg("check-config")
-        .arg(&good)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_ok(&[std::ffi::OsStr::new("check-config"), good.as_os_str()]);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -48,6 +48,15 @@ fn now_ms() -> u64 {
         .as_millis() as u64
 }
 
+/// `astrolabe command --key KEY` run against `server`: its JSON answer.
+fn command_via_cli(server: &str, zone: &str, key: &Path, command: &str) -> Value {
+    let key = key.to_str().unwrap();
+    let args = [
+        "command", "--server", server, "--zone", zone, "--json", "--key", key, command,
+    ];
+    serde_json::from_slice(&run_ok(&args)).unwrap()
+}
+
 /// A signed command body as `astrolabe command --key` sends it.
 fn signed_body(key: &OperatorKey, zone: &str, command: &str, args: &[String], nonce: u64) -> Value {
     let seal = seal_command(key, zone, command, args, now_ms(), nonce);
@@ -147,17 +156,7 @@ fn only_commands_signed_by_a_trusted_operator_key_run() {
 
     // Signed by a key no agent trusts, through the CLI: refused.
     let server = format!("http://127.0.0.1:{web}");
-    let out = Command::new(BIN)
-        .args(["command", "--server", &server, "--zone", "/", "--json"])
-        .args(["--key", wrong_path.to_str().unwrap(), "touch-it"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = command_via_cli(&server, "/", &wrong_path, "touch-it");
     assert_eq!(counts(&v), (json!(0), json!(4), json!(0)), "{v}");
     assert!((0..4).all(|i| !touched(i)));
     for a in &agents {
@@ -165,17 +164,7 @@ fn only_commands_signed_by_a_trusted_operator_key_run() {
     }
 
     // Signed by the trusted key, for /eu: runs on the three hosts of /eu only.
-    let out = Command::new(BIN)
-        .args(["command", "--server", &server, "--zone", "/eu", "--json"])
-        .args(["--key", good_path.to_str().unwrap(), "touch-it"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = command_via_cli(&server, "/eu", &good_path, "touch-it");
     assert_eq!(counts(&v), (json!(3), json!(0), json!(0)), "{v}");
     assert_eq!(
         (0..4).map(touched).collect::<Vec<_>>(),
@@ -384,19 +373,7 @@ fn sighup_reloads_the_trusted_operator_keys() {
         .get("/metrics")
         .is_some()));
     let server = format!("http://127.0.0.1:{}", agent.web);
-    let run = |key: &Path| -> Value {
-        let out = Command::new(BIN)
-            .args(["command", "--server", &server, "--zone", "/", "--json"])
-            .args(["--key", key.to_str().unwrap(), "touch-it"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
-    };
+    let run = |key: &Path| command_via_cli(&server, "/", key, "touch-it");
     assert_eq!(counts(&run(&second_path)), (json!(0), json!(1), json!(0)));
     assert_eq!(refusals(&agent, "untrusted-key"), 1.0);
 
