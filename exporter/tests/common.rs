@@ -9,16 +9,57 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_astrolabe");
 
-/// A free port on loopback for both UDP and TCP (released before use; the
-/// test processes bind it right after).
+/// A free port on loopback for both UDP and TCP, released before use: the
+/// test's agent process binds it right after.
+///
+/// Ports come from below the kernel's ephemeral range, so neither the
+/// kernel (for `bind(0)` or an outgoing connection) nor another test asking
+/// for port 0 can take one between this check and the agent's bind. Test
+/// processes run in parallel (nextest runs each test in its own process),
+/// so each port handed out is reserved by a lock on a file named after it,
+/// held until this test process exits.
 pub fn free_port() -> u16 {
-    loop {
-        let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = tcp.local_addr().unwrap().port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+    static HELD: std::sync::Mutex<Vec<std::fs::File>> = std::sync::Mutex::new(Vec::new());
+    const LOW: u16 = 20_000;
+    let high = ephemeral_low().clamp(LOW + 1_000, 32_768);
+    let dir = std::env::temp_dir().join("astrolabe-test-ports");
+    std::fs::create_dir_all(&dir).expect("port reservation directory");
+    let span = u32::from(high - LOW);
+    let start = std::process::id().wrapping_mul(7_919) ^ nanos();
+    for step in 0..span {
+        let port = LOW + ((start.wrapping_add(step)) % span) as u16;
+        let Ok(file) = std::fs::File::create(dir.join(port.to_string())) else {
+            continue;
+        };
+        // flock rather than `File::try_lock`, which is newer than our MSRV.
+        use std::os::fd::AsRawFd;
+        // SAFETY: a plain syscall on a descriptor this function owns.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            continue;
+        }
+        let tcp = TcpListener::bind(("127.0.0.1", port));
+        let udp = UdpSocket::bind(("127.0.0.1", port));
+        // Held whether or not the port is free: a busy one is not retried.
+        HELD.lock().unwrap().push(file);
+        if tcp.is_ok() && udp.is_ok() {
             return port;
         }
     }
+    panic!("no free port between {LOW} and {high}");
+}
+
+/// The first port the kernel hands out on its own.
+fn ephemeral_low() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
+}
+
+fn nanos() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos())
 }
 
 pub struct Agent {
