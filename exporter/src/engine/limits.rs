@@ -414,7 +414,7 @@ mod tests {
             zones_per_level: 3,
             ..Limits::default()
         };
-        let mut table = Table::new(ZonePath::parse("/a").unwrap(), 1, Arc::from("h0"));
+        let mut table = Table::new(ZonePath::parse("/a").unwrap(), 1, "h0".into());
         let row = |name: &str| {
             Arc::new(Row {
                 zone: ZonePath::parse(&format!("/a/{name}")).unwrap(),

@@ -10,6 +10,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::zone::{varint_len, AgentId, Freshness, Hlc, Row, ZonePath};
 
+/// A child's name in a table, as digests and requests carry it. Kept inline
+/// (up to 24 bytes) rather than behind a shared pointer: a digest lists
+/// every row of every shared table, and following a pointer for each name,
+/// to hash, compare or count references, was a cache miss per row on both
+/// the sending and the receiving side. The wire form is a plain string.
+pub type Name = compact_str::CompactString;
+
 /// Every message names its sender, so the receiver knows which tables the
 /// two share (those of their common ancestors).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -72,13 +79,13 @@ pub struct TableDigest {
     /// `contacts_check`): a receiver that knows that zone with other
     /// contacts sends its copy, so split groups of one zone find each other.
     pub own_contacts: u32,
-    pub lo: Option<Arc<str>>,
-    pub hi: Option<Arc<str>>,
+    pub lo: Option<Name>,
+    pub hi: Option<Name>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DigestEntry {
-    pub name: Arc<str>,
+    pub name: Name,
     pub age: u64,
     /// Hash of the rest of the freshness (inputs, issuer): equal `issued`
     /// with a different check means "different rows, order unknown".
@@ -92,7 +99,7 @@ pub struct TableRequest {
     pub zone: ZonePath,
     /// Names wanted, each with the content the requester holds (0 for
     /// none), so that the answer can be a `Refresh` when that is enough.
-    pub wants: Vec<(Arc<str>, u32)>,
+    pub wants: Vec<(Name, u32)>,
 }
 
 impl TableDigest {
@@ -157,7 +164,7 @@ fn str_len(s: &str) -> usize {
     varint_len(s.len() as u128) + s.len()
 }
 
-fn option_str_len(s: &Option<Arc<str>>) -> usize {
+fn option_str_len(s: &Option<Name>) -> usize {
     1 + s.as_deref().map_or(0, str_len)
 }
 
@@ -305,7 +312,7 @@ pub fn split_digest(
     let mut parts = Vec::new();
     let mut current: Vec<DigestEntry> = Vec::new();
     let mut size = fixed;
-    let mut lo: Option<Arc<str>> = None;
+    let mut lo: Option<Name> = None;
     for entry in entries {
         let len = entry.wire_len() + 1;
         if !current.is_empty() && size + len + str_len(&entry.name) > budget {
@@ -456,7 +463,7 @@ mod tests {
             let request = Message::Request(vec![TableRequest {
                 zone: ZonePath::parse("/z0/z1").unwrap(),
                 wants: (0..(n % 300) as usize)
-                    .map(|i| (Arc::from(format!("h{i}").as_str()), n as u32))
+                    .map(|i| (Name::from(format!("h{i}")), n as u32))
                     .collect(),
             }]);
             let refresh = Message::Refresh(vec![Refresh {

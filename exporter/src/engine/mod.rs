@@ -25,7 +25,7 @@ use rand_chacha::ChaCha8Rng;
 pub use config::{EngineConfig, TRANSPORT_OVERHEAD_BYTES};
 pub use limits::{Limit, LimitCounters, Limits};
 pub use message::{
-    contacts_check, freshness_check, pack_rows, split_digest, DigestEntry, Envelope, Message,
+    contacts_check, freshness_check, pack_rows, split_digest, DigestEntry, Envelope, Message, Name,
     Refresh, TableDigest, TableRequest, WireLen,
 };
 pub use stats::{Refusal, Stats};
@@ -118,7 +118,7 @@ impl Engine {
         let tables = (0..depth)
             .map(|k| {
                 let own = cfg.zone.ancestor(k + 1).unwrap_or_else(|| cfg.zone.clone());
-                Table::new(ancestors[k].clone(), k, Arc::from(own.name()))
+                Table::new(ancestors[k].clone(), k, Name::new(own.name()))
             })
             .collect();
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.rng_seed);
@@ -503,10 +503,18 @@ impl Engine {
             let mut wanted = Vec::new();
             // Which of our rows the peer listed, by index.
             let mut listed = vec![false; table.len()];
+            let own_index = table.find(&table.own).ok();
             for entry in &part.entries {
                 let issued = part.issued_of(entry);
-                if table.is_own(&entry.name) {
-                    if let Ok(index) = table.find(&entry.name) {
+                // One lookup per entry: the own child is recognised by its
+                // index (or, when not held, by its name).
+                let found = table.find(&entry.name);
+                let is_own = match found {
+                    Ok(index) => Some(index) == own_index,
+                    Err(_) => table.is_own(&entry.name),
+                };
+                if is_own {
+                    if let Ok(index) = found {
                         listed[index] = true;
                     }
                     if k == leaf
@@ -520,7 +528,7 @@ impl Engine {
                     }
                     continue;
                 }
-                let index = match table.find(&entry.name) {
+                let index = match found {
                     Ok(index) => index,
                     Err(_) => {
                         let newer_than_forgotten = table.wants(

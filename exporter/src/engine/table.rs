@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::zone::{AgentId, Freshness, Hlc, Row, ZonePath};
 
-use super::message::{freshness_check, DigestEntry};
+use super::message::{freshness_check, DigestEntry, Name};
 
 #[derive(Debug, Clone)]
 pub struct Entry {
@@ -116,7 +116,7 @@ fn cmp_names(a_key: u64, a: &str, b_key: u64, b: &str) -> std::cmp::Ordering {
 #[derive(Debug, Clone)]
 struct Slot {
     key: u64,
-    name: Arc<str>,
+    name: Name,
     entry: Entry,
 }
 
@@ -126,13 +126,13 @@ pub struct Table {
     pub depth: usize,
     /// Name of the child this agent belongs to (its own row, or its
     /// ancestor's row, which it computes itself).
-    pub own: Arc<str>,
+    pub own: Name,
     own_key: u64,
     /// Sorted by name: a table holds at most a few hundred children, so a
     /// sorted vector beats a tree (one contiguous block, binary search on
     /// inline keys, no allocation per row).
     rows: Vec<Slot>,
-    dead: BTreeMap<Arc<str>, Dead>,
+    dead: BTreeMap<Name, Dead>,
     /// Something changed since the parent row was last computed.
     pub dirty: bool,
     /// A row's content (not only its freshness) changed since then.
@@ -143,7 +143,7 @@ pub struct Table {
 }
 
 impl Table {
-    pub fn new(zone: ZonePath, depth: usize, own: Arc<str>) -> Table {
+    pub fn new(zone: ZonePath, depth: usize, own: Name) -> Table {
         Table {
             zone,
             depth,
@@ -182,7 +182,7 @@ impl Table {
         self.get(&self.own).map(|e| &e.row)
     }
 
-    pub fn entries(&self) -> impl Iterator<Item = (&Arc<str>, &Entry)> {
+    pub fn entries(&self) -> impl Iterator<Item = (&Name, &Entry)> {
         self.rows.iter().map(|s| (&s.name, &s.entry))
     }
 
@@ -252,7 +252,7 @@ impl Table {
         // Reuse the name already held, so a refresh allocates nothing.
         let key = match found {
             Ok(i) => self.rows[i].name.clone(),
-            Err(_) => Arc::from(name),
+            Err(_) => Name::new(name),
         };
         self.install(key, row, now_ms)
     }
@@ -286,7 +286,7 @@ impl Table {
     }
 
     /// Installs a row unconditionally (this agent's own rows).
-    pub fn install(&mut self, name: Arc<str>, row: Arc<Row>, now_ms: u64) -> Offer {
+    pub fn install(&mut self, name: Name, row: Arc<Row>, now_ms: u64) -> Offer {
         let entry = Entry::new(row, now_ms);
         let content_changed = match self.find(&name) {
             Ok(i) => {
