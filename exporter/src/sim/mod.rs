@@ -149,7 +149,15 @@ struct AgentJob {
     /// Events with their position in the millisecond's order.
     work: Vec<(usize, Work)>,
     outputs: Vec<(usize, Vec<Effect>)>,
+    /// The engine's next tick and its root row after the work, read here
+    /// on the job's thread: read after the step, on the one thread that
+    /// runs between steps, they were a cache miss per busy engine there.
+    next_tick_ms: u64,
+    root: *const Row,
 }
+
+// SAFETY: `root` is only compared as an address, never dereferenced.
+unsafe impl Send for AgentJob {}
 
 impl AgentJob {
     fn run(&mut self) {
@@ -160,6 +168,8 @@ impl AgentJob {
             };
             self.outputs.push((pos, effects));
         }
+        self.next_tick_ms = self.engine.next_tick_ms();
+        self.root = Arc::as_ptr(self.engine.root());
     }
 }
 
@@ -452,7 +462,13 @@ impl Sim {
         let Some(engine) = self.agents[i].engine.as_ref() else {
             return;
         };
-        let at = engine.next_tick_ms().max(self.now);
+        let next = engine.next_tick_ms();
+        self.schedule_tick_at(i, next);
+    }
+
+    /// `schedule_tick` for an engine whose next tick is known.
+    fn schedule_tick_at(&mut self, i: usize, next_tick_ms: u64) {
+        let at = next_tick_ms.max(self.now);
         let current = self.agents[i].tick_at;
         if at < current || current < self.now {
             self.agents[i].tick_at = at;
@@ -517,7 +533,7 @@ impl Sim {
             let mut touched = Vec::with_capacity(jobs.len());
             for job in jobs {
                 self.agents[job.agent].engine = Some(job.engine);
-                touched.push(job.agent);
+                touched.push((job.agent, job.next_tick_ms, job.root));
                 outputs.extend(job.outputs.into_iter().map(|(pos, e)| (pos, job.agent, e)));
             }
             outputs.sort_unstable_by_key(|(pos, _, _)| *pos);
@@ -525,12 +541,11 @@ impl Sim {
                 self.dispatch(agent, effects);
             }
             let mut root_changed = false;
-            for i in touched {
-                self.schedule_tick(i);
-                let changed = match (&self.agents[i].last_root, self.agents[i].engine.as_ref()) {
-                    (Some(last), Some(e)) => !Arc::ptr_eq(last, e.root()),
-                    (None, Some(_)) => true,
-                    _ => false,
+            for (i, next_tick_ms, root) in touched {
+                self.schedule_tick_at(i, next_tick_ms);
+                let changed = match &self.agents[i].last_root {
+                    Some(last) => !std::ptr::eq(Arc::as_ptr(last), root),
+                    None => true,
                 };
                 if changed {
                     self.agents[i].last_root =
@@ -590,6 +605,8 @@ impl Sim {
                         engine,
                         work: Vec::new(),
                         outputs: Vec::new(),
+                        next_tick_ms: 0,
+                        root: std::ptr::null(),
                     });
                     self.agents[agent].job = Some((jobs.len() - 1) as u32);
                     jobs.len() - 1
