@@ -512,7 +512,7 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
                     }
                     Stop::Reload { aggregates, trusted } => {
                         tracing::info!(columns = aggregates.columns().len(), "configuration reloaded");
-                        if trusted.describe() != engine.config().certificates.trusted.describe() {
+                        if trusted != engine.config().certificates.trusted {
                             if trusted.is_empty() {
                                 tracing::warn!("trusted operator keys removed: COMMANDS ARE UNSIGNED from now on, and aggregate certificates are dropped");
                             } else {

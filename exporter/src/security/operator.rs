@@ -162,7 +162,7 @@ pub fn parse_public_key(text: &str) -> Result<VerifyingKey, OperatorKeyError> {
 }
 
 /// The operator keys an agent accepts signatures from.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TrustedKeys(Vec<VerifyingKey>);
 
 impl TrustedKeys {

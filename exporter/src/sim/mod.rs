@@ -153,11 +153,15 @@ struct AgentJob {
     /// on the job's thread: read after the step, on the one thread that
     /// runs between steps, they were a cache miss per busy engine there.
     next_tick_ms: u64,
-    root: *const Row,
+    /// The root's address, only compared (see `root_address`).
+    root: usize,
 }
 
-// SAFETY: `root` is only compared as an address, never dereferenced.
-unsafe impl Send for AgentJob {}
+/// Where a root row lives: a root whose address is that of the agent's
+/// last seen root (which `last_root` keeps alive) is that same row.
+fn root_address(root: &Arc<Row>) -> usize {
+    Arc::as_ptr(root) as usize
+}
 
 impl AgentJob {
     fn run(&mut self) {
@@ -169,7 +173,7 @@ impl AgentJob {
             self.outputs.push((pos, effects));
         }
         self.next_tick_ms = self.engine.next_tick_ms();
-        self.root = Arc::as_ptr(self.engine.root());
+        self.root = root_address(self.engine.root());
     }
 }
 
@@ -544,7 +548,7 @@ impl Sim {
             for (i, next_tick_ms, root) in touched {
                 self.schedule_tick_at(i, next_tick_ms);
                 let changed = match &self.agents[i].last_root {
-                    Some(last) => !std::ptr::eq(Arc::as_ptr(last), root),
+                    Some(last) => root_address(last) != root,
                     None => true,
                 };
                 if changed {
@@ -606,7 +610,7 @@ impl Sim {
                         work: Vec::new(),
                         outputs: Vec::new(),
                         next_tick_ms: 0,
-                        root: std::ptr::null(),
+                        root: 0,
                     });
                     self.agents[agent].job = Some((jobs.len() - 1) as u32);
                     jobs.len() - 1
