@@ -881,19 +881,26 @@ impl Engine {
     /// behind in freshness loses nothing (expiry is tens of rounds).
     fn refresh_ancestors(&mut self, now: Now, with_freshness: bool) {
         let leaf = self.leaf_table();
+        // Content changed: merged at most once per merge gap. A table whose
+        // content is waiting keeps its parent row as it is (stamping old
+        // content with new inputs would let it win), but every other table
+        // still takes up its heartbeats: skipping them all while some
+        // content waited left a zone with static content unrefreshed for
+        // as long as changes kept coming elsewhere, until its row expired
+        // at its peers (docs/ALGORITHM.md, "Aggregation").
+        let mut merge_allowed = true;
         if self.tables.iter().any(|t| t.content_dirty) {
-            // Content changed: wait for the merge gap. Recomputing only the
-            // freshness meanwhile would stamp old content with new inputs.
-            if self
+            merge_allowed = self
                 .last_merge_ms
-                .is_some_and(|t| now.mono_ms < t + self.cfg.recompute_gap_ms)
-            {
-                return;
+                .is_none_or(|t| now.mono_ms >= t + self.cfg.recompute_gap_ms);
+            if merge_allowed {
+                self.last_merge_ms = Some(now.mono_ms);
             }
-            self.last_merge_ms = Some(now.mono_ms);
         }
         for k in (0..self.tables.len()).rev() {
-            if !self.tables[k].dirty || !(with_freshness || self.tables[k].content_dirty) {
+            let content = self.tables[k].content_dirty;
+            if !self.tables[k].dirty || !(with_freshness || content) || (content && !merge_allowed)
+            {
                 continue;
             }
             let previous = if k > 0 {

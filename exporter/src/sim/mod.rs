@@ -50,6 +50,11 @@ pub struct SimConfig {
     /// Fewer agents busy in one virtual millisecond than this run on the
     /// calling thread: below it, threads cost more than they give.
     pub parallel_min_agents: usize,
+    /// Leaf zones by agent, instead of the balanced tree (tests).
+    pub paths: Option<Vec<ZonePath>>,
+    /// Clock offsets by agent, repeated (agent i gets `[i % len]`),
+    /// instead of draws from ±skew_ms.
+    pub skews_ms: Option<Vec<i64>>,
 }
 
 impl SimConfig {
@@ -66,6 +71,8 @@ impl SimConfig {
             seeds: 3,
             aggregates: SIM_AGGREGATES.iter().map(|s| s.to_string()).collect(),
             parallel_min_agents: 64,
+            paths: None,
+            skews_ms: None,
         }
     }
 }
@@ -218,8 +225,13 @@ impl Sim {
         };
         let mut agents = Vec::with_capacity(cfg.agents);
         for i in 0..cfg.agents {
-            let path = tree::leaf_path(i, cfg.agents, cfg.branching);
-            let skew_ms = if cfg.skew_ms > 0 {
+            let path = match &cfg.paths {
+                Some(paths) => paths[i % paths.len()].clone(),
+                None => tree::leaf_path(i, cfg.agents, cfg.branching),
+            };
+            let skew_ms = if let Some(skews) = cfg.skews_ms.as_ref().filter(|s| !s.is_empty()) {
+                skews[i % skews.len()]
+            } else if cfg.skew_ms > 0 {
                 rng.random_range(-(cfg.skew_ms as i64)..=cfg.skew_ms as i64)
             } else {
                 0

@@ -449,3 +449,167 @@ fn values_set_before_anyone_is_known_still_spread() {
     converge(&mut sim, 40);
     assert_root_correct(&mut sim, 10);
 }
+
+/// Twelve agents as in the real-process skew test: three regions of two
+/// zones of two hosts, one clock in three 20 s ahead, one 20 s behind. The
+/// skewed hosts' values stand still (libfaketime stalled their collector
+/// threads, see docs/ALGORITHM.md) while the others change every round.
+/// A zone whose content stands still must still be refreshed at its
+/// peers: its row's heartbeats were once held back for as long as
+/// changes kept coming elsewhere, until the row expired.
+#[test]
+fn a_zone_whose_values_stand_still_stays_fresh_while_others_change() {
+    let mut sim = Sim::new(mixed_skew_config(12, 1)).unwrap();
+    converge(&mut sim, 40);
+    let n = sim.live_count() as u64;
+    for round in 0..60u64 {
+        for i in (0..12).filter(|i| i % 3 == 2) {
+            sim.set_attribute(i, "load", Value::Float((round * 7 + i as u64) as f64));
+        }
+        sim.run_for(ROUND);
+        let now = sim.now_ms();
+        for i in 0..12 {
+            let e = sim.engine(i).unwrap();
+            assert_eq!(e.root().members(), n, "agent {i} in round {round}");
+            for t in e.tables() {
+                for (name, entry) in t.entries().filter(|(name, _)| **name != t.own) {
+                    let age = now - entry.refreshed_ms;
+                    assert!(
+                        age <= 3 * ROUND,
+                        "round {round}: agent {i} last refreshed {} {name} {age} ms ago",
+                        t.zone
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// `agents` hosts in zones of two, two zones per region, one clock in
+/// three 20 s ahead and one 20 s behind, mixed inside every zone.
+fn mixed_skew_config(agents: usize, seed: u64) -> SimConfig {
+    let zones = [
+        "/eu/fra", "/eu/ams", "/us/sfo", "/us/nyc", "/ap/tok", "/ap/syd",
+    ];
+    let mut cfg = SimConfig::new(agents, 2, seed);
+    cfg.paths = Some(
+        (0..agents)
+            .map(|i| {
+                ZonePath::parse(&format!("{}/h{}", zones[(i / 2) % zones.len()], i + 1)).unwrap()
+            })
+            .collect(),
+    );
+    cfg.skews_ms = Some(vec![20_000, -20_000, 0]);
+    cfg
+}
+
+/// Which hop of the tree a slow change waits at.
+/// `SIM_N=10000 SIM_B=16 SIM_LOSS=0.2 SIM_SEED=2 cargo test --lib trace_slow_change -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn trace_slow_change() {
+    let env = |k: &str, d: f64| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let mut cfg = SimConfig::new(
+        env("SIM_N", 10000.0) as usize,
+        env("SIM_B", 16.0) as usize,
+        env("SIM_SEED", 2.0) as u64,
+    );
+    cfg.loss = env("SIM_LOSS", 0.2);
+    let mut sim = Sim::new(cfg).unwrap();
+    membership(&mut sim);
+    sim.run_until(200_000, &mut |s: &Sim| s.all_ok());
+    sim.run_for(ROUND);
+    for c in 0..5 {
+        let leaf = sim.random_live().unwrap();
+        let new_mem = Value::Int(sim.rng().random_range(1_000_000..2_000_000));
+        sim.set_attribute(leaf, "mem", new_mem);
+        let want = sim.ground_truth().get("mem_sum").cloned().unwrap();
+        let w2 = want.clone();
+        sim.set_predicate(Box::new(move |root: &Row| {
+            root.value("mem_sum") == Some(&w2)
+        }));
+        let start = sim.now_ms();
+        let lpath = sim.path(leaf).clone();
+        // per agent: when its root had it
+        let n = sim.len();
+        let mut got: Vec<Option<u64>> = vec![None; n];
+        let before: Vec<Option<Stats>> = (0..sim.len())
+            .map(|i| sim.engine(i).map(|e| e.stats().clone()))
+            .collect();
+        let mut t = start;
+        let mut entry_at: Vec<Option<u64>> = vec![None; sim.len()];
+        while !sim.all_ok() && t < start + 100_000 {
+            t += 100;
+            sim.run_until(t, &mut |_| false);
+            let lrow = sim
+                .engine(leaf)
+                .unwrap()
+                .tables()
+                .iter()
+                .map(|t| t.own_row().unwrap().body.fingerprint() as u32)
+                .collect::<Vec<_>>();
+            for i in 0..n {
+                if entry_at[i].is_none() {
+                    if let Some(e) = sim.engine(i) {
+                        let c = e.zone().common_depth(&lpath).min(e.tables().len() - 1);
+                        let name = lpath.ancestor(c + 1).unwrap();
+                        if e.tables()[c]
+                            .get(name.name())
+                            .is_some_and(|en| en.content() == lrow[c])
+                        {
+                            entry_at[i] = Some(t - start);
+                        }
+                    }
+                }
+                if got[i].is_none()
+                    && sim
+                        .engine(i)
+                        .is_some_and(|e| e.root().value("mem_sum") == Some(&want))
+                {
+                    got[i] = Some(t - start);
+                }
+            }
+        }
+        let mut times: Vec<u64> = got.iter().flatten().copied().collect();
+        times.sort_unstable();
+        let q = |p: f64| times[((times.len() - 1) as f64 * p) as usize];
+        eprintln!(
+            "change {c} at {lpath}: p50 {} p90 {} p99 {} max {} ms",
+            q(0.5),
+            q(0.9),
+            q(0.99),
+            q(1.0)
+        );
+        // the slowest agent: for each of its nested zones below the common
+        // ancestor with the leaf, the first time any agent inside had it
+        let slow = (0..n).max_by_key(|i| got[*i].unwrap_or(u64::MAX)).unwrap();
+        let spath = sim.path(slow).clone();
+        let e = sim.engine(slow).unwrap();
+        let b = before[slow].clone().unwrap();
+        let st = e.stats();
+        eprintln!("   slowest {slow} {spath}: entry at {:?} root at {:?}; rounds {} recv {} sent {} installed {} stale {} expired {}", entry_at[slow], got[slow], st.rounds - b.rounds, st.messages_received - b.messages_received, st.messages_sent - b.messages_sent, st.rows_installed - b.rows_installed, st.rows_stale - b.rows_stale, st.rows_expired - b.rows_expired);
+        let cdepth = spath.common_depth(&lpath);
+        for d in (cdepth + 1)..=spath.depth() {
+            let z = spath.ancestor(d).unwrap();
+            let first = (0..n)
+                .filter(|i| z.contains(sim.path(*i)))
+                .filter_map(|i| got[i])
+                .min();
+            let inside = (0..n).filter(|i| z.contains(sim.path(*i))).count();
+            eprintln!("   zone {z} ({inside} agents): first had it at {first:?}");
+            if d == spath.depth() - 1 {
+                let all: Vec<_> = (0..n)
+                    .filter(|i| z.contains(sim.path(*i)))
+                    .map(|i| got[i])
+                    .collect();
+                eprintln!("      {all:?}");
+            }
+        }
+        sim.run_for(ROUND);
+    }
+}
