@@ -717,12 +717,21 @@ impl Engine {
                 continue;
             }
             let authoritative = k == leaf && row.issuer == sender;
+            // A change of values (same members, same contacts) learned by
+            // pull is relayed like a pushed one: this agent may be the
+            // first of its subtree to hear of it because the push that
+            // should have brought it was lost, or came after the pull.
+            let same_shape = self.tables[k].get(name).is_some_and(|e| {
+                e.row.members() == row.members() && e.row.contacts() == row.contacts()
+            });
             match self.tables[k].offer(name, row.clone(), now.mono_ms, authoritative) {
                 Offer::Installed { content_changed } => {
                     self.stats.rows_installed += 1;
                     if content_changed {
                         self.tables[k].pushed_in |= relay;
-                        changed.push(row);
+                        if relay || same_shape {
+                            changed.push(row);
+                        }
                     }
                 }
                 Offer::Stale => self.stats.rows_stale += 1,
@@ -731,7 +740,7 @@ impl Engine {
         if bump_own {
             self.issue_own_row(now);
         }
-        if relay && !changed.is_empty() {
+        if !changed.is_empty() {
             self.forward(from, common, changed);
         }
     }
