@@ -5,6 +5,7 @@ pub mod exposition;
 pub mod keys;
 pub mod landing;
 pub mod limit;
+pub mod names;
 pub mod secure;
 
 use std::io::Write;
@@ -139,7 +140,6 @@ pub fn to_json(v: &Value) -> serde_json::Value {
     }
 }
 
-pub fn zones_json(view: &View) -> ZonesJson {
 /// An attribute as `/api/v1/zones` serves it: the agent id as a string,
 /// like `agent_id`.
 fn attribute_json(name: &str, v: &Value) -> serde_json::Value {
@@ -149,6 +149,7 @@ fn attribute_json(name: &str, v: &Value) -> serde_json::Value {
     }
 }
 
+pub fn zones_json(view: &View) -> ZonesJson {
     let zones = view
         .zones
         .iter()
