@@ -39,7 +39,7 @@ pub fn require(test: &str, what: &str, present: bool) -> bool {
         return true;
     }
     if in_ci() {
-        panic!("{test}: {what} is missing, and CI=true needs it (.ci/run installs it)");
+        panic!("{test}: {what} is missing, and CI=true needs it (see .ci/run)");
     }
     // Straight to the process's stderr: the test harness captures
     // eprintln! of a passing test.
