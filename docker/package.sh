@@ -7,6 +7,7 @@
 #   (defaults: target/release/astrolabe, astrolabe:latest)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
+. "$here/rootfs.sh"
 binary="${1:-target/release/astrolabe}"
 tag="${2:-astrolabe:latest}"
 [ -x "$binary" ] || { echo "package.sh: $binary is not an executable; build it first (cargo build --release)" >&2; exit 1; }
@@ -19,11 +20,6 @@ if command -v strip >/dev/null; then
 else
     cp "$binary" "$ctx/rootfs/usr/local/bin/astrolabe"
 fi
-# Every library the binary needs, and the loader itself.
-ldd "$binary" | awk '/=> \//{print $3; next} $1 ~ /^\//{print $1}' | sort -u | while read -r lib; do
-    mkdir -p "$ctx/rootfs$(dirname "$lib")"
-    cp -L "$lib" "$ctx/rootfs$lib"
-done
+add_libraries "$binary" "$ctx/rootfs"
 chmod 1777 "$ctx/rootfs/tmp"
-cp "$here/Dockerfile.scratch" "$ctx/Dockerfile"
-docker build -q -t "$tag" "$ctx"
+build_image "$ctx" "$here/Dockerfile.scratch" "$tag"

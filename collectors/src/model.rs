@@ -4,7 +4,9 @@
 pub enum Kind {
     Counter,
     Gauge,
-    /// Quantile samples only (a `quantile` label), as zone sketches give.
+    /// Quantile samples (a `quantile` label, no suffix), as zone sketches
+    /// give; from a textfile also `_sum` and `_count` samples, each
+    /// naming its suffix, after the quantiles of their label set.
     Summary,
     Untyped,
     /// Cumulative `_bucket` samples (an `le` label), `_sum` and `_count`;

@@ -39,6 +39,8 @@ pub struct View {
     pub certificates: Vec<Arc<crate::security::certificate::AggregateCertificate>>,
     /// Refusals counted outside the engine (`engine::limits`), read at scrape time.
     pub limits: Arc<crate::engine::LimitCounters>,
+    /// Attributes not served because another one becomes the same metric.
+    pub collisions: Arc<crate::http::names::NameCollisions>,
 }
 
 impl View {
@@ -94,6 +96,7 @@ impl View {
             signatures: Arc::default(),
             certificates: engine.certificates(),
             limits: Arc::default(),
+            collisions: Arc::default(),
         }
     }
 }

@@ -170,8 +170,11 @@ fn a_twelve_process_cluster_serves_exact_zone_aggregates() {
 
 #[test]
 fn agents_gossip_over_ipv6() {
-    if std::net::UdpSocket::bind("[::1]:0").is_err() {
-        eprintln!("no IPv6 loopback on this machine; skipped");
+    if !require(
+        "agents_gossip_over_ipv6",
+        "an IPv6 loopback ([::1])",
+        std::net::UdpSocket::bind("[::1]:0").is_ok(),
+    ) {
         return;
     }
     let dir = temp_dir("ipv6");

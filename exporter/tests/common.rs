@@ -1,6 +1,12 @@
 //! Helpers for black-box tests: real agent processes on loopback.
 #![allow(dead_code)]
 
+// A path of its own: this file is also a test crate's root.
+#[path = "common/deps.rs"]
+mod deps;
+#[allow(unused_imports)]
+pub use deps::*;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -72,6 +78,17 @@ pub struct Agent {
 
 impl Agent {
     pub fn spawn(zone: &str, seeds: &[u16], dir: &Path, extra: &[&str]) -> Agent {
+        Agent::spawn_logging(zone, seeds, dir, extra, Stdio::null())
+    }
+
+    /// `spawn`, with the agent's log (warnings and worse) going to `stderr`.
+    pub fn spawn_logging(
+        zone: &str,
+        seeds: &[u16],
+        dir: &Path,
+        extra: &[&str],
+        stderr: Stdio,
+    ) -> Agent {
         let gossip = free_port();
         let web = free_port();
         std::fs::create_dir_all(dir).unwrap();
@@ -85,7 +102,7 @@ impl Agent {
             .args(extra)
             .env("ASTROLABE_LOG", "warn")
             .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .stderr(stderr);
         for s in seeds {
             cmd.args(["--gossip.seed", &format!("127.0.0.1:{s}")]);
         }

@@ -1,10 +1,14 @@
-//! The Docker demo for real: docker/package.sh packages the test build of
-//! the agent into a FROM-scratch image, docker-compose brings up the nine
-//! agents of docker/docker-compose.yml on networks of their own, and one
-//! zone is cut off with `docker network disconnect` and reconnected. Both
-//! sides must report the partition (members, reporting) and converge again.
+//! The Docker demo for real, without any image registry: docker/package.sh
+//! packages the test build of the agent and docker/package-prometheus.sh
+//! Debian's Prometheus into FROM-scratch images, docker-compose brings up
+//! docker/docker-compose.yml as a user would (nine agents on networks of
+//! their own, and Prometheus; Grafana stays behind its profile), compose's
+//! own Prometheus must scrape every agent and load the shipped rules, and
+//! one zone is cut off with `docker network disconnect` and reconnected.
+//! Both sides must report the partition (members, reporting) and converge
+//! again.
 //!
-//! Skipped, saying so, only where docker is not installed; CI has it.
+//! Without docker the test fails under CI=true and is skipped elsewhere.
 
 mod common;
 
@@ -37,17 +41,6 @@ fn ok(cmd: &mut Command) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-/// Whether the docker CLI is installed at all. An installed CLI whose
-/// engine does not answer is a failure, not a skip: CI has the engine.
-fn docker_installed() -> bool {
-    Command::new("docker")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
 }
 
 /// `docker-compose` (v1) where installed, else the `docker compose` plugin.
@@ -139,12 +132,10 @@ fn sees(ip: IpAddr, zone: &str) -> Option<(f64, f64)> {
     ))
 }
 
-/// Brings the nine agents up on zone networks under `net` (two octets).
+/// Brings the stack up as a user does (`up -d`: every service outside a
+/// profile), on zone networks under `net` (two octets).
 fn up(stack: &Stack) -> Result<(), String> {
-    let services: Vec<String> = (1..=9).map(|i| format!("agent{i}")).collect();
-    let mut args = vec!["up", "-d", "--no-build"];
-    args.extend(services.iter().map(String::as_str));
-    let out = run(&mut stack.compose(&args));
+    let out = run(&mut stack.compose(&["up", "-d", "--no-build"]));
     if out.status.success() {
         Ok(())
     } else {
@@ -152,14 +143,87 @@ fn up(stack: &Stack) -> Result<(), String> {
     }
 }
 
+/// GET on a published loopback port; the JSON body, if any.
+fn get_json(port: u16, path: &str) -> Option<serde_json::Value> {
+    let (status, body) = http_get_with(port, path, &[])?;
+    (status == 200)
+        .then(|| serde_json::from_str(&body).ok())
+        .flatten()
+}
+
+/// Every rule name (recording and alerting) of dashboards/astrolabe-rules.yml.
+fn shipped_rule_names() -> Vec<String> {
+    let text = std::fs::read_to_string(repo().join("dashboards/astrolabe-rules.yml")).unwrap();
+    let rules: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    let mut names: Vec<String> = rules["groups"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .flat_map(|g| g["rules"].as_sequence().cloned().unwrap_or_default())
+        .filter_map(|r| {
+            r.get("record")
+                .or_else(|| r.get("alert"))
+                .and_then(|n| n.as_str())
+                .map(String::from)
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+/// What compose's Prometheus still lacks: targets not up, shipped rules
+/// not loaded or not evaluated without error. Empty when all is well.
+fn prometheus_lacks(port: u16, rules: &[String]) -> Vec<String> {
+    let mut lacks = Vec::new();
+    let targets = get_json(port, "/api/v1/targets?state=active");
+    let active = targets
+        .as_ref()
+        .and_then(|t| t["data"]["activeTargets"].as_array().cloned())
+        .unwrap_or_default();
+    for i in 1..=9 {
+        let url = format!("http://agent{i}:9464/metrics");
+        let health = active
+            .iter()
+            .find(|t| t["scrapeUrl"] == url.as_str())
+            .map(|t| format!("{} {}", t["health"], t["lastError"]));
+        if !health.as_deref().is_some_and(|h| h.starts_with("\"up\"")) {
+            lacks.push(format!("{url}: {health:?}"));
+        }
+    }
+    let loaded = get_json(port, "/api/v1/rules");
+    let loaded: Vec<(String, String)> = loaded
+        .as_ref()
+        .and_then(|r| r["data"]["groups"].as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
+        .map(|r| {
+            let name = r["name"].as_str().unwrap_or_default().to_string();
+            (name, r["health"].as_str().unwrap_or_default().to_string())
+        })
+        .collect();
+    for rule in rules {
+        match loaded.iter().find(|(n, _)| n == rule) {
+            Some((_, health)) if health == "ok" => {}
+            found => lacks.push(format!("rule {rule}: {found:?}")),
+        }
+    }
+    lacks
+}
+
 #[test]
 fn compose_cluster_reports_a_partition_and_heals() {
-    if !docker_installed() {
-        eprintln!("SKIPPED compose_cluster_reports_a_partition_and_heals: docker is not installed");
+    let test = "compose_cluster_reports_a_partition_and_heals";
+    if !require(test, "docker", command_works("docker", &["--version"])) {
         return;
     }
+    // An installed CLI whose engine does not answer is a failure, not a skip.
     ok(Command::new("docker").arg("info"));
-    let compose = compose_command().expect("docker-compose or the docker compose plugin");
+    let compose = compose_command();
+    if !require(test, "docker-compose", compose.is_some()) {
+        return;
+    }
+    let compose = compose.unwrap_or_default();
     let pid = std::process::id();
     // Phase times go to stderr for BENCHMARKS.md; never asserted.
     let started = std::time::Instant::now();
@@ -171,7 +235,10 @@ fn compose_cluster_reports_a_partition_and_heals() {
     };
     let image = Image(format!("astrolabe-test:{pid}"));
     ok(Command::new(repo().join("docker/package.sh")).args([BIN, &image.0]));
-    phase("image packaged");
+    let prometheus_image = Image(format!("astrolabe-prometheus-test:{pid}"));
+    ok(Command::new(repo().join("docker/package-prometheus.sh")).arg(&prometheus_image.0));
+    phase("images packaged");
+    let prometheus_port = free_port();
     // Zone networks at <net>.<zone>.0/24; another project's networks may
     // hold a prefix already, so try a few.
     let mut stack = None;
@@ -184,9 +251,17 @@ fn compose_cluster_reports_a_partition_and_heals() {
             net: net.clone(),
             env: vec![
                 ("ASTROLABE_IMAGE".into(), image.0.clone()),
+                (
+                    "ASTROLABE_PROMETHEUS_IMAGE".into(),
+                    prometheus_image.0.clone(),
+                ),
                 ("ASTROLABE_GOSSIP_INTERVAL".into(), "250ms".into()),
                 ("ASTROLABE_NET".into(), net),
                 ("ASTROLABE_AGENT1_PORT".into(), free_port().to_string()),
+                (
+                    "ASTROLABE_PROMETHEUS_PORT".into(),
+                    prometheus_port.to_string(),
+                ),
             ],
         };
         match up(&s) {
@@ -202,6 +277,11 @@ fn compose_cluster_reports_a_partition_and_heals() {
         }
     }
     let stack = stack.unwrap_or_else(|| panic!("no free subnet for the zone networks: {refused}"));
+    let running = ok(&mut stack.compose(&["ps", "--services", "--filter", "status=running"]));
+    assert!(
+        !running.lines().any(|s| s == "grafana"),
+        "grafana runs only with --profile grafana:\n{running}"
+    );
     let containers: Vec<String> = (1..=9)
         .map(|i| stack.container(&format!("agent{i}")))
         .collect();
@@ -229,6 +309,32 @@ fn compose_cluster_reports_a_partition_and_heals() {
     });
     assert!(whole, "agent1 never saw all nine:\n{last}");
     phase("nine agents up and converged");
+
+    // Compose's own Prometheus (its scrape configuration, 15 s interval)
+    // scrapes all nine and evaluates the shipped rules.
+    let rules = shipped_rule_names();
+    assert!(rules.len() >= 5, "{rules:?}");
+    let mut lacks = Vec::new();
+    let scraped = eventually(Duration::from_secs(90), || {
+        lacks = prometheus_lacks(prometheus_port, &rules);
+        lacks.is_empty()
+    });
+    assert!(scraped, "compose's Prometheus lacks: {lacks:#?}");
+    let members = get_json(
+        prometheus_port,
+        &format!(
+            "/api/v1/query?query={}",
+            percent_encode("max(astrolabe_zone_members{zone_path=\"/\"})")
+        ),
+    );
+    assert_eq!(
+        members
+            .as_ref()
+            .map(|m| m["data"]["result"][0]["value"][1].clone()),
+        Some(serde_json::json!("9")),
+        "{members:?}"
+    );
+    phase("Prometheus scraped every agent and evaluated the rules");
 
     // Cut zone 3 off: every link between it and the other zones goes.
     let links: Vec<(usize, String)> = (0..6)
@@ -268,6 +374,7 @@ fn compose_cluster_reports_a_partition_and_heals() {
     phase("converged again after reconnecting");
     drop(stack);
     drop(image);
+    drop(prometheus_image);
 }
 
 /// The demo's Prometheus configuration loads with the shipped rules, and
@@ -285,6 +392,13 @@ fn compose_files_are_valid() {
         dir.join("astrolabe-rules.yml"),
     )
     .unwrap();
+    if !require(
+        "compose_files_are_valid",
+        "promtool (Debian package prometheus)",
+        command_works("promtool", &["--version"]),
+    ) {
+        return;
+    }
     let checked = ok(Command::new("promtool")
         .args(["check", "config"])
         .arg(dir.join("prometheus.yml")));
@@ -302,22 +416,34 @@ fn compose_files_are_valid() {
     assert!(
         compose.contains("../dashboards/astrolabe-rules.yml:/etc/prometheus/astrolabe-rules.yml")
     );
-    match compose_command() {
-        Some(c) => {
-            let config = ok(Command::new(&c[0])
-                .args(&c[1..])
-                .arg("-f")
-                .arg(repo().join("docker/docker-compose.yml"))
-                .arg("config"));
-            for service in ["agent1", "agent9", "prometheus", "grafana"] {
-                assert!(
-                    config.contains(&format!("  {service}:")),
-                    "{service} in\n{config}"
-                );
-            }
-        }
-        None => eprintln!(
-            "compose_files_are_valid: no docker-compose; compose file checked as text only"
-        ),
+    let compose = compose_command();
+    if !require(
+        "compose_files_are_valid",
+        "docker-compose",
+        compose.is_some(),
+    ) {
+        return;
+    }
+    let c = compose.unwrap_or_default();
+    let config = ok(Command::new(&c[0])
+        .args(&c[1..])
+        .arg("-f")
+        .arg(repo().join("docker/docker-compose.yml"))
+        .arg("config"));
+    for service in ["agent1", "agent9", "prometheus", "grafana"] {
+        assert!(
+            config.contains(&format!("  {service}:")),
+            "{service} in\n{config}"
+        );
+    }
+    // Nothing the default stack runs is pulled: only Grafana, under its profile.
+    let doc: serde_yaml::Value = serde_yaml::from_str(&config).unwrap();
+    for (name, service) in doc["services"].as_mapping().into_iter().flatten() {
+        let image = service["image"].as_str().unwrap_or_default();
+        let profiled = service.get("profiles").is_some();
+        assert!(
+            profiled || image.starts_with("astrolabe"),
+            "{name:?} runs {image} by default, which needs a registry"
+        );
     }
 }

@@ -318,8 +318,11 @@ fn expired_or_mismatched_certificates_stop_start_up_with_one_line() {
 
 #[test]
 fn promtool_accepts_every_shipped_web_config() {
-    if Command::new("promtool").arg("--version").output().is_err() {
-        eprintln!("promtool is not installed (.ci/run installs prometheus); skipped");
+    if !require(
+        "promtool_accepts_every_shipped_web_config",
+        "promtool (Debian package prometheus)",
+        command_works("promtool", &["--version"]),
+    ) {
         return;
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/web-config");

@@ -1,7 +1,10 @@
 //! The agent's own row: attributes derived from the collectors.
 
+use std::borrow::Cow;
+
 use astrolabe_collectors::{utilization, MetricFamily};
 
+use crate::http::names::{collides_in, sanitize, NameCollision, NameCollisions};
 use crate::zone::{Attributes, Value};
 
 fn find<'a>(families: &'a [MetricFamily], name: &str) -> Option<&'a MetricFamily> {
@@ -9,12 +12,15 @@ fn find<'a>(families: &'a [MetricFamily], name: &str) -> Option<&'a MetricFamily
 }
 
 /// Static attributes, a few derived host figures, and every unlabeled
-/// sample of the other collectors (textfile, application) under its name.
+/// sample of the other collectors (textfile, application) under its name,
+/// unless that name is taken, as an attribute or as the metric it becomes:
+/// such a sample is noted in `collisions` and left out.
 pub fn leaf_attributes(
     base: &Attributes,
     previous: Option<&[MetricFamily]>,
     current: &[MetricFamily],
     interval_seconds: Option<f64>,
+    collisions: &NameCollisions,
 ) -> Attributes {
     let mut attrs = base.clone();
     let mut set = |name: &str, v: f64| {
@@ -95,14 +101,33 @@ pub fn leaf_attributes(
     if let Some(r) = value("node_procs_running") {
         set("processes_running", r);
     }
+    attrs.insert("version".into(), Value::str(env!("CARGO_PKG_VERSION")));
+    let mut renamed: Vec<(String, String)> = Vec::new();
+    for name in attrs.keys() {
+        if let Cow::Owned(clean) = sanitize(name) {
+            renamed.push((clean, name.to_string()));
+        }
+    }
     for f in current {
         if f.name.starts_with("node_") || f.name.starts_with("astrolabe_") {
             continue;
         }
-        if let Some(v) = f.unlabeled() {
-            set(&f.name, v);
+        let Some(v) = f.unlabeled().filter(|v| v.is_finite()) else {
+            continue;
+        };
+        let collision = if attrs.contains_key(f.name.as_str()) {
+            Some(NameCollision::Twice(f.name.clone()))
+        } else {
+            collides_in(&attrs, &renamed, &f.name, |_| true)
+        };
+        if let Some(c) = collision {
+            collisions.note(&c, &f.name, "textfile");
+            continue;
         }
+        if let Cow::Owned(clean) = sanitize(&f.name) {
+            renamed.push((clean, f.name.clone()));
+        }
+        attrs.insert(f.name.as_str().into(), Value::Float(v));
     }
-    attrs.insert("version".into(), Value::str(env!("CARGO_PKG_VERSION")));
     attrs
 }

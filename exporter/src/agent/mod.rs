@@ -326,9 +326,7 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
         Vec::new()
     };
     if let Some(dir) = &opts.textfile_directory {
-        collectors.push(Arc::new(TextfileCollector {
-            directory: dir.clone(),
-        }));
+        collectors.push(Arc::new(TextfileCollector::new(dir.clone())));
     }
     let groups: Vec<_> = opts
         .process_groups
@@ -351,6 +349,8 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
     let (collect_now_tx, collect_now_rx) = std::sync::mpsc::channel::<CollectDone>();
     let shared_attrs = Arc::new(std::sync::RwLock::new(static_attrs.clone()));
     let base = shared_attrs.clone();
+    let collisions = Arc::new(crate::http::names::NameCollisions::default());
+    let leaf_collisions = collisions.clone();
     std::thread::spawn(move || {
         let mut previous: Option<(Vec<MetricFamily>, Instant)> = None;
         let mut waiting: Vec<CollectDone> = Vec::new();
@@ -365,6 +365,7 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
                 previous
                     .as_ref()
                     .map(|(_, t)| sampled.duration_since(*t).as_secs_f64()),
+                &leaf_collisions,
             );
             let families = Arc::new(families);
             let answered = std::mem::take(&mut waiting);
@@ -417,6 +418,7 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
                 queries: query_metrics.clone(),
                 signatures: signatures.clone(),
                 limits: limit_counters.clone(),
+                collisions: collisions.clone(),
                 ..View::capture(engine, now().mono_ms, host.clone(), drops.snapshot())
             });
         };

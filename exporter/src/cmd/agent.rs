@@ -358,6 +358,8 @@ pub fn apply_file(args: &mut AgentArgs, matches: Option<&clap::ArgMatches>) -> a
         args.aggregates = file.aggregates;
     }
     if args.attributes.is_empty() {
+        crate::http::names::check_configured(file.attributes.keys().map(String::as_str))
+            .map_err(|e| at(format!("[attributes]: {e}")))?;
         for (k, v) in file.attributes {
             let text = match v {
                 toml::Value::String(s) => s,
@@ -439,6 +441,8 @@ pub fn options(args: &AgentArgs) -> anyhow::Result<AgentOptions> {
         }
         attributes.push((k.to_string(), Value::parse_literal(v)));
     }
+    crate::http::names::check_configured(attributes.iter().map(|(k, _)| k.as_str()))
+        .map_err(|e| anyhow::anyhow!("--attribute: {e}"))?;
     for g in &args.process_groups {
         astrolabe_collectors::ProcessGroup::parse(g)
             .map_err(|e| anyhow::anyhow!("--collector.process.group: {e}"))?;

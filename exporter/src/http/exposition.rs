@@ -4,11 +4,13 @@
 //! Families are built per scrape from the snapshot, so their names follow
 //! the aggregates in force; a small writer renders them in either format.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt::Write;
+use std::sync::Mutex;
 
 use astrolabe_collectors::{Kind, MetricFamily};
 
+use super::names::{collides_in, sanitize, zone_metric};
 use crate::aggregate::State;
 use crate::engine::Refusal;
 use crate::view::View;
@@ -17,24 +19,6 @@ use crate::zone::{Value, ATTR_ADDR, ATTR_CONTACTS, ATTR_ID, ATTR_MEMBERS, ATTR_R
 pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 pub const OPENMETRICS_CONTENT_TYPE: &str =
     "application/openmetrics-text; version=1.0.0; charset=utf-8";
-
-/// A metric name from an attribute name: `[a-zA-Z0-9_]`, not starting with a digit.
-pub fn sanitize(name: &str) -> String {
-    let mut out: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if out.starts_with(|c: char| c.is_ascii_digit()) {
-        out.insert(0, '_');
-    }
-    out
-}
 
 fn zone_families(view: &View) -> Vec<MetricFamily> {
     let mut by_name: BTreeMap<String, MetricFamily> = BTreeMap::new();
@@ -65,18 +49,27 @@ fn zone_families(view: &View) -> Vec<MetricFamily> {
             vec![("zone_path", path.clone())],
             zone.age_seconds,
         );
-        for (name, value) in row.values() {
+        let values = row.values();
+        // Attributes served under a name of their own, for collisions.
+        let mut renamed: Vec<(String, String)> = Vec::new();
+        for (name, value) in values {
             let system = [ATTR_ID, ATTR_ADDR, ATTR_CONTACTS, ATTR_MEMBERS];
             if system.contains(&&**name) {
                 continue;
             }
-            let number = match value {
-                Value::Int(i) => *i as f64,
-                Value::Float(f) if f.is_finite() => *f,
-                Value::Bool(b) => *b as u8 as f64,
-                _ => continue,
+            let Some(number) = served_number(value) else {
+                continue;
             };
-            let metric = format!("astrolabe_zone_{}", sanitize(name));
+            if let Some(collision) =
+                collides_in(values, &renamed, name, |v| served_number(v).is_some())
+            {
+                view.collisions.note(&collision, name, "gossip");
+                continue;
+            }
+            if let std::borrow::Cow::Owned(clean) = sanitize(name) {
+                renamed.push((clean, name.to_string()));
+            }
+            let metric = zone_metric(name);
             let mut labels = vec![("zone_path", path.clone())];
             if let Some(State::Quantile { q, .. }) = row.states().and_then(|s| s.get(name)) {
                 labels.push(("quantile", q.to_string()));
@@ -90,6 +83,16 @@ fn zone_families(view: &View) -> Vec<MetricFamily> {
         }
     }
     by_name.into_values().collect()
+}
+
+/// The number a zone attribute is served as, if it is served at all.
+fn served_number(value: &Value) -> Option<f64> {
+    match value {
+        Value::Int(i) => Some(*i as f64),
+        Value::Float(f) if f.is_finite() => Some(*f),
+        Value::Bool(b) => Some(*b as u8 as f64),
+        _ => None,
+    }
 }
 
 fn agent_families(view: &View) -> Vec<MetricFamily> {
@@ -202,22 +205,36 @@ fn agent_families(view: &View) -> Vec<MetricFamily> {
     .into_iter()
     .chain(view.queries.families())
     .chain(std::iter::once(view.signatures.family()))
+    .chain(std::iter::once(view.collisions.family()))
     .collect()
 }
 
 /// Every family served on `/metrics`.
 pub fn families(view: &View) -> Vec<MetricFamily> {
+    // Zones first: they count the collisions the agent's families report.
+    let zones = zone_families(view);
     let mut all: Vec<MetricFamily> = view.host.iter().cloned().collect();
     all.extend(agent_families(view));
-    all.extend(zone_families(view));
+    all.extend(zones);
     all
 }
 
-fn escape(value: &str) -> String {
+/// A label value in either format: `\\`, `\n` and `"` escaped.
+fn escape_label(value: &str) -> String {
     value
         .replace('\\', "\\\\")
         .replace('\n', "\\n")
         .replace('"', "\\\"")
+}
+
+/// A HELP text: `\\` and `\n` escaped, and `"` too in OpenMetrics.
+fn escape_help(text: &str, openmetrics: bool) -> String {
+    let text = text.replace('\\', "\\\\").replace('\n', "\\n");
+    if openmetrics {
+        text.replace('"', "\\\"")
+    } else {
+        text
+    }
 }
 
 /// A sample value as the text formats write it (`NaN`, `+Inf`, `-Inf`).
@@ -233,8 +250,36 @@ pub fn format_value(v: f64) -> String {
     }
 }
 
+/// The names an OpenMetrics family of `kind` takes for its samples; two
+/// families may not share one (prometheus_client's "Clashing name").
+fn openmetrics_names(family: &str, kind: Kind) -> impl Iterator<Item = String> + '_ {
+    let suffixes: &[&str] = match kind {
+        Kind::Counter => &["", "_total", "_created"],
+        Kind::Summary => &["", "_sum", "_count", "_created"],
+        Kind::Histogram => &["", "_sum", "_count", "_bucket", "_created"],
+        Kind::Gauge | Kind::Untyped => &[""],
+    };
+    suffixes.iter().map(move |s| format!("{family}{s}"))
+}
+
+/// Families left out of OpenMetrics for a clashing name, logged once each.
+static CLASHES_LOGGED: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+
+fn log_clash_once(name: &str) {
+    let mut logged = CLASHES_LOGGED.lock().unwrap_or_else(|p| p.into_inner());
+    if logged.insert(name.to_string()) {
+        tracing::warn!(
+            metric = name,
+            "left out of the OpenMetrics exposition: its sample names are those of another family (the text format still serves it)"
+        );
+    }
+}
+
 /// Renders families; families of one name are merged, so the output never
 /// repeats a family (which promtool refuses).
+///
+/// In OpenMetrics a counter is the family `x` with the sample `x_total`,
+/// whether its name was `x_total` or `x`; the text format keeps the name.
 pub fn render(families: &[MetricFamily], openmetrics: bool) -> String {
     let mut merged: BTreeMap<&str, (&MetricFamily, Vec<&astrolabe_collectors::Sample>)> =
         BTreeMap::new();
@@ -243,14 +288,27 @@ pub fn render(families: &[MetricFamily], openmetrics: bool) -> String {
         entry.1.extend(f.samples.iter());
     }
     let mut out = String::new();
+    let mut taken: HashSet<String> = HashSet::new();
     for (name, (family, samples)) in merged {
         if samples.is_empty() {
             continue;
         }
-        let (kind, family_name) = match (family.kind, openmetrics) {
-            (Kind::Counter, true) => ("counter", name.strip_suffix("_total").unwrap_or(name)),
-            (Kind::Untyped, true) => ("unknown", name),
-            (k, _) => (k.as_str(), name),
+        let counter = family.kind == Kind::Counter;
+        let family_name = match openmetrics && counter {
+            true => name.strip_suffix("_total").unwrap_or(name),
+            false => name,
+        };
+        if openmetrics {
+            let names: Vec<String> = openmetrics_names(family_name, family.kind).collect();
+            if names.iter().any(|n| taken.contains(n)) {
+                log_clash_once(name);
+                continue;
+            }
+            taken.extend(names);
+        }
+        let kind = match (family.kind, openmetrics) {
+            (Kind::Untyped, true) => "unknown",
+            (k, _) => k.as_str(),
         };
         let help = if family.help.is_empty() {
             name
@@ -260,15 +318,20 @@ pub fn render(families: &[MetricFamily], openmetrics: bool) -> String {
         let _ = writeln!(
             out,
             "# HELP {family_name} {}",
-            help.replace('\\', "\\\\").replace('\n', "\\n")
+            escape_help(help, openmetrics)
         );
         let _ = writeln!(out, "# TYPE {family_name} {kind}");
+        let sample_name = if openmetrics && counter {
+            format!("{family_name}_total")
+        } else {
+            name.to_string()
+        };
         let mut seen = std::collections::BTreeSet::new();
         for s in samples {
             let labels: Vec<String> = s
                 .labels
                 .iter()
-                .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+                .map(|(k, v)| format!("{k}=\"{}\"", escape_label(v)))
                 .collect();
             let labels = if labels.is_empty() {
                 String::new()
@@ -280,7 +343,11 @@ pub fn render(families: &[MetricFamily], openmetrics: bool) -> String {
                 continue;
             }
             let suffix = s.suffix;
-            let _ = writeln!(out, "{name}{suffix}{labels} {}", format_value(s.value));
+            let _ = writeln!(
+                out,
+                "{sample_name}{suffix}{labels} {}",
+                format_value(s.value)
+            );
         }
     }
     if openmetrics {
@@ -310,8 +377,97 @@ mod tests {
     }
 
     #[test]
-    fn names_are_sanitized() {
-        assert_eq!(sanitize("cpu.util-ratio"), "cpu_util_ratio");
-        assert_eq!(sanitize("9lives"), "_9lives");
+    fn attributes_of_a_gossiped_row_that_become_one_metric_are_counted_once() {
+        use crate::view::ZoneView;
+        use crate::zone::{Body, Freshness, Row, ZonePath};
+        let attrs: crate::zone::Attributes = [
+            ("a.b".into(), Value::Int(1)),
+            ("a_b".into(), Value::Int(2)),
+            ("c-d".into(), Value::Int(3)),
+            ("c.d".into(), Value::Int(4)),
+            ("age_seconds".into(), Value::Int(5)),
+            ("e.f".into(), Value::Int(6)),
+            ("e_f".into(), Value::str("not a number")),
+        ]
+        .into_iter()
+        .collect();
+        let row = Row::new(
+            ZonePath::parse("/x/h1").unwrap(),
+            Freshness::default(),
+            1,
+            Body::Leaf(attrs),
+        );
+        let view = View {
+            zones: vec![ZoneView {
+                row: std::sync::Arc::new(row),
+                age_seconds: 0.5,
+                computed: false,
+            }],
+            ..View::default()
+        };
+        for _ in 0..3 {
+            let text = render(&families(&view), false);
+            let zone = |metric: &str| {
+                text.lines()
+                    .filter(|l| l.starts_with(&format!("{metric}{{zone_path=\"/x/h1\"}}")))
+                    .map(|l| l.rsplit(' ').next().unwrap_or("").to_string())
+                    .collect::<Vec<_>>()
+            };
+            // The attribute already named like the metric wins; of two
+            // renamed ones, the first; a string is no metric at all.
+            assert_eq!(zone("astrolabe_zone_a_b"), ["2"], "{text}");
+            assert_eq!(zone("astrolabe_zone_c_d"), ["3"], "{text}");
+            assert_eq!(zone("astrolabe_zone_age_seconds"), ["0.5"], "{text}");
+            assert_eq!(zone("astrolabe_zone_e_f"), ["6"], "{text}");
+            assert!(
+                text.contains("\nastrolabe_metric_name_collisions_total 3\n"),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_counter_without_total_gets_it_in_openmetrics_only() {
+        let mut c = MetricFamily::new("jobs_done", "Jobs.", Kind::Counter);
+        c.push(&[], 5.0);
+        let text = render(std::slice::from_ref(&c), false);
+        assert!(
+            text.contains("# TYPE jobs_done counter\njobs_done 5\n"),
+            "{text}"
+        );
+        let om = render(&[c], true);
+        assert!(
+            om.contains("# TYPE jobs_done counter\njobs_done_total 5\n"),
+            "{om}"
+        );
+    }
+
+    #[test]
+    fn help_and_labels_are_escaped_once_for_each_format() {
+        let mut g = MetricFamily::new("m", "a \\ b\nc \"d\"", Kind::Gauge);
+        g.push(&[("v", "x\\y\nz\"")], 1.0);
+        let text = render(std::slice::from_ref(&g), false);
+        assert!(text.contains("# HELP m a \\\\ b\\nc \"d\"\n"), "{text}");
+        assert!(text.contains("m{v=\"x\\\\y\\nz\\\"\"} 1\n"), "{text}");
+        let om = render(&[g], true);
+        assert!(om.contains("# HELP m a \\\\ b\\nc \\\"d\\\"\n"), "{om}");
+    }
+
+    #[test]
+    fn a_family_whose_openmetrics_names_clash_is_left_out_of_openmetrics() {
+        let mut c = MetricFamily::new("jobs", "", Kind::Counter);
+        c.push(&[], 1.0);
+        let g = MetricFamily::gauge("jobs_total", "", 2.0);
+        let both = [c, g];
+        let om = render(&both, true);
+        assert!(
+            om.contains("jobs_total 1\n") && !om.contains("jobs_total 2"),
+            "{om}"
+        );
+        let text = render(&both, false);
+        assert!(
+            text.contains("jobs 1\n") && text.contains("jobs_total 2\n"),
+            "{text}"
+        );
     }
 }

@@ -5,6 +5,7 @@ pub mod exposition;
 pub mod keys;
 pub mod landing;
 pub mod limit;
+pub mod names;
 pub mod secure;
 
 use std::io::Write;
@@ -120,7 +121,9 @@ pub struct ZoneJson {
 #[derive(Serialize)]
 pub struct ZonesJson {
     pub agent_zone: String,
-    pub agent_id: u64,
+    /// A decimal string: ids are 64-bit, beyond what a JSON number keeps
+    /// exactly in JavaScript (2^53).
+    pub agent_id: String,
     pub zones: Vec<ZoneJson>,
 }
 
@@ -134,6 +137,15 @@ pub fn to_json(v: &Value) -> serde_json::Value {
         }
         Value::Str(s) => s.to_string().into(),
         Value::List(l) => l.iter().map(to_json).collect(),
+    }
+}
+
+/// An attribute as `/api/v1/zones` serves it: the agent id as a string,
+/// like `agent_id`.
+fn attribute_json(name: &str, v: &Value) -> serde_json::Value {
+    match v {
+        Value::Int(id) if name == crate::zone::ATTR_ID => id.to_string().into(),
+        v => to_json(v),
     }
 }
 
@@ -155,7 +167,7 @@ pub fn zones_json(view: &View) -> ZonesJson {
                 .row
                 .values()
                 .iter()
-                .map(|(k, v)| (k.to_string(), to_json(v)))
+                .map(|(k, v)| (k.to_string(), attribute_json(k, v)))
                 .collect(),
         })
         .collect();
@@ -165,7 +177,7 @@ pub fn zones_json(view: &View) -> ZonesJson {
             .as_ref()
             .map(|z| z.to_string())
             .unwrap_or_default(),
-        agent_id: view.agent_id,
+        agent_id: view.agent_id.to_string(),
         zones,
     }
 }
