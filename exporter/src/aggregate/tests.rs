@@ -54,7 +54,7 @@ fn the_example_from_the_issue_compiles_and_computes() {
     assert_eq!(firsts[0], Value::str("10.0.0.0:7946"));
     assert_eq!(v["versions"], Value::Int(5));
     let contacts = v["contacts"].as_list().unwrap();
-    assert_eq!(contacts.len(), 3);
+    assert_eq!(contacts.len(), 5);
     assert_eq!(contacts[0], Value::str("10.0.0.0:7946"));
 }
 

@@ -30,6 +30,10 @@ pub struct EngineConfig {
     /// Dropped rows are remembered this many times their expiry, so that a
     /// slower peer cannot bring them back.
     pub forget_after_expiries: u64,
+    /// How many of a zone's contacts (the first of those its row lists)
+    /// represent it in gossip: they gossip for it with sibling zones, and
+    /// peers pick partners and relay targets among them.
+    pub representatives: usize,
     /// How many of a zone's contacts push its changed row eagerly.
     pub pushers: usize,
     /// A zone row is pushed at most once per this many milliseconds by one
@@ -68,6 +72,7 @@ impl EngineConfig {
             expiry_rounds: 20,
             expiry_rounds_per_level: 10,
             forget_after_expiries: 3,
+            representatives: 3,
             pushers: 2,
             push_gap_ms: 1000,
             recompute_gap_ms: 1000,

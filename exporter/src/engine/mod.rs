@@ -371,19 +371,19 @@ impl Engine {
         let me = self.cfg.advertise;
         let mut partners: Vec<(SocketAddr, usize)> = Vec::new();
         for k in (0..self.tables.len()).rev() {
+            let reps = self.cfg.representatives;
             let is_contact = self.tables[k]
                 .own_row()
-                .is_some_and(|r| r.contacts().contains(&me));
+                .is_some_and(|r| representatives(r, reps).contains(&me));
             if !is_contact {
                 continue;
             }
             let siblings: Vec<&Arc<Row>> = self.tables[k]
                 .live_siblings()
-                .filter(|r| r.contacts().iter().any(|c| *c != me))
+                .filter(|r| representatives(r, reps).iter().any(|c| *c != me))
                 .collect();
             if let Some(zone) = siblings.choose(&mut self.rng) {
-                let choices: Vec<SocketAddr> = zone
-                    .contacts()
+                let choices: Vec<SocketAddr> = representatives(zone, reps)
                     .iter()
                     .copied()
                     .filter(|c| *c != me)
@@ -413,7 +413,7 @@ impl Engine {
         }
         let top_contact = self.tables[0]
             .own_row()
-            .is_some_and(|r| r.contacts().contains(&me));
+            .is_some_and(|r| representatives(r, self.cfg.representatives).contains(&me));
         let seeds: Vec<SocketAddr> = self
             .cfg
             .seeds
@@ -801,9 +801,16 @@ impl Engine {
 
     fn one_contact_per_sibling(&mut self, k: usize) -> Vec<SocketAddr> {
         let me = self.cfg.advertise;
+        let reps = self.cfg.representatives;
         let zones: Vec<Vec<SocketAddr>> = self.tables[k]
             .live_siblings()
-            .map(|r| r.contacts().iter().copied().filter(|c| *c != me).collect())
+            .map(|r| {
+                representatives(r, reps)
+                    .iter()
+                    .copied()
+                    .filter(|c| *c != me)
+                    .collect()
+            })
             .collect();
         zones
             .iter()
@@ -1183,6 +1190,14 @@ impl Engine {
             self.send(to, wrap(batch));
         }
     }
+}
+
+/// The contacts that represent a zone in gossip: the first `k` of those
+/// its row lists. The overlay may ask all of them (more doors into a zone
+/// whose first contacts died), gossip uses these.
+fn representatives(row: &Row, k: usize) -> &[SocketAddr] {
+    let contacts = row.contacts();
+    &contacts[..contacts.len().min(k)]
 }
 
 /// Whether a new version of a zone row may be pushed (and so relayed):
