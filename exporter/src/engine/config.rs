@@ -52,6 +52,10 @@ pub struct EngineConfig {
     /// Representatives of top-level zones contact a seed once every this
     /// many rounds on average, so a partition whose rows expired heals.
     pub seed_every_rounds: u64,
+    /// A started agent keeps its own zone rows to itself until its tables
+    /// hold what its peers' digests list, or for at most this many rounds
+    /// (see `catchup`).
+    pub catchup_rounds: u64,
     /// Seed of the engine's random choices (peer selection, jitter).
     pub rng_seed: u64,
     /// Who may sign aggregate certificates, and where refusals are counted.
@@ -78,6 +82,7 @@ impl EngineConfig {
             recompute_gap_ms: 1000,
             growth_gap_ms: 3000,
             seed_every_rounds: 10,
+            catchup_rounds: 5,
             rng_seed: id,
             certificates: Default::default(),
             limits: super::limits::Limits::default(),

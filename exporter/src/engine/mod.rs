@@ -7,6 +7,7 @@
 //! agent runs it under tokio and the simulator runs 10^5 of them on a
 //! virtual clock. The protocol is written down in docs/ALGORITHM.md.
 
+mod catchup;
 pub mod certs;
 mod config;
 pub mod limits;
@@ -101,6 +102,11 @@ pub struct Engine {
     left: bool,
     /// Aggregate certificates held and the per-table sets they make.
     certs: certs::CertState,
+    /// Until done, this agent's own zone rows stay with it (`catchup`).
+    catchup: catchup::Catchup,
+    /// Caught up, and its own rows since recomputed from what it caught
+    /// up with: they may leave it from now on.
+    publishing: bool,
 }
 
 impl Engine {
@@ -156,6 +162,12 @@ impl Engine {
             stats: Stats::default(),
             left: false,
             certs: Default::default(),
+            catchup: catchup::Catchup::new(
+                depth,
+                cfg.catchup_rounds,
+                cfg.expiry_rounds + cfg.catchup_rounds,
+            ),
+            publishing: false,
             cfg,
         };
         engine.header_len = Envelope {
@@ -206,6 +218,19 @@ impl Engine {
         self.left
     }
 
+    /// Still catching up after its start: its tables may lack rows its
+    /// peers hold, so it publishes no zone row of its own yet and the
+    /// overlay does not let it answer for a zone (`catchup`).
+    pub fn is_catching_up(&self) -> bool {
+        !self.publishing
+    }
+
+    /// Whether the own entry of table `k` may leave this agent: its leaf
+    /// row always, its ancestors' rows once caught up and recomputed.
+    fn publishes_own(&self, k: usize) -> bool {
+        k == self.leaf_table() || self.publishing
+    }
+
     /// The own leaf row.
     pub fn own_row(&self) -> Option<&Arc<Row>> {
         self.tables.last().and_then(Table::own_row)
@@ -215,7 +240,9 @@ impl Engine {
     pub fn next_tick_ms(&self) -> u64 {
         let mut next = self.next_round_ms;
         for (k, pending) in self.pending_push.iter().enumerate() {
-            if *pending {
+            // A push held back while catching up goes once publishing
+            // starts, at the end of a handled message or tick.
+            if *pending && self.publishes_own(k) {
                 let at = self.last_push_ms[k].map_or(0, |t| t + self.cfg.push_gap_ms);
                 next = next.min(at);
             }
@@ -350,6 +377,9 @@ impl Engine {
 
     fn round(&mut self, now: Now) {
         self.stats.rounds += 1;
+        let tables = &self.tables;
+        self.catchup
+            .round(|k| tables[k].own_row().map_or(0, |r| r.members()));
         self.expire_certificates(now);
         self.issue_own_row(now);
         let leaf_depth = self.cfg.zone.depth();
@@ -450,7 +480,10 @@ impl Engine {
         for k in 0..=up_to.min(self.tables.len() - 1) {
             let table = &self.tables[k];
             let newest = table.newest();
-            let entries = table.digest_entries(newest);
+            let mut entries = table.digest_entries(newest);
+            if !self.publishes_own(k) {
+                entries.retain(|e| !table.is_own(&e.name));
+            }
             let own = table.own_row().map_or(0, |r| contacts_check(r.contacts()));
             parts.extend(split_digest(&table.zone, newest, own, entries, budget));
         }
@@ -501,6 +534,9 @@ impl Engine {
             let peers_own = peers_own.as_ref().map(|z| z.name()).unwrap_or("");
             let table = &self.tables[k];
             let mut wanted = Vec::new();
+            // The peer lists a row we do not hold at all (`catchup`).
+            let mut lacking = false;
+            let publishes_own = self.publishes_own(k);
             // Which of our rows the peer listed, by index.
             let mut listed = vec![false; table.len()];
             let own_index = table.find(&table.own).ok();
@@ -541,6 +577,7 @@ impl Engine {
                         );
                         if newer_than_forgotten {
                             wanted.push((entry.name.clone(), 0));
+                            lacking = true;
                         }
                         continue;
                     }
@@ -573,7 +610,8 @@ impl Engine {
                     continue;
                 }
                 let is_peers_own = k < leaf && **name == *peers_own;
-                if !is_peers_own && part.covers(name) {
+                let withheld = !publishes_own && *name == table.own;
+                if !is_peers_own && !withheld && part.covers(name) {
                     send.push(e.current());
                 }
             }
@@ -592,6 +630,9 @@ impl Engine {
                     wants: wanted,
                 });
             }
+            if !lacking {
+                self.catchup.covered(k, part.lo.as_ref(), part.hi.as_ref());
+            }
         }
         if bump_own {
             self.issue_own_row(now);
@@ -609,10 +650,14 @@ impl Engine {
                 self.stats.refuse(Refusal::NotShared);
                 continue;
             };
+            let publishes_own = self.publishes_own(k);
             for (name, content) in &req.wants {
                 let Some(e) = self.tables[k].get(name) else {
                     continue;
                 };
+                if !publishes_own && self.tables[k].is_own(name) {
+                    continue;
+                }
                 let mine = e.content();
                 if *content != 0 && *content == mine {
                     refresh.push(Refresh {
@@ -706,8 +751,10 @@ impl Engine {
                     }
                 } else {
                     // Our own ancestor as someone else computed it: not
-                    // taken in, but its contacts lead to zone-mates.
+                    // taken in, but its contacts lead to zone-mates, and
+                    // its count says how many we have yet to find.
                     self.hints[k + 1] = row.contacts().to_vec();
+                    self.catchup.seen_elsewhere(k, row.members());
                     self.note_unknown_contacts(k, row.contacts());
                 }
                 continue;
@@ -1033,7 +1080,7 @@ impl Engine {
     /// table goes to one contact of every sibling zone in it.
     fn flush_pushes(&mut self, now: Now) {
         for k in 0..self.tables.len() {
-            if !self.pending_push[k] {
+            if !self.pending_push[k] || !self.publishes_own(k) {
                 continue;
             }
             if self.last_push_ms[k].is_some_and(|t| now.mono_ms < t + self.cfg.push_gap_ms) {
@@ -1053,6 +1100,14 @@ impl Engine {
 
     fn finish(&mut self, now: Now) -> Vec<Effect> {
         self.refresh_ancestors(now, false);
+        // Rows computed from tables still being filled (or whose merge
+        // waits for its gap) would say the zone is smaller than it is.
+        if !self.publishing
+            && self.catchup.is_done()
+            && self.tables.iter().all(|t| !t.content_dirty)
+        {
+            self.publishing = true;
+        }
         self.flush_pushes(now);
         self.flush_forwards(now);
         std::mem::take(&mut self.outbox)
