@@ -5,6 +5,7 @@
 //! It drives the very same `Engine` the agent runs; only the clock and the
 //! network are simulated.
 
+pub mod churn;
 mod network;
 pub mod overlay;
 mod report;
@@ -55,6 +56,10 @@ pub struct SimConfig {
     /// Clock offsets by agent, repeated (agent i gets `[i % len]`),
     /// instead of draws from ±skew_ms.
     pub skews_ms: Option<Vec<i64>>,
+    /// Agents placed in the tree but not started: joiners (`start`).
+    /// Agent `agents + j` is host `s{j}` of the leaf zone of agent
+    /// `j * 7919 % agents`.
+    pub spares: usize,
 }
 
 impl SimConfig {
@@ -73,6 +78,7 @@ impl SimConfig {
             parallel_min_agents: 64,
             paths: None,
             skews_ms: None,
+            spares: 0,
         }
     }
 }
@@ -187,6 +193,35 @@ impl AgentJob {
 /// What every live agent's root row is checked against.
 pub type Predicate = Box<dyn Fn(&Row) -> bool>;
 
+/// Watches every new root for a count below `floor`: the live agents that
+/// every root already counted (those restarting or joining left out). A
+/// root below it lacks a live agent it had counted: a false exclusion.
+/// Agents in `exempt` (restarting ones) are not watched themselves.
+#[derive(Debug, Clone, Default)]
+pub struct FloorWatch {
+    pub floor: u64,
+    pub exempt: std::collections::BTreeSet<usize>,
+    /// New roots seen below the floor.
+    pub below: u64,
+    /// The largest shortfall seen.
+    pub worst: u64,
+}
+
+impl FloorWatch {
+    fn see(&mut self, agent: usize, members: u64) {
+        if members < self.floor && !self.exempt.contains(&agent) {
+            if std::env::var_os("WATCH_DEBUG").is_some() {
+                eprintln!(
+                    "below: agent {agent} members {members} floor {}",
+                    self.floor
+                );
+            }
+            self.below += 1;
+            self.worst = self.worst.max(self.floor - members);
+        }
+    }
+}
+
 pub struct Sim {
     pub cfg: SimConfig,
     net: NetworkConfig,
@@ -198,6 +233,8 @@ pub struct Sim {
     partition: Option<Partition>,
     predicate: Option<Predicate>,
     ok_count: usize,
+    /// Roots that count fewer members than this are undercounts (`FloorWatch`).
+    pub watch: Option<FloorWatch>,
     live: usize,
     pub delivered: u64,
     pub dropped: u64,
@@ -223,11 +260,19 @@ impl Sim {
             loss: cfg.loss,
             seed: cfg.seed,
         };
-        let mut agents = Vec::with_capacity(cfg.agents);
-        for i in 0..cfg.agents {
-            let path = match &cfg.paths {
-                Some(paths) => paths[i % paths.len()].clone(),
-                None => tree::leaf_path(i, cfg.agents, cfg.branching),
+        let mut agents = Vec::with_capacity(cfg.agents + cfg.spares);
+        for i in 0..cfg.agents + cfg.spares {
+            let path = if i >= cfg.agents {
+                let j = i - cfg.agents;
+                let beside = tree::leaf_path(j * 7919 % cfg.agents, cfg.agents, cfg.branching);
+                let zone = beside.parent().unwrap_or_else(ZonePath::root);
+                zone.child(&format!("s{j}"))
+                    .map_err(|e| SimError::Config(e.to_string()))?
+            } else {
+                match &cfg.paths {
+                    Some(paths) => paths[i % paths.len()].clone(),
+                    None => tree::leaf_path(i, cfg.agents, cfg.branching),
+                }
             };
             let skew_ms = if let Some(skews) = cfg.skews_ms.as_ref().filter(|s| !s.is_empty()) {
                 skews[i % skews.len()]
@@ -260,12 +305,13 @@ impl Sim {
             partition: None,
             predicate: None,
             ok_count: 0,
+            watch: None,
             live: 0,
             delivered: 0,
             dropped: 0,
             cfg,
         };
-        for i in 0..sim.agents.len() {
+        for i in 0..sim.cfg.agents {
             sim.start(i)?;
         }
         Ok(sim)
@@ -317,7 +363,7 @@ impl Sim {
     }
 
     pub fn seeds(&self) -> Vec<usize> {
-        let n = self.agents.len();
+        let n = self.cfg.agents;
         let k = self.cfg.seeds.clamp(1, n);
         let mut seeds: Vec<usize> = (0..k).map(|j| j * n / k).collect();
         seeds.dedup();
@@ -441,6 +487,11 @@ impl Sim {
     }
 
     fn update_ok(&mut self, i: usize) {
+        if let (Some(w), Some(e)) = (self.watch.as_mut(), self.agents[i].engine.as_ref()) {
+            if !e.has_left() {
+                w.see(i, e.root().members());
+            }
+        }
         let ok = match (&self.predicate, self.agents[i].engine.as_ref()) {
             (Some(p), Some(e)) if !e.has_left() => p(e.root()),
             _ => false,

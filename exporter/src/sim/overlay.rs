@@ -82,6 +82,9 @@ pub struct QueryRun {
     pub answered: u32,
     pub expected: u32,
     pub missing: usize,
+    /// The zones the answer names missing.
+    #[serde(skip)]
+    pub missing_zones: Vec<ZonePath>,
     pub elapsed_ms: u64,
     /// Overlay bytes sent by all agents for this query.
     pub bytes: u64,
@@ -254,6 +257,7 @@ impl OverlaySim {
             answered: 0,
             expected: 0,
             missing: 0,
+            missing_zones: Vec::new(),
             elapsed_ms: 0,
             bytes: 0,
             table: None,
@@ -345,6 +349,7 @@ impl OverlaySim {
             run.answered = a.reply.answered;
             run.expected = a.reply.expected;
             run.missing = a.reply.missing.len() + a.reply.missing_more as usize;
+            run.missing_zones = a.reply.missing.clone();
             run.elapsed_ms = a.elapsed_ms;
             match (&a.reply.outcome, &query) {
                 (Outcome::Query(p), Some(q)) => run.table = Some(q.finish(p)),
@@ -568,6 +573,59 @@ mod tests {
             2000,
         );
         assert!(run.error.unwrap().contains("unknown zone"));
+    }
+
+    /// `SIM_SEED=2 cargo test --lib trace_missing_live_hosts -- --ignored --nocapture`
+    #[test]
+    #[ignore]
+    fn trace_missing_live_hosts() {
+        let seed = std::env::var("SIM_SEED")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(2);
+        let mut osim = OverlaySim::new(SimConfig::new(10_000, 16, seed), 0.05, 100).unwrap();
+        // Zones whose every contact is dead, as agent 0's... every live agent's tables say.
+        let mut seen = std::collections::BTreeSet::new();
+        for i in osim.sim.live_indices() {
+            for t in osim.sim.engine(i).unwrap().tables() {
+                for r in t.rows() {
+                    let cs = r.contacts();
+                    if !cs.is_empty()
+                        && cs.iter().all(|c| !osim.sim.is_alive(index_of(c).unwrap()))
+                        && seen.insert(r.zone.clone())
+                    {
+                        eprintln!(
+                            "zone {} contacts {:?} all dead; live inside {}",
+                            r.zone,
+                            cs,
+                            osim.live_in(&r.zone).len()
+                        );
+                    }
+                }
+            }
+        }
+        let (report, runs) = run_queries(&mut osim, 3, AGG, 2000);
+        eprintln!("{}", serde_json::to_string(&report).unwrap());
+        for r in &runs {
+            eprintln!(
+                "answered {} live {} expected {} missing {}",
+                r.answered, r.live, r.expected, r.missing
+            );
+            for z in &r.missing_zones {
+                let live = osim.live_in(z);
+                if !live.is_empty() {
+                    let paths: Vec<String> = live
+                        .iter()
+                        .take(5)
+                        .map(|i| osim.sim.path(*i).to_string())
+                        .collect();
+                    eprintln!(
+                        "  missing {z} holds {} live hosts, e.g. {paths:?}",
+                        live.len()
+                    );
+                }
+            }
+        }
     }
 
     #[test]

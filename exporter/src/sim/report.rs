@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use serde::Serialize;
 
+use super::churn::{self, BusyReport, ChurnReport, RestartKind, RestartReport};
 use super::{tree, Sim, SimConfig, SimError};
 use crate::engine::TRANSPORT_OVERHEAD_BYTES;
 use crate::zone::{Row, Value};
@@ -17,6 +18,35 @@ pub struct SimOptions {
     pub changes: usize,
     /// Print progress on stderr.
     pub progress: bool,
+    /// Crash-and-join pairs after the value changes (`churn`).
+    pub churn: usize,
+    /// Rolling restarts after that, and how.
+    pub restarts: usize,
+    pub restart_kind: RestartKind,
+    pub restart_gap_ms: u64,
+    pub restart_down_ms: u64,
+    /// Rounds with a fraction of the agents changing every round.
+    pub busy_rounds: u64,
+    pub busy_fraction: f64,
+}
+
+impl SimOptions {
+    /// A cold start and `changes` value changes, nothing else.
+    pub fn new(config: SimConfig, max_rounds: u64, changes: usize) -> SimOptions {
+        SimOptions {
+            config,
+            max_rounds,
+            changes,
+            progress: false,
+            churn: 0,
+            restarts: 0,
+            restart_kind: RestartKind::Leave,
+            restart_gap_ms: 3000,
+            restart_down_ms: 200,
+            busy_rounds: 0,
+            busy_fraction: 0.5,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Serialize, PartialEq)]
@@ -26,7 +56,7 @@ pub struct MinMax {
 }
 
 impl MinMax {
-    fn of(values: &[f64]) -> MinMax {
+    pub(crate) fn of(values: &[f64]) -> MinMax {
         if values.is_empty() {
             return MinMax {
                 mean: 0.0,
@@ -55,13 +85,28 @@ pub struct SimReport {
     pub skew_ms: u64,
     pub rounds_to_membership: f64,
     pub rounds_to_value: MinMax,
+    /// Every column of every live agent's root equalled the truth over the
+    /// live leaves at every checkpoint (after the cold start and after each
+    /// change, crash, join, restart round and busy phase).
     pub root_correct: bool,
+    /// The first checkpoint at which it did not, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub root_mismatch: Option<String>,
+    /// Rows dropped at expiry by live agents from the end of the cold
+    /// start to the last value change (nothing crashed: should be 0).
+    pub rows_expired: u64,
     /// Steady state, measured over the value changes.
     pub bytes_per_agent_per_round: MinMax,
     /// Largest datagram: largest engine message plus the transport's reserve.
     pub max_datagram_bytes: usize,
     pub messages_delivered: u64,
     pub messages_dropped: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub churn: Option<ChurnReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restarts: Option<RestartReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub busy: Option<BusyReport>,
     pub peak_rss_bytes: u64,
     pub wall_seconds: f64,
 }
@@ -114,6 +159,8 @@ pub fn run_benchmark(opts: &SimOptions) -> Result<SimReport, BenchError> {
         last: Instant::now() - Duration::from_secs(10),
     };
     progress.say(true, || format!("sim: starting {} agents", cfg.agents));
+    let mut cfg = cfg;
+    cfg.spares = cfg.spares.max(opts.churn);
     let mut sim = Sim::new(cfg.clone())?;
 
     // Phase 1: from a cold start until every root counts every member.
@@ -170,7 +217,8 @@ pub fn run_benchmark(opts: &SimOptions) -> Result<SimReport, BenchError> {
     sim.run_for(interval);
     sim.reset_traffic();
     let window_start = sim.now_ms();
-    let mut root_correct = sim.root_mismatches().is_empty();
+    let expired_at_start = churn::expired(&sim);
+    let mut mismatch = churn::first_mismatch(&sim, "after the cold start");
 
     // Phase 2: single changes, each until every live root reflects it.
     let mut value_rounds = Vec::new();
@@ -214,7 +262,9 @@ pub fn run_benchmark(opts: &SimOptions) -> Result<SimReport, BenchError> {
             )));
         }
         value_rounds.push((sim.now_ms() - start) as f64 / interval as f64);
-        root_correct &= sim.root_mismatches().is_empty();
+        if mismatch.is_none() {
+            mismatch = churn::first_mismatch(&sim, &format!("after change {}", c + 1));
+        }
         // A pause between changes, so each is measured on its own.
         sim.run_for(interval);
     }
@@ -224,6 +274,49 @@ pub fn run_benchmark(opts: &SimOptions) -> Result<SimReport, BenchError> {
         .into_iter()
         .map(|i| sim.traffic(i).0 as f64 / window_rounds.max(1e-9))
         .collect();
+    let rows_expired = churn::expired(&sim) - expired_at_start;
+    let max_rounds = opts.max_rounds;
+    let churn_report = if opts.churn > 0 {
+        progress.say(true, || format!("sim: {} crashes and joins", opts.churn));
+        Some(
+            churn::run_churn(&mut sim, opts.churn, max_rounds, &mut mismatch)
+                .map_err(BenchError::NotConverged)?,
+        )
+    } else {
+        None
+    };
+    let restart_report = if opts.restarts > 0 {
+        progress.say(true, || format!("sim: {} rolling restarts", opts.restarts));
+        Some(
+            churn::run_restarts(
+                &mut sim,
+                opts.restarts,
+                opts.restart_kind,
+                opts.restart_gap_ms,
+                opts.restart_down_ms,
+                max_rounds,
+                &mut mismatch,
+            )
+            .map_err(BenchError::NotConverged)?,
+        )
+    } else {
+        None
+    };
+    let busy_report = if opts.busy_rounds > 0 {
+        progress.say(true, || format!("sim: {} busy rounds", opts.busy_rounds));
+        Some(
+            churn::run_busy(
+                &mut sim,
+                opts.busy_rounds,
+                opts.busy_fraction,
+                max_rounds,
+                &mut mismatch,
+            )
+            .map_err(BenchError::NotConverged)?,
+        )
+    } else {
+        None
+    };
     progress.say(true, || "sim: done".to_string());
     progress.done();
     Ok(SimReport {
@@ -235,11 +328,16 @@ pub fn run_benchmark(opts: &SimOptions) -> Result<SimReport, BenchError> {
         skew_ms: cfg.skew_ms,
         rounds_to_membership,
         rounds_to_value: MinMax::of(&value_rounds),
-        root_correct,
+        root_correct: mismatch.is_none(),
+        root_mismatch: mismatch,
+        rows_expired,
         bytes_per_agent_per_round: MinMax::of(&per_agent),
         max_datagram_bytes: sim.max_message_bytes() + TRANSPORT_OVERHEAD_BYTES,
         messages_delivered: sim.delivered,
         messages_dropped: sim.dropped,
+        churn: churn_report,
+        restarts: restart_report,
+        busy: busy_report,
         peak_rss_bytes: peak_rss_bytes(),
         wall_seconds: round3(started.elapsed().as_secs_f64()),
     })

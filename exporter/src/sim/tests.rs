@@ -212,12 +212,7 @@ fn a_clean_leave_is_seen_at_once_and_never_undone() {
 #[test]
 fn the_same_seed_gives_the_same_report() {
     let run = || {
-        let opts = SimOptions {
-            config: SimConfig::new(120, 6, 42),
-            max_rounds: 60,
-            changes: 3,
-            progress: false,
-        };
+        let opts = SimOptions::new(SimConfig::new(120, 6, 42), 60, 3);
         let mut report = serde_json::to_value(run_benchmark(&opts).unwrap()).unwrap();
         // The only fields measured on the host, not in virtual time.
         for volatile in ["wall_seconds", "peak_rss_bytes"] {
@@ -238,12 +233,11 @@ fn the_report_does_not_depend_on_the_number_of_threads() {
         let mut config = SimConfig::new(400, 8, 9);
         // Every millisecond in parallel when threads > 1, none otherwise.
         config.parallel_min_agents = if threads > 1 { 1 } else { usize::MAX };
-        let opts = SimOptions {
-            config,
-            max_rounds: 60,
-            changes: 2,
-            progress: false,
-        };
+        let mut opts = SimOptions::new(config, 60, 2);
+        // The churn phases too: crashes, joins, restarts, busy rounds.
+        opts.churn = 1;
+        opts.restarts = 2;
+        opts.busy_rounds = 3;
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .build()
@@ -612,4 +606,46 @@ fn trace_slow_change() {
         }
         sim.run_for(ROUND);
     }
+}
+
+/// A rolling restart, as a clean leave and as a crash: no agent that
+/// stays ever sees a root that lacks one of the agents not restarting.
+/// A restarted agent once sent the rows it computed from its empty
+/// tables, and they beat its zone-mates' (the root dropped by a whole
+/// zone); now it keeps them until it has caught up (`engine::catchup`).
+#[test]
+fn rolling_restarts_never_undercount_the_agents_that_stay() {
+    use super::churn::{run_restarts, RestartKind};
+    for kind in [RestartKind::Leave, RestartKind::Kill] {
+        let mut sim = sim(300, 8, 14);
+        converge(&mut sim, 40);
+        let mut mismatch = None;
+        let r = run_restarts(&mut sim, 8, kind, 3000, 200, 60, &mut mismatch).unwrap();
+        assert_eq!(r.restarts, 8, "{r:?}");
+        assert_eq!(
+            (r.undercount_max, r.false_exclusions),
+            (0, 0),
+            "{kind:?}: {r:?}"
+        );
+        assert_eq!(mismatch, None, "{kind:?}");
+    }
+}
+
+/// Crashes and joins: a crashed agent leaves every root, a new one is
+/// counted in every root, and no live agent goes missing meanwhile.
+#[test]
+fn crashes_and_joins_show_everywhere_and_exclude_nobody_alive() {
+    let mut cfg = SimConfig::new(300, 8, 15);
+    cfg.spares = 3;
+    let mut sim = Sim::new(cfg).unwrap();
+    converge(&mut sim, 40);
+    let mut mismatch = None;
+    let r = super::churn::run_churn(&mut sim, 3, 80, &mut mismatch).unwrap();
+    assert_eq!((r.crashes, r.joins, r.false_exclusions), (3, 3, 0), "{r:?}");
+    // A crash waits for the leaf expiry (20 rounds), then climbs.
+    assert!(
+        r.crash_rounds.max >= 20.0 && r.crash_rounds.max < 60.0,
+        "{r:?}"
+    );
+    assert_eq!(mismatch, None);
 }
