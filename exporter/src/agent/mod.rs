@@ -65,23 +65,21 @@ pub fn id_from_zone(zone: &ZonePath) -> AgentId {
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
-    #[error("cannot bind the gossip socket {addr}")]
-    Bind {
-        addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("cannot listen for HTTP on {addr}")]
+    // Transparent: `{0}` with a source would print the message twice.
+    #[error(transparent)]
+    Bind(#[from] transport::BindError),
+    #[error("cannot listen for HTTP on {addr}: {reason}")]
     Web {
         addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
+        reason: String,
+        /// Kept out of the error chain: `reason` already says it, once.
+        error: std::io::Error,
     },
     #[error("{0}")]
     WebConfig(String),
-    #[error("{0}")]
+    #[error(transparent)]
     Aggregate(#[from] crate::aggregate::AggregateError),
-    #[error("{0}")]
+    #[error(transparent)]
     Engine(#[from] crate::engine::EngineError),
     #[error("the gossip socket listens on {0}, which peers cannot reach; set --gossip.advertise-address")]
     Unadvertisable(SocketAddr),
@@ -205,13 +203,11 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
         &[]
     };
     let aggregates = Arc::new(AggregateSet::with_system(system, &opts.aggregates)?);
-    let socket = transport::bind(opts.listen).map_err(|source| AgentError::Bind {
+    let socket = transport::bind(opts.listen)?;
+    let gossip_addr = socket.local_addr().map_err(|error| transport::BindError {
         addr: opts.listen,
-        source,
-    })?;
-    let gossip_addr = socket.local_addr().map_err(|source| AgentError::Bind {
-        addr: opts.listen,
-        source,
+        reason: transport::os_reason(&error),
+        error,
     })?;
     let advertise = match opts.advertise {
         Some(a) => a,
@@ -261,9 +257,10 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
         .map_err(|e| AgentError::WebConfig(e.to_string()))?,
         None => crate::http::serve_router(opts.web_listen, shed(app))
             .await
-            .map_err(|source| AgentError::Web {
+            .map_err(|error| AgentError::Web {
                 addr: opts.web_listen,
-                source,
+                reason: transport::os_reason(&error),
+                error,
             })?,
     };
 
