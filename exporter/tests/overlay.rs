@@ -262,21 +262,23 @@ fn queries_and_commands_over_twelve_agents() {
     assert!(!out.status.success());
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     assert!(stderr.contains("HTTP 400"), "{stderr}");
-    let out = Command::new(BIN)
-        .args([
-            "command",
-            "--server",
-            &format!("http://127.0.0.1:{web}"),
-            "--zone",
-            "/us",
-            "touch-it",
-        ])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let server = format!("http://127.0.0.1:{web}");
+    let touched = run_cli(
+        &["command", "--server", &server, "--zone", "/us", "touch-it"],
+        &[],
+    );
     assert!(
-        stdout.contains("ok: 1, failed: 0, not configured: 3"),
-        "{stdout}"
+        touched
+            .stdout
+            .contains("ok: 1, failed: 0, not configured: 3"),
+        "{}",
+        touched.stdout
+    );
+    // Scripts can tell: three hosts had no such action, so it failed.
+    assert!(!touched.ok, "{}", touched.stdout);
+    assert_eq!(
+        touched.stderr.trim(),
+        "astrolabe: touch-it did not run on 3 of 4 hosts (failed 0, not configured 3, refused 0)"
     );
 
     // Kill two; their rows still look alive. A long query comes back
@@ -361,26 +363,15 @@ fn count_lines(agent: &Agent, level: &str, message: &str) -> usize {
         .count()
 }
 
-/// `astrolabe command --zone / ARGS...` through the CLI; its stdout.
-fn command_cli(web: u16, args: &[&str]) -> String {
-    let out = Command::new(BIN)
-        .args([
-            "command",
-            "--server",
-            &format!("http://127.0.0.1:{web}"),
-            "--zone",
-            "/",
-        ])
-        .args(args)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "{stdout} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+/// `astrolabe command --zone / ARGS...` through the CLI, which must exit
+/// 0 exactly when every host ran it (`ran`); its stdout.
+fn command_cli(web: u16, args: &[&str], ran: bool) -> String {
+    let server = format!("http://127.0.0.1:{web}");
+    let mut argv = vec!["command", "--server", &server, "--zone", "/"];
+    argv.extend(args);
+    let out = run_cli(&argv, &[]);
+    assert_eq!(out.ok, ran, "{args:?}: {} {}", out.stdout, out.stderr);
+    out.stdout
 }
 
 /// A datagram no agent can decode: dropped, with a debug line.
@@ -435,7 +426,7 @@ fn built_in_commands_collect_and_set_log_level_on_every_host() {
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(work_items(web), before);
     // ...until `collect`, after which the very next query sees the new ones.
-    let out = command_cli(web, &["collect"]);
+    let out = command_cli(web, &["collect"], true);
     assert!(out.contains("ok: 4, failed: 0, not configured: 0"), "{out}");
     assert_eq!(
         work_items(web),
@@ -456,12 +447,12 @@ fn built_in_commands_collect_and_set_log_level_on_every_host() {
     for a in &agents {
         send_garbage(a);
     }
-    let out = command_cli(web, &["nothing-here"]);
+    let out = command_cli(web, &["nothing-here"], false);
     assert!(out.contains("ok: 0, failed: 0, not configured: 4"), "{out}");
     for a in &agents {
         assert_eq!(count_lines(a, "INFO", "command not configured here"), 1);
     }
-    let out = command_cli(web, &["set-log-level", "debug"]);
+    let out = command_cli(web, &["set-log-level", "debug"], true);
     assert!(out.contains("ok: 4, failed: 0, not configured: 0"), "{out}");
     for a in &agents {
         let lines = log_lines(a);
@@ -487,15 +478,37 @@ fn built_in_commands_collect_and_set_log_level_on_every_host() {
             .all(|a| count_lines(a, "DEBUG", "datagram dropped") >= 1)
     });
     assert!(logged, "no debug line after set-log-level debug");
+    // A word that is no level, or no argument, is refused on every host
+    // with the reason, and the level stays debug.
+    let out = command_cli(web, &["set-log-level", "loud"], false);
+    assert!(out.contains("ok: 0, failed: 4"), "{out}");
+    assert!(out.contains("\"loud\" is not a log level"), "{out}");
+    let out = command_cli(web, &["set-log-level"], false);
+    assert!(out.contains("ok: 0, failed: 4"), "{out}");
+    assert!(out.contains("takes one level"), "{out}");
+    let before: Vec<usize> = agents
+        .iter()
+        .map(|a| count_lines(a, "DEBUG", "datagram dropped"))
+        .collect();
+    for a in &agents {
+        send_garbage(a);
+    }
+    let still_debug = eventually(Duration::from_secs(10), || {
+        agents
+            .iter()
+            .zip(&before)
+            .all(|(a, n)| count_lines(a, "DEBUG", "datagram dropped") > *n)
+    });
+    assert!(still_debug, "a refused level changed the log level");
 
     // Back to warn: info lines stop (the unconfigured command runs again,
     // its info line does not appear), the command itself is still logged.
-    let out = command_cli(web, &["set-log-level", "warn"]);
+    let out = command_cli(web, &["set-log-level", "warn"], true);
     assert!(out.contains("ok: 4, failed: 0, not configured: 0"), "{out}");
-    let out = command_cli(web, &["nothing-here"]);
+    let out = command_cli(web, &["nothing-here"], false);
     assert!(out.contains("not configured: 4"), "{out}");
     for a in &agents {
-        assert_eq!(count_lines(a, "WARN", "set-log-level requested"), 2);
+        assert_eq!(count_lines(a, "WARN", "set-log-level requested"), 4);
         assert_eq!(
             count_lines(a, "INFO", "command not configured here"),
             1,
@@ -504,6 +517,6 @@ fn built_in_commands_collect_and_set_log_level_on_every_host() {
         );
     }
     // A bad level is refused on every host and changes nothing.
-    let out = command_cli(web, &["set-log-level", "[not a filter"]);
+    let out = command_cli(web, &["set-log-level", "[not a filter"], false);
     assert!(out.contains("ok: 0, failed: 4"), "{out}");
 }

@@ -237,9 +237,10 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
             refusals: signatures.clone(),
         },
     ));
-    if let Some(sec) = &opts.gossip_security {
-        app = app.merge(crate::http::keys::router(sec.clone()));
-    }
+    app = app.merge(match &opts.gossip_security {
+        Some(sec) => crate::http::keys::router(sec.clone()),
+        None => crate::http::keys::no_keyring_router(),
+    });
     let limit_counters = Arc::new(crate::engine::LimitCounters::default());
     let shed = {
         let (max, counters) = (opts.limits.http_requests, limit_counters.clone());

@@ -535,9 +535,17 @@ impl Drop for AbortOnDrop {
     }
 }
 
-pub fn init_logging(format: &str) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("ASTROLABE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+/// Logging to stderr at `ASTROLABE_LOG` (default `default_level`), which
+/// is refused unless it is a level or `target=level` directives.
+pub fn init_logging(format: &str, default_level: &str) -> anyhow::Result<()> {
+    let level = std::env::var("ASTROLABE_LOG")
+        .ok()
+        .filter(|l| !l.trim().is_empty());
+    if let Some(l) = &level {
+        crate::overlay::log_filter::check(l).map_err(|e| anyhow::anyhow!("ASTROLABE_LOG: {e}"))?;
+    }
+    let filter = tracing_subscriber::EnvFilter::try_new(level.as_deref().unwrap_or(default_level))
+        .map_err(|e| anyhow::anyhow!("ASTROLABE_LOG: {e}"))?;
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -608,8 +616,8 @@ pub fn run(mut args: AgentArgs, matches: Option<&clap::ArgMatches>) -> anyhow::R
     let given = args.clone();
     let matches = matches.cloned();
     apply_file(&mut args, matches.as_ref())?;
-    init_logging(&args.log_format)?;
     let opts = options(&args)?;
+    init_logging(&args.log_format, "info")?;
     let otlp = otlp_options(&args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         // One worker is plenty for one engine, one socket and scrapes, and

@@ -77,10 +77,11 @@ fn live_view(agent: &RunningAgent) -> String {
 }
 
 pub fn run(args: DemoArgs) -> anyhow::Result<()> {
-    crate::cmd::agent::init_logging("text").ok();
     if args.agents == 0 || args.zones == 0 {
         anyhow::bail!("--agents and --zones must be at least 1");
     }
+    // Warnings only: nine agents' start-up lines would bury the table.
+    crate::cmd::agent::init_logging("text", "warn")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -252,32 +252,48 @@ pub fn run_command(args: CommandArgs) -> anyhow::Result<()> {
     let wait = Duration::from_millis(args.target.timeout_ms + 5000);
     let (status, value) = post(&args.target.server, "/api/v1/command", &body, wait)?;
     check(status, &value)?;
+    let tally = |field: &str| value[field].as_u64().unwrap_or(0);
+    let not_done = tally("failed") + tally("not_configured") + tally("refused");
     if args.target.json {
         println!("{value}");
-        return Ok(());
+    } else {
+        let outputs: Vec<Vec<Value>> = value["outputs"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|o| vec![o["host"].clone(), o["status"].clone(), o["output"].clone()])
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !outputs.is_empty() {
+            print!(
+                "{}",
+                render_table(&["host".into(), "status".into(), "output".into()], &outputs)
+            );
+        }
+        println!(
+            "ok: {}, failed: {}, not configured: {}, refused: {}",
+            tally("ok"),
+            tally("failed"),
+            tally("not_configured"),
+            tally("refused")
+        );
+        println!("{}", coverage_line(&value));
     }
-    let outputs: Vec<Vec<Value>> = value["outputs"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|o| vec![o["host"].clone(), o["status"].clone(), o["output"].clone()])
-                .collect()
-        })
-        .unwrap_or_default();
-    if !outputs.is_empty() {
-        print!(
-            "{}",
-            render_table(&["host".into(), "status".into(), "output".into()], &outputs)
+    // Scripts rely on the exit code: any host that did not run it fails.
+    if not_done > 0 {
+        bail!(
+            "{} did not run on {not_done} of {} hosts (failed {}, not configured {}, refused {})",
+            args.command,
+            not_done + tally("ok"),
+            tally("failed"),
+            tally("not_configured"),
+            tally("refused")
         );
     }
-    println!(
-        "ok: {}, failed: {}, not configured: {}, refused: {}",
-        value["ok"].as_u64().unwrap_or(0),
-        value["failed"].as_u64().unwrap_or(0),
-        value["not_configured"].as_u64().unwrap_or(0),
-        value["refused"].as_u64().unwrap_or(0)
-    );
-    println!("{}", coverage_line(&value));
+    if tally("ok") == 0 {
+        bail!("{} ran on no host: none answered", args.command);
+    }
     Ok(())
 }
 
