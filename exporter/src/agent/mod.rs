@@ -196,6 +196,32 @@ fn wall_ms() -> u64 {
 /// Zone summaries every agent computes from the host collectors' attributes.
 pub const HOST_AGGREGATES: &str = "SELECT avg(cpu_utilization) AS cpu_utilization_avg, max(cpu_utilization) AS cpu_utilization_max, quantile(0.95, cpu_utilization) AS cpu_utilization_p95, avg(memory_used_ratio) AS memory_used_ratio_avg, max(memory_used_ratio) AS memory_used_ratio_max, quantile(0.95, memory_used_ratio) AS memory_used_ratio_p95, max(load1) AS load1_max, avg(load1) AS load1_avg, sum(memory_available_bytes) AS memory_available_bytes_all, sum(processes_running) AS processes_running_all, min(filesystem_root_free_ratio) AS filesystem_root_free_ratio_min, sum(network_receive_bytes_per_second) AS network_receive_bytes_per_second_all, sum(network_transmit_bytes_per_second) AS network_transmit_bytes_per_second_all";
 
+/// Says at start-up what the agent's security leaves open: unauthenticated
+/// gossip, unsigned commands. The caller says it, once per process: the
+/// demo's nine agents share one warning.
+pub fn log_security(
+    gossip_security: Option<&GossipSecurity>,
+    trusted_keys: &crate::security::TrustedKeys,
+    gossip_addr: SocketAddr,
+) {
+    match gossip_security {
+    Some(sec) => {
+        tracing::info!(keys = ?sec.fingerprints(), "gossip is encrypted and authenticated")
+    }
+    None => tracing::warn!(
+        "GOSSIP IS UNAUTHENTICATED AND UNENCRYPTED: anyone who can reach {gossip_addr} can read and forge this cluster's state; set --gossip.key or --gossip.keyring-file (astrolabe keys generate)"
+    ),
+}
+
+    if trusted_keys.is_empty() {
+        tracing::warn!(
+        "COMMANDS ARE UNSIGNED: any client of the command API, and any holder of the gossip key, can make this agent run its configured actions, collect or set-log-level (and no aggregate certificate can be applied); set --security.trusted-key (astrolabe operator-key generate)"
+    );
+    } else {
+        tracing::info!(keys = ?trusted_keys.describe(), "commands need an operator signature by one of these keys");
+    }
+}
+
 pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
     let system: &[&str] = if opts.host_collectors {
         &[HOST_AGGREGATES]
@@ -291,22 +317,6 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
         .collect();
     let mut engine = Engine::new(cfg, aggregates, static_attrs.clone(), now())?;
     tracing::info!(zone = %opts.zone, id = opts.id, gossip = %gossip_addr, advertise = %advertise, web = %web_addr, seeds = ?opts.seeds, "agent started");
-    match &opts.gossip_security {
-        Some(sec) => {
-            tracing::info!(keys = ?sec.fingerprints(), "gossip is encrypted and authenticated")
-        }
-        None => tracing::warn!(
-            "GOSSIP IS UNAUTHENTICATED AND UNENCRYPTED: anyone who can reach {gossip_addr} can read and forge this cluster's state; set --gossip.key or --gossip.keyring-file (astrolabe keys generate)"
-        ),
-    }
-
-    if opts.trusted_keys.is_empty() {
-        tracing::warn!(
-            "COMMANDS ARE UNSIGNED: any client of the command API, and any holder of the gossip key, can make this agent run its configured actions, collect or set-log-level (and no aggregate certificate can be applied); set --security.trusted-key (astrolabe operator-key generate)"
-        );
-    } else {
-        tracing::info!(keys = ?opts.trusted_keys.describe(), "commands need an operator signature by one of these keys");
-    }
     let command_guard = crate::security::command::CommandGuard::new(
         opts.trusted_keys.clone(),
         opts.signature_window.as_millis() as u64,

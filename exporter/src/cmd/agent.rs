@@ -632,7 +632,9 @@ pub fn run(mut args: AgentArgs, matches: Option<&clap::ArgMatches>) -> anyhow::R
             zone_path: opts.zone.to_string(),
             agent_id: opts.id,
         };
+        let (security, trusted) = (opts.gossip_security.clone(), opts.trusted_keys.clone());
         let agent = start(opts).await?;
+        crate::agent::log_security(security.as_deref(), &trusted, agent.gossip_addr);
         let _otlp = match otlp {
             Some(o) => Some(AbortOnDrop(crate::otel::spawn(o, identity, agent.view.clone())?)),
             None => None,

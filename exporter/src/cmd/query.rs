@@ -128,14 +128,6 @@ fn cell(v: &Value) -> String {
 /// Columns padded to their widest cell; numbers right-aligned.
 pub fn render_table(columns: &[String], rows: &[Vec<Value>]) -> String {
     let cells: Vec<Vec<String>> = rows.iter().map(|r| r.iter().map(cell).collect()).collect();
-    let mut widths: Vec<usize> = columns.iter().map(|c| c.chars().count()).collect();
-    for r in &cells {
-        for (i, c) in r.iter().enumerate() {
-            if let Some(w) = widths.get_mut(i) {
-                *w = (*w).max(c.chars().count());
-            }
-        }
-    }
     let numeric: Vec<bool> = (0..columns.len())
         .map(|i| {
             !rows.is_empty()
@@ -144,13 +136,27 @@ pub fn render_table(columns: &[String], rows: &[Vec<Value>]) -> String {
                     .all(|r| r.get(i).is_some_and(|v| v.is_number() || v.is_null()))
         })
         .collect();
+    render_cells(columns, &cells, &numeric)
+}
+
+/// Text cells padded to each column's widest, two spaces apart; the
+/// columns `right` says are right-aligned.
+pub fn render_cells(columns: &[String], cells: &[Vec<String>], right: &[bool]) -> String {
+    let mut widths: Vec<usize> = columns.iter().map(|c| c.chars().count()).collect();
+    for r in cells {
+        for (i, c) in r.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(c.chars().count());
+            }
+        }
+    }
     let line = |values: &[String]| {
         let parts: Vec<String> = values
             .iter()
             .enumerate()
             .map(|(i, v)| {
                 let w = widths.get(i).copied().unwrap_or(0);
-                if numeric.get(i).copied().unwrap_or(false) {
+                if right.get(i).copied().unwrap_or(false) {
                     format!("{v:>w$}")
                 } else {
                     format!("{v:<w$}")
@@ -162,7 +168,7 @@ pub fn render_table(columns: &[String], rows: &[Vec<Value>]) -> String {
     let mut out = String::new();
     out.push_str(&line(columns));
     out.push('\n');
-    for r in &cells {
+    for r in cells {
         out.push_str(&line(r));
         out.push('\n');
     }

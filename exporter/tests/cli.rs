@@ -1,0 +1,146 @@
+//! What scripts and new users meet on the command line: the demo's first
+//! screen, and `keys` against agents that gossip in the clear.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+/// The demo's nine agents say their one warning once, and its zone table
+/// lines up: every column's cells end (numbers) or start (zone) together.
+#[test]
+fn the_demo_warns_once_and_its_table_lines_up() {
+    let (gossip, web) = (free_ports(9), free_ports(9));
+    let out = Command::new(BIN)
+        .args(["demo", "--duration", "5s"])
+        .args(["--gossip-port", &gossip.to_string()])
+        .args(["--web-port", &web.to_string()])
+        .env_remove("ASTROLABE_LOG")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let log: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(
+        log.iter()
+            .filter(|l| l.contains("COMMANDS ARE UNSIGNED"))
+            .count(),
+        1,
+        "{stderr}"
+    );
+    assert!(log.len() <= 2, "{} log lines:\n{stderr}", log.len());
+    let tables: Vec<Vec<&str>> = stdout
+        .split("\n\n")
+        .filter(|b| b.starts_with("ZONE"))
+        .map(|b| b.lines().collect())
+        .collect();
+    assert!(!tables.is_empty(), "no table in\n{stdout}");
+    for table in &tables {
+        // A header and zones (the root, /demo and its three, once known).
+        assert!((2..=6).contains(&table.len()), "{table:#?}");
+        let cells = |line: &str| -> Vec<(usize, usize)> {
+            let mut spans = Vec::new();
+            let mut start = None;
+            for (i, c) in line.char_indices().chain([(line.len(), ' ')]) {
+                match (c == ' ', start) {
+                    (false, None) => start = Some(i),
+                    (true, Some(s)) => {
+                        spans.push((s, i));
+                        start = None;
+                    }
+                    _ => {}
+                }
+            }
+            spans
+        };
+        let header = cells(table[0]);
+        assert_eq!(header.len(), 6, "{}", table[0]);
+        for row in &table[1..] {
+            let spans = cells(row);
+            assert_eq!(spans.len(), 6, "{row}");
+            assert_eq!(
+                spans[0].0,
+                header[0].0,
+                "zone column:\n{}",
+                table.join("\n")
+            );
+            for (i, (span, head)) in spans.iter().zip(&header).enumerate().skip(1) {
+                assert_eq!(span.1, head.1, "column {i}:\n{}", table.join("\n"));
+            }
+        }
+    }
+}
+
+/// `keys list` and `keys install` against an agent without a keyring say
+/// so, instead of an HTTP status, and exit non-zero.
+#[test]
+fn keys_against_an_agent_without_a_keyring_say_so() {
+    let dir = temp_dir("cli-keys");
+    let agent = Agent::spawn("/k/a", &[], &dir, &["--no-collector.host"]);
+    assert!(eventually(Duration::from_secs(10), || agent
+        .get("/metrics")
+        .is_some()));
+    let server = format!("http://127.0.0.1:{}", agent.web);
+    let said = format!(
+        "{server}: this agent has no gossip keyring (started without --gossip.key/--gossip.keyring-file)"
+    );
+    let list = run_cli(&["keys", "list", "--server", &server], &[]);
+    assert!(!list.ok);
+    assert_eq!(list.stdout.trim(), said);
+    assert_eq!(
+        list.stderr.trim(),
+        "astrolabe: 1 of 1 agents have no gossip keyring"
+    );
+    let key = String::from_utf8(run_ok(&["keys", "generate"])).unwrap();
+    let key = key.trim();
+    let install = run_cli(
+        &["keys", "install", key, "--server", &server],
+        &[("ASTROLABE_GOSSIP_KEY", key)],
+    );
+    assert!(!install.ok);
+    assert!(!install.stdout.contains("HTTP 404"), "{}", install.stdout);
+    assert!(
+        install.stdout.contains("this agent has no gossip keyring"),
+        "{}",
+        install.stdout
+    );
+    // The API says it too, for curl.
+    let (status, body) = http_get_with(agent.web, "/api/v1/keys", &[]).unwrap();
+    assert_eq!(status, 404);
+    assert!(body.contains("no gossip keyring"), "{body}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A bad aggregate stops the agent with one line that says which
+/// aggregate once, not `aggregate 1: ...: aggregate 1: ...`.
+#[test]
+fn a_bad_aggregate_is_reported_once() {
+    let (gossip, web) = (free_port(), free_port());
+    let ran = run_cli(
+        &[
+            "agent",
+            "--zone",
+            "/b/a",
+            "--no-collector.host",
+            "--gossip.listen-address",
+            &format!("127.0.0.1:{gossip}"),
+            "--web.listen-address",
+            &format!("127.0.0.1:{web}"),
+            "--aggregate",
+            "SELECT count(*) AS fine",
+            "--aggregate",
+            "SELECT nonsense(",
+        ],
+        &[],
+    );
+    let stderr = ran.stderr;
+    assert!(!ran.ok);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert_eq!(stderr.matches("aggregate 2:").count(), 1, "{stderr}");
+    assert!(stderr.starts_with("astrolabe: aggregate 2: "), "{stderr}");
+}
