@@ -55,6 +55,10 @@ fn queries_and_commands_over_twelve_agents() {
         if [0, 1, 8].contains(&i) {
             extra.extend(["--overlay.action", action.as_str()]);
         }
+        // Only /eu/fra's four hosts have a `tier` column.
+        if i < 4 {
+            extra.extend(["--attribute", "tier=gold"]);
+        }
         let a = Agent::spawn(zone, &seed, &d, &extra);
         if i == 0 {
             seed.push(a.gossip);
@@ -191,6 +195,68 @@ fn queries_and_commands_over_twelve_agents() {
         .collect();
     assert!(!lines.is_empty(), "{body}");
     assert_eq!(lines.last().unwrap()["done"], json!(true), "{body}");
+
+    // A column no host has is an error, not twelve rows of NULL; one that
+    // some hosts lack is answered with a warning that counts them.
+    let (status, v) = query(web, "/", "SELECT host, nosuchcol FROM host", 5000);
+    assert_eq!(status, 400, "{v}");
+    let e = v["error"].as_str().unwrap_or_default();
+    assert!(
+        e.contains("nosuchcol") && e.contains("12 answering hosts"),
+        "{v}"
+    );
+    let (status, v) = query(
+        web,
+        "/",
+        "SELECT host FROM host WHERE tier = 'gold' ORDER BY host",
+        5000,
+    );
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["rows"], json!([["h0"], ["h1"], ["h2"], ["h3"]]), "{v}");
+    assert_eq!(
+        v["warnings"],
+        json!(["column tier: 8 of 12 hosts lack it"]),
+        "{v}"
+    );
+    let (_, v) = query(web, "/eu/fra", "SELECT host, tier FROM host", 5000);
+    assert_eq!(v["warnings"], json!([]), "{v}");
+    // The process table's columns are fixed: an unknown one is refused at once.
+    let (status, v) = query(web, "/", "SELECT nosuchcol FROM process", 5000);
+    assert_eq!(status, 400, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("rss_bytes"),
+        "{v}"
+    );
+    // `query --columns` lists both tables' columns, with how many hosts have each.
+    let server = format!("http://127.0.0.1:{web}");
+    let columns = run_cli(&["query", "--columns", "--server", &server], &[]);
+    let stdout = &columns.stdout;
+    assert!(columns.ok, "{stdout} {}", columns.stderr);
+    let listed: BTreeSet<Vec<&str>> = stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    for row in [
+        ["table_name", "column_name", "data_type", "hosts"],
+        ["host", "tier", "string", "4"],
+        ["host", "work_items", "float", "12"],
+        ["host", "zone", "string", "12"],
+        ["process", "rss_bytes", "int", "12"],
+        ["process", "cmdline", "string", "12"],
+    ] {
+        assert!(listed.contains(row.as_slice()), "{row:?} not in\n{stdout}");
+    }
+    // The CLI shows the warning on stderr, below the table on stdout.
+    let sql = "SELECT count(*) AS n FROM host WHERE tier = 'gold'";
+    let warned = run_cli(&["query", "--server", &server, sql], &[]);
+    assert!(warned.ok, "{}", warned.stderr);
+    assert_eq!(
+        warned.stderr.trim(),
+        "warning: column tier: 8 of 12 hosts lack it"
+    );
 
     // The action runs on exactly the hosts of /eu that configured it.
     let (status, body) = http_post_json(

@@ -30,9 +30,16 @@ pub struct Target {
 pub struct QueryArgs {
     #[command(flatten)]
     pub target: Target,
-    /// SQL over the tables host and process, e.g. "SELECT count(*) FROM process".
-    pub sql: String,
+    /// List the columns of the tables host and process, with their types and how many hosts have each.
+    #[arg(long, conflicts_with = "sql")]
+    pub columns: bool,
+    /// SQL over the tables host, process and columns, e.g. "SELECT count(*) FROM process".
+    #[arg(required_unless_present = "columns")]
+    pub sql: Option<String>,
 }
+
+/// What `--columns` asks: the `columns` table, one row per column and type.
+pub const COLUMNS_SQL: &str = "SELECT table_name, column_name, data_type, count(*) AS hosts FROM columns GROUP BY table_name, column_name, data_type ORDER BY table_name, column_name, data_type";
 
 #[derive(Debug, Args)]
 pub struct CommandArgs {
@@ -203,8 +210,11 @@ pub fn coverage_line(value: &Value) -> String {
 }
 
 pub fn run_query(args: QueryArgs) -> anyhow::Result<()> {
-    let body =
-        json!({"zone": args.target.zone, "sql": args.sql, "timeout_ms": args.target.timeout_ms});
+    let sql = match &args.sql {
+        Some(sql) => sql.as_str(),
+        None => COLUMNS_SQL,
+    };
+    let body = json!({"zone": args.target.zone, "sql": sql, "timeout_ms": args.target.timeout_ms});
     let wait = Duration::from_millis(args.target.timeout_ms + 5000);
     let (status, value) = post(&args.target.server, "/api/v1/query", &body, wait)?;
     check(status, &value)?;
@@ -226,6 +236,9 @@ pub fn run_query(args: QueryArgs) -> anyhow::Result<()> {
         .unwrap_or_default();
     print!("{}", render_table(&columns, &rows));
     println!("{}", coverage_line(&value));
+    for w in value["warnings"].as_array().into_iter().flatten() {
+        eprintln!("warning: {}", w.as_str().unwrap_or_default());
+    }
     Ok(())
 }
 
