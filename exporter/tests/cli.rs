@@ -144,3 +144,79 @@ fn a_bad_aggregate_is_reported_once() {
     assert_eq!(stderr.matches("aggregate 2:").count(), 1, "{stderr}");
     assert!(stderr.starts_with("astrolabe: aggregate 2: "), "{stderr}");
 }
+
+/// `max(my-attr.x)` reads `my` and `x` (SQL's `my - attr.x`), which no
+/// row has: accepted, and warned about once each after the first
+/// collection, naming the aggregate, the attribute and the name meant. A
+/// certificate over an absent attribute is warned about when installed.
+#[test]
+fn aggregates_over_absent_attributes_are_warned_about_once() {
+    let dir = temp_dir("cli-absent");
+    std::fs::create_dir_all(&dir).unwrap();
+    let operator = dir.join("operator.key");
+    let public = generate_operator_key(&operator);
+    let (gossip, web) = (free_port(), free_port());
+    let log_path = dir.join("stderr.log");
+    let mut agent = Command::new(BIN)
+        .args(["agent", "--zone", "/w/a", "--no-collector.host"])
+        .args(["--gossip.listen-address", &format!("127.0.0.1:{gossip}")])
+        .args(["--web.listen-address", &format!("127.0.0.1:{web}")])
+        .args(["--gossip.interval", "200ms", "--attribute", "my-attr.x=5"])
+        .args(["--aggregate", "SELECT max(my-attr.x) AS attr_max"])
+        .args(["--aggregate", r#"SELECT max("my-attr.x") AS attr_quoted"#])
+        .args(["--security.trusted-key", &public])
+        .env("ASTROLABE_LOG", "warn")
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let served = eventually(Duration::from_secs(15), || {
+        http_get(web, "/metrics")
+            .is_some_and(|m| m.contains("astrolabe_zone_attr_quoted{zone_path=\"/\"} 5"))
+    });
+    // Many collections later (one per 200 ms round), still one warning each.
+    std::thread::sleep(Duration::from_millis(1500));
+    let install = run_cli(
+        &[
+            "aggregate",
+            "install",
+            "--server",
+            &format!("http://127.0.0.1:{web}"),
+            "--zone",
+            "/w",
+            "--key",
+            operator.to_str().unwrap(),
+            "SELECT sum(nothere) AS nothere_sum",
+        ],
+        &[],
+    );
+    let warned_cert = eventually(Duration::from_secs(10), || {
+        std::fs::read_to_string(&log_path).is_ok_and(|l| l.contains("nothere_sum"))
+    });
+    std::thread::sleep(Duration::from_millis(600));
+    let _ = agent.kill();
+    let _ = agent.wait();
+    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    assert!(served, "{log}");
+    assert!(install.ok, "{}", install.stderr);
+    let about = |attribute: &str| {
+        log.lines()
+            .filter(|l| l.contains(&format!("reads attribute \"{attribute}\"")))
+            .collect::<Vec<_>>()
+    };
+    for attribute in ["my", "x"] {
+        let lines = about(attribute);
+        assert_eq!(lines.len(), 1, "{attribute}:\n{log}");
+        assert!(lines[0].contains("aggregate attr_max"), "{}", lines[0]);
+        assert!(lines[0].contains("\"my-attr.x\""), "{}", lines[0]);
+    }
+    assert!(warned_cert, "{log}");
+    let lines = about("nothere");
+    assert_eq!(lines.len(), 1, "{log}");
+    assert!(
+        lines[0].contains("certificate nothere_sum in /w"),
+        "{}",
+        lines[0]
+    );
+    assert!(!log.contains("attr_quoted"), "{log}");
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -1,6 +1,7 @@
 //! The agent: the engine under tokio, fed by the UDP socket, a timer and
 //! the collectors, publishing a snapshot for the HTTP endpoint.
 
+mod absent;
 mod leaf;
 
 use std::net::SocketAddr;
@@ -413,6 +414,7 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
         command_guard,
         opts.limits.pending_queries,
     );
+    let mut absent = absent::AbsentAttributes::new(&opts.aggregates);
     let task = tokio::spawn(async move {
         let mut host: Arc<Vec<MetricFamily>> = Arc::new(Vec::new());
         let mut buf = vec![0u8; 65_536];
@@ -481,6 +483,7 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
                     match engine.install_certificate(now(), cert) {
                         Ok(effects) => {
                             let _ = verdict.send(Ok(()));
+                            absent.certificates(&engine);
                             effects
                         }
                         Err(e) => {
@@ -503,6 +506,7 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
                 Some((attrs, families, collected)) = attrs_rx.recv() => {
                     host = families;
                     let effects = engine.set_attributes(now(), attrs);
+                    absent.collected(&engine);
                     // The fresh sample is this agent's row now: tell the
                     // `collect` commands waiting for it.
                     for done in collected {
