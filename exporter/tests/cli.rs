@@ -147,14 +147,21 @@ fn a_bad_aggregate_is_reported_once() {
 
 /// `max(my-attr.x)` reads `my` and `x` (SQL's `my - attr.x`), which no
 /// row has: accepted, and warned about once each after the first
-/// collection, naming the aggregate, the attribute and the name meant. A
-/// certificate over an absent attribute is warned about when installed.
+/// collection, naming the aggregate, the attribute and the name meant. An
+/// attribute only a sibling has is no cause. A certificate over an absent
+/// attribute is warned about when installed.
 #[test]
 fn aggregates_over_absent_attributes_are_warned_about_once() {
     let dir = temp_dir("cli-absent");
     std::fs::create_dir_all(&dir).unwrap();
     let operator = dir.join("operator.key");
     let public = generate_operator_key(&operator);
+    let sibling = Agent::spawn(
+        "/w/b",
+        &[],
+        &dir.join("b"),
+        &["--no-collector.host", "--attribute", "sibling_only=3"],
+    );
     let (gossip, web) = (free_port(), free_port());
     let log_path = dir.join("stderr.log");
     let mut agent = Command::new(BIN)
@@ -164,14 +171,18 @@ fn aggregates_over_absent_attributes_are_warned_about_once() {
         .args(["--gossip.interval", "200ms", "--attribute", "my-attr.x=5"])
         .args(["--aggregate", "SELECT max(my-attr.x) AS attr_max"])
         .args(["--aggregate", r#"SELECT max("my-attr.x") AS attr_quoted"#])
+        .args(["--aggregate", "SELECT max(sibling_only) AS sibling_max"])
+        .args(["--gossip.seed", &format!("127.0.0.1:{}", sibling.gossip)])
         .args(["--security.trusted-key", &public])
         .env("ASTROLABE_LOG", "warn")
         .stderr(std::fs::File::create(&log_path).unwrap())
         .spawn()
         .unwrap();
     let served = eventually(Duration::from_secs(15), || {
-        http_get(web, "/metrics")
-            .is_some_and(|m| m.contains("astrolabe_zone_attr_quoted{zone_path=\"/\"} 5"))
+        http_get(web, "/metrics").is_some_and(|m| {
+            m.contains("astrolabe_zone_attr_quoted{zone_path=\"/\"} 5")
+                && m.contains("astrolabe_zone_sibling_max{zone_path=\"/\"} 3")
+        })
     });
     // Many collections later (one per 200 ms round), still one warning each.
     std::thread::sleep(Duration::from_millis(1500));
@@ -218,5 +229,6 @@ fn aggregates_over_absent_attributes_are_warned_about_once() {
         lines[0]
     );
     assert!(!log.contains("attr_quoted"), "{log}");
+    assert!(!log.contains("sibling_only"), "{log}");
     let _ = std::fs::remove_dir_all(dir);
 }

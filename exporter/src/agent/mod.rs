@@ -414,7 +414,8 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
         command_guard,
         opts.limits.pending_queries,
     );
-    let mut absent = absent::AbsentAttributes::new(&opts.aggregates);
+    let mut absent =
+        absent::AbsentAttributes::new(&opts.aggregates, opts.interval.as_millis() as u64);
     let task = tokio::spawn(async move {
         let mut host: Arc<Vec<MetricFamily>> = Arc::new(Vec::new());
         let mut buf = vec![0u8; 65_536];
@@ -463,7 +464,10 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
                         Vec::new()
                     }
                 },
-                _ = tokio::time::sleep(wait) => engine.tick(now()),
+                _ = tokio::time::sleep(wait) => {
+                    absent.due(&engine, now().mono_ms);
+                    engine.tick(now())
+                }
                 _ = tokio::time::sleep(overlay_wait), if overlay_next != u64::MAX => {
                     let dir = crate::overlay::Tables(engine.tables());
                     overlay_effects = overlay.overlay.tick(now().mono_ms, &dir);
@@ -483,7 +487,7 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
                     match engine.install_certificate(now(), cert) {
                         Ok(effects) => {
                             let _ = verdict.send(Ok(()));
-                            absent.certificates(&engine);
+                            absent.due(&engine, now().mono_ms);
                             effects
                         }
                         Err(e) => {
@@ -506,7 +510,7 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
                 Some((attrs, families, collected)) = attrs_rx.recv() => {
                     host = families;
                     let effects = engine.set_attributes(now(), attrs);
-                    absent.collected(&engine);
+                    absent.collected();
                     // The fresh sample is this agent's row now: tell the
                     // `collect` commands waiting for it.
                     for done in collected {
