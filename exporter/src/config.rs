@@ -36,6 +36,16 @@ pub struct FileConfig {
     pub security: SecuritySection,
     #[serde(default)]
     pub limits: LimitsSection,
+    #[serde(default)]
+    pub overlay: OverlaySection,
+}
+
+/// `[overlay]`: how the actions of `[actions]` run.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OverlaySection {
+    /// Longest an action may run before it is killed (`--overlay.action-timeout`).
+    pub action_timeout: Option<String>,
 }
 
 /// `[security]`: operator keys whose signatures commands and aggregate
@@ -106,6 +116,9 @@ pub struct CollectorSection {
     pub application_url: Option<String>,
     #[serde(default)]
     pub application_import: Vec<String>,
+    /// `name=regex` process groups (`--collector.process.group`).
+    #[serde(default)]
+    pub process_groups: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

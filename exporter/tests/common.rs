@@ -25,33 +25,45 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_astrolabe");
 /// so each port handed out is reserved by a lock on a file named after it,
 /// held until this test process exits.
 pub fn free_port() -> u16 {
-    static HELD: std::sync::Mutex<Vec<std::fs::File>> = std::sync::Mutex::new(Vec::new());
+    free_ports(1)
+}
+
+/// `n` consecutive free ports, each reserved as `free_port` reserves one
+/// (for `astrolabe demo`, whose agent i takes the first port + i); the first.
+pub fn free_ports(n: u16) -> u16 {
     const LOW: u16 = 20_000;
     let high = ephemeral_low().clamp(LOW + 1_000, 32_768);
-    let dir = std::env::temp_dir().join("astrolabe-test-ports");
-    std::fs::create_dir_all(&dir).expect("port reservation directory");
-    let span = u32::from(high - LOW);
+    let span = u32::from(high - LOW - n);
     let start = std::process::id().wrapping_mul(7_919) ^ nanos();
     for step in 0..span {
-        let port = LOW + ((start.wrapping_add(step)) % span) as u16;
-        let Ok(file) = std::fs::File::create(dir.join(port.to_string())) else {
-            continue;
-        };
-        // flock rather than `File::try_lock`, which is newer than our MSRV.
-        use std::os::fd::AsRawFd;
-        // SAFETY: a plain syscall on a descriptor this function owns.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            continue;
-        }
-        let tcp = TcpListener::bind(("127.0.0.1", port));
-        let udp = UdpSocket::bind(("127.0.0.1", port));
-        // Held whether or not the port is free: a busy one is not retried.
-        HELD.lock().unwrap().push(file);
-        if tcp.is_ok() && udp.is_ok() {
-            return port;
+        let first = LOW + ((start.wrapping_add(step)) % span) as u16;
+        if (first..first + n).all(reserve) {
+            return first;
         }
     }
-    panic!("no free port between {LOW} and {high}");
+    panic!("no {n} free ports between {LOW} and {high}");
+}
+
+/// Takes `port` for this test process if no other holds it and it is free
+/// for both TCP and UDP.
+fn reserve(port: u16) -> bool {
+    static HELD: std::sync::Mutex<Vec<std::fs::File>> = std::sync::Mutex::new(Vec::new());
+    let dir = std::env::temp_dir().join("astrolabe-test-ports");
+    std::fs::create_dir_all(&dir).expect("port reservation directory");
+    let Ok(file) = std::fs::File::create(dir.join(port.to_string())) else {
+        return false;
+    };
+    // flock rather than `File::try_lock`, which is newer than our MSRV.
+    use std::os::fd::AsRawFd;
+    // SAFETY: a plain syscall on a descriptor this function owns.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return false;
+    }
+    let tcp = TcpListener::bind(("127.0.0.1", port));
+    let udp = UdpSocket::bind(("127.0.0.1", port));
+    // Held whether or not the port is free: a busy one is not retried.
+    HELD.lock().unwrap().push(file);
+    tcp.is_ok() && udp.is_ok()
 }
 
 /// The first port the kernel hands out on its own.
@@ -354,4 +366,26 @@ pub fn roots_count(agents: &[Agent], members: f64, timeout: Duration) -> bool {
                 == Some(members)
         })
     })
+}
+
+/// What a run of the binary said: whether it succeeded, its stdout and
+/// its stderr.
+pub struct Ran {
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs the binary with `args` and the variables `env`.
+pub fn run_cli<S: AsRef<std::ffi::OsStr>>(args: &[S], env: &[(&str, &str)]) -> Ran {
+    let out = Command::new(BIN)
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    Ran {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
 }

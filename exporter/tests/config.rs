@@ -2,6 +2,7 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Duration;
 
@@ -53,20 +54,67 @@ fn check_config_accepts_good_files_and_names_file_line_and_reason() {
         (
             "interval.toml",
             "zone = \"/a/b\"\n[gossip]\ninterval = \"soon\"\n",
-            vec!["interval.toml", "gossip.interval"],
+            vec!["interval.toml", "[gossip] interval"],
         ),
         (
             "collector-interval.toml",
             "zone = \"/a/b\"\n[collector]\ninterval = \"soon\"\n",
-            vec!["collector-interval.toml", "collector.interval"],
+            vec!["collector-interval.toml", "[collector] interval"],
         ),
         ("syntax.toml", "zone = \n", vec!["syntax.toml", "line 1"]),
+        // What comes from the file is named by its key, never by a flag.
+        (
+            "root.toml",
+            "zone = \"/\"\n",
+            vec!["root.toml: zone:", "below the root"],
+        ),
+        (
+            "attribute.toml",
+            "zone = \"/a/b\"\n[attributes]\n\"\" = 1\n",
+            vec!["attribute.toml: [attributes]", "the name is empty"],
+        ),
+        (
+            "trusted.toml",
+            "zone = \"/a/b\"\n[security]\ntrusted_keys = [\"nope\"]\n",
+            vec!["trusted.toml: [security] trusted_keys"],
+        ),
+        (
+            "group.toml",
+            "zone = \"/a/b\"\n[collector]\nprocess_groups = [\"web\"]\n",
+            vec!["group.toml: [collector] process_groups"],
+        ),
+        (
+            "log.toml",
+            "zone = \"/a/b\"\n[log]\nformat = \"xml\"\n",
+            vec!["log.toml: [log] format", "\"xml\""],
+        ),
+        (
+            "otlp.toml",
+            "zone = \"/a/b\"\n[otlp]\nendpoint = \"http://c:4317\"\nprotocol = \"udp\"\n",
+            vec!["otlp.toml: [otlp] protocol", "\"udp\""],
+        ),
+        (
+            "action-timeout.toml",
+            "zone = \"/a/b\"\n[overlay]\naction_timeout = \"never\"\n",
+            vec!["action-timeout.toml", "[overlay] action_timeout"],
+        ),
+        (
+            "empty-action.toml",
+            "zone = \"/a/b\"\n[actions]\nnothing = []\n",
+            vec!["empty-action.toml", "[actions] nothing"],
+        ),
+        (
+            "listen.toml",
+            "zone = \"/a/b\"\n[web]\nlisten_address = \"everywhere\"\n",
+            vec!["listen.toml", "[web] listen_address"],
+        ),
     ] {
         let path = dir.join(name);
         std::fs::write(&path, body).unwrap();
         let (ok, text) = check(&path);
         assert!(!ok, "{name} accepted");
         assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(!text.contains("--"), "{name} names a flag: {text}");
         for n in needles {
             assert!(text.contains(n), "{name}: {n:?} not in {text:?}");
         }
@@ -250,7 +298,11 @@ fn limits_from_the_file_apply_and_bad_ones_are_refused() {
 
     for (name, body, needle) in [
         ("unknown.toml", "[limits]\nrows = 1\n", "unknown field"),
-        ("zero.toml", "[web]\nmax_requests = 0\n", "web.max_requests"),
+        (
+            "zero.toml",
+            "[web]\nmax_requests = 0\n",
+            "[web] max_requests",
+        ),
     ] {
         let path = dir.join(name);
         std::fs::write(&path, body).unwrap();
@@ -258,5 +310,307 @@ fn limits_from_the_file_apply_and_bad_ones_are_refused() {
         assert!(!ok, "{name} accepted");
         assert!(text.contains(needle), "{name}: {text}");
     }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// `ASTROLABE_` and the flag's name in capitals, `.` and `-` as `_`.
+fn variable_of(flag: &str) -> String {
+    format!(
+        "ASTROLABE_{}",
+        flag.trim_start_matches("--")
+            .replace(['.', '-'], "_")
+            .to_uppercase()
+    )
+}
+
+/// Every flag `agent --help` lists has its `ASTROLABE_*` variable, named
+/// after it: a flag added without one fails here.
+#[test]
+fn every_agent_flag_has_its_variable() {
+    let help = String::from_utf8(run_ok(&["agent", "--help"])).unwrap();
+    // One block per option: its line, then the lines indented deeper.
+    let mut blocks: Vec<(String, String)> = Vec::new();
+    for line in help.lines() {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with("--") || trimmed.starts_with('-') && trimmed.contains(", --") {
+            let flag = trimmed
+                .split_whitespace()
+                .find(|w| w.starts_with("--"))
+                .unwrap_or_default()
+                .trim_end_matches(',')
+                .to_string();
+            blocks.push((flag, line.to_string()));
+        } else if let Some(last) = blocks.last_mut() {
+            last.1.push_str(line);
+        }
+    }
+    let flags: Vec<&str> = blocks.iter().map(|(f, _)| f.as_str()).collect();
+    for expected in [
+        "--attribute",
+        "--aggregate",
+        "--overlay.action",
+        "--collector.interval",
+    ] {
+        assert!(flags.contains(&expected), "{expected} not in\n{help}");
+    }
+    for (flag, text) in &blocks {
+        if flag == "--help" {
+            continue;
+        }
+        let variable = variable_of(flag);
+        assert!(
+            text.contains(&format!("[env: {variable}="))
+                || text.contains(&format!("[env: {variable}]")),
+            "{flag} has no {variable}: {text}"
+        );
+    }
+}
+
+/// The list variables take several items, `;` apart where an item can hold
+/// commas (SQL, attribute values, command lines), commas for metric names;
+/// and the rest of the once-missing variables reach the agent.
+#[test]
+fn list_variables_take_several_items_and_reach_the_agent() {
+    let dir = temp_dir("config-env-lists");
+    let (gossip, web) = (free_port(), free_port());
+    let marker = dir.join("ran");
+    let mut agent = Command::new(BIN)
+        .args(["agent", "--zone", "/env/a"])
+        .env("ASTROLABE_GOSSIP_LISTEN_ADDRESS", format!("127.0.0.1:{gossip}"))
+        .env("ASTROLABE_WEB_LISTEN_ADDRESS", format!("127.0.0.1:{web}"))
+        .env("ASTROLABE_GOSSIP_INTERVAL", "200ms")
+        .env("ASTROLABE_ATTRIBUTE", "team=sre;tags=a,b; weight=5")
+        .env(
+            "ASTROLABE_AGGREGATE",
+            "SELECT count(*) AS sre_hosts WHERE team = 'sre'; SELECT max(weight) AS weight_max, count(tags) AS tagged",
+        )
+        .env(
+            "ASTROLABE_OVERLAY_ACTION",
+            format!("mark=touch {};noop=true", marker.display()),
+        )
+        .env("ASTROLABE_OVERLAY_ACTION_TIMEOUT", "3s")
+        .env("ASTROLABE_NO_COLLECTOR_HOST", "true")
+        .env("ASTROLABE_COLLECTOR_INTERVAL", "1h")
+        .env("ASTROLABE_COLLECTOR_TIMEOUT", "2s")
+        .env("ASTROLABE_COLLECTOR_PROCESS_GROUP", "tests=config-[0-9a-f]{1,64};shells=^(ba|z)sh$")
+        .env("ASTROLABE_COLLECTOR_APPLICATION_IMPORT", "a_total,b_bytes")
+        .env("ASTROLABE_LOG", "warn")
+        .spawn()
+        .unwrap();
+    let mut metrics = String::new();
+    let up = eventually(Duration::from_secs(15), || {
+        metrics = http_get(web, "/metrics").unwrap_or_default();
+        metrics.contains("astrolabe_zone_sre_hosts{zone_path=\"/\"} 1")
+            && metrics.contains("astrolabe_zone_weight_max{zone_path=\"/\"} 5")
+            && metrics.contains("astrolabe_zone_tagged{zone_path=\"/\"} 1")
+    });
+    // The host collectors are off: no host summary is computed.
+    let no_host = !metrics.contains("astrolabe_zone_cpu_utilization_avg");
+    let server = format!("http://127.0.0.1:{web}");
+    let run = |command: &str| run_cli(&["command", "--server", &server, command], &[]);
+    let (mark, noop) = (run("mark"), run("noop"));
+    let zones = http_get(web, "/api/v1/zones").unwrap_or_default();
+    let _ = agent.kill();
+    let _ = agent.wait();
+    assert!(
+        up,
+        "the variables' aggregates and attributes are not served:\n{metrics}"
+    );
+    assert!(
+        no_host,
+        "ASTROLABE_NO_COLLECTOR_HOST=true ran the host collectors"
+    );
+    assert!(mark.ok && noop.ok, "{} {}", mark.stderr, noop.stderr);
+    assert!(
+        marker.exists(),
+        "the action from ASTROLABE_OVERLAY_ACTION did not run"
+    );
+    // The items came apart at `;` only: `tags` kept its comma.
+    assert!(zones.contains("a,b"), "{zones}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// check-config reads the same variables: an item of a list variable that
+/// is wrong is named by the variable's flag, the file's by its key.
+#[test]
+fn check_config_takes_the_variables_over_the_file() {
+    let dir = temp_dir("config-env-check");
+    let file = dir.join("a.toml");
+    std::fs::write(&file, "zone = \"/a/b\"\n[attributes]\nrole = \"web\"\n").unwrap();
+    let check = |variable: &str, value: &str| {
+        run_cli(
+            &[std::ffi::OsStr::new("check-config"), file.as_os_str()],
+            &[(variable, value)],
+        )
+    };
+    let bad = check("ASTROLABE_ATTRIBUTE", "team=sre;oops");
+    assert!(!bad.ok);
+    assert!(
+        bad.stderr.contains("ASTROLABE_ATTRIBUTE") && bad.stderr.contains("\"oops\""),
+        "{}",
+        bad.stderr
+    );
+    let good = check(
+        "ASTROLABE_AGGREGATE",
+        "SELECT count(*) AS a; SELECT count(*) AS b",
+    );
+    assert!(good.ok, "{} {}", good.stdout, good.stderr);
+    // Both aggregates came: 2 columns more than the file's defaults.
+    let defaults = run_cli(
+        &[std::ffi::OsStr::new("check-config"), file.as_os_str()],
+        &[],
+    );
+    let columns = |out: &str| {
+        out.split(" aggregate columns")
+            .next()
+            .and_then(|s| s.rsplit(' ').next())
+            .and_then(|n| n.parse::<usize>().ok())
+    };
+    assert_eq!(
+        columns(&good.stdout),
+        columns(&defaults.stdout).map(|n| n + 2),
+        "{} {}",
+        good.stdout,
+        defaults.stdout
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The keys serde knows in `section` (empty: the top level), from its own
+/// refusal of an unknown key: `unknown field ..., expected one of ...`.
+fn loader_keys(dir: &std::path::Path, section: &str) -> Option<Vec<String>> {
+    let path = dir.join(format!("probe-{section}.toml"));
+    let header = if section.is_empty() {
+        String::new()
+    } else {
+        format!("[{section}]\n")
+    };
+    std::fs::write(&path, format!("{header}not_a_key_of_ours = 1\n")).unwrap();
+    let (_, text) = check(&path);
+    if !text.contains("unknown field") {
+        return None;
+    }
+    // "expected one of `a`, `b`", "expected `a` or `b`", "expected `a`":
+    // the keys are what the backticks hold.
+    let listed = text.split("expected").nth(1)?;
+    Some(
+        listed
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_string)
+            .collect(),
+    )
+}
+
+/// docs/astrolabe.toml is a working configuration that shows, with a
+/// comment, every key the loader takes, and no key it does not.
+#[test]
+fn the_example_configuration_has_every_key_and_passes_check_config() {
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/astrolabe.toml");
+    let (ok, text) = check(&example);
+    assert!(ok, "{text}");
+    // Keys written in the example, set or commented out, by section.
+    let body = std::fs::read_to_string(&example).unwrap();
+    let mut shown: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut section = String::new();
+    let mut block_has_comment = false;
+    for line in body.lines() {
+        if line.trim().is_empty() {
+            block_has_comment = false;
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = name.to_string();
+            shown.entry(section.clone()).or_default();
+            continue;
+        }
+        let setting = line.strip_prefix("# ").unwrap_or(line);
+        let key = setting.split_once(" = ").map(|(k, _)| k).filter(|k| {
+            !k.is_empty()
+                && k.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        });
+        match key {
+            Some(k) => {
+                assert!(
+                    block_has_comment,
+                    "{k} in [{section}] has no comment above it"
+                );
+                shown
+                    .entry(section.clone())
+                    .or_default()
+                    .push(k.to_string());
+            }
+            None if line.starts_with('#') => block_has_comment = true,
+            None => {}
+        }
+    }
+    let dir = temp_dir("config-example");
+    let top = loader_keys(&dir, "").expect("the top-level keys");
+    for key in &top {
+        match loader_keys(&dir, key) {
+            // A section: each of its keys is in the example's section.
+            Some(keys) => {
+                let have = shown.get(key).cloned().unwrap_or_default();
+                for k in &keys {
+                    assert!(
+                        have.contains(k),
+                        "[{key}] {k} is not in docs/astrolabe.toml"
+                    );
+                }
+                for k in &have {
+                    assert!(
+                        keys.contains(k),
+                        "[{key}] {k} in docs/astrolabe.toml is not a key"
+                    );
+                }
+            }
+            // A top-level key, or a table of the user's names
+            // (attributes, actions), shown with an entry.
+            None => assert!(
+                shown.get("").is_some_and(|t| t.contains(key))
+                    || shown.get(key).is_some_and(|t| !t.is_empty()),
+                "{key} is not in docs/astrolabe.toml"
+            ),
+        }
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A second agent cannot take a gossip port an agent holds: it stops with
+/// one line, as for a web port in use, and never joins through it.
+#[test]
+fn a_gossip_port_in_use_is_refused() {
+    let dir = temp_dir("config-port-in-use");
+    let first = Agent::spawn("/p/first", &[], &dir.join("a"), &["--no-collector.host"]);
+    assert!(
+        eventually(Duration::from_secs(10), || first.get("/metrics").is_some()),
+        "the first agent did not start"
+    );
+    let web = free_port();
+    let second = run_cli(
+        &[
+            "agent",
+            "--zone",
+            "/p/second",
+            "--no-collector.host",
+            "--gossip.listen-address",
+            &format!("127.0.0.1:{}", first.gossip),
+            "--web.listen-address",
+            &format!("127.0.0.1:{web}"),
+        ],
+        &[],
+    );
+    assert!(!second.ok, "the second agent started: {}", second.stderr);
+    assert_eq!(
+        second.stderr.trim(),
+        format!(
+            "astrolabe: cannot listen for gossip on 127.0.0.1:{}: Address already in use",
+            first.gossip
+        )
+    );
+    let zones = first.get("/api/v1/zones").unwrap_or_default();
+    assert!(!zones.contains("/p/second"), "{zones}");
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -560,7 +560,7 @@ fn check_config_refuses_a_bad_otlp_section() {
         ),
         (
             "zone = \"/a/b\"\n[otlp]\nendpoint = \"http://c:4317\"\ninterval = \"soon\"\n",
-            "otlp.interval",
+            "[otlp] interval",
         ),
     ] {
         let file = dir.join("bad.toml");

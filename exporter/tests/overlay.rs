@@ -55,6 +55,10 @@ fn queries_and_commands_over_twelve_agents() {
         if [0, 1, 8].contains(&i) {
             extra.extend(["--overlay.action", action.as_str()]);
         }
+        // Only /eu/fra's four hosts have a `tier` column.
+        if i < 4 {
+            extra.extend(["--attribute", "tier=gold"]);
+        }
         let a = Agent::spawn(zone, &seed, &d, &extra);
         if i == 0 {
             seed.push(a.gossip);
@@ -192,6 +196,68 @@ fn queries_and_commands_over_twelve_agents() {
     assert!(!lines.is_empty(), "{body}");
     assert_eq!(lines.last().unwrap()["done"], json!(true), "{body}");
 
+    // A column no host has is an error, not twelve rows of NULL; one that
+    // some hosts lack is answered with a warning that counts them.
+    let (status, v) = query(web, "/", "SELECT host, nosuchcol FROM host", 5000);
+    assert_eq!(status, 400, "{v}");
+    let e = v["error"].as_str().unwrap_or_default();
+    assert!(
+        e.contains("nosuchcol") && e.contains("12 answering hosts"),
+        "{v}"
+    );
+    let (status, v) = query(
+        web,
+        "/",
+        "SELECT host FROM host WHERE tier = 'gold' ORDER BY host",
+        5000,
+    );
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["rows"], json!([["h0"], ["h1"], ["h2"], ["h3"]]), "{v}");
+    assert_eq!(
+        v["warnings"],
+        json!(["column tier: 8 of 12 hosts lack it"]),
+        "{v}"
+    );
+    let (_, v) = query(web, "/eu/fra", "SELECT host, tier FROM host", 5000);
+    assert_eq!(v["warnings"], json!([]), "{v}");
+    // The process table's columns are fixed: an unknown one is refused at once.
+    let (status, v) = query(web, "/", "SELECT nosuchcol FROM process", 5000);
+    assert_eq!(status, 400, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("rss_bytes"),
+        "{v}"
+    );
+    // `query --columns` lists both tables' columns, with how many hosts have each.
+    let server = format!("http://127.0.0.1:{web}");
+    let columns = run_cli(&["query", "--columns", "--server", &server], &[]);
+    let stdout = &columns.stdout;
+    assert!(columns.ok, "{stdout} {}", columns.stderr);
+    let listed: BTreeSet<Vec<&str>> = stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    for row in [
+        ["table_name", "column_name", "data_type", "hosts"],
+        ["host", "tier", "string", "4"],
+        ["host", "work_items", "float", "12"],
+        ["host", "zone", "string", "12"],
+        ["process", "rss_bytes", "int", "12"],
+        ["process", "cmdline", "string", "12"],
+    ] {
+        assert!(listed.contains(row.as_slice()), "{row:?} not in\n{stdout}");
+    }
+    // The CLI shows the warning on stderr, below the table on stdout.
+    let sql = "SELECT count(*) AS n FROM host WHERE tier = 'gold'";
+    let warned = run_cli(&["query", "--server", &server, sql], &[]);
+    assert!(warned.ok, "{}", warned.stderr);
+    assert_eq!(
+        warned.stderr.trim(),
+        "warning: column tier: 8 of 12 hosts lack it"
+    );
+
     // The action runs on exactly the hosts of /eu that configured it.
     let (status, body) = http_post_json(
         web,
@@ -262,21 +328,23 @@ fn queries_and_commands_over_twelve_agents() {
     assert!(!out.status.success());
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     assert!(stderr.contains("HTTP 400"), "{stderr}");
-    let out = Command::new(BIN)
-        .args([
-            "command",
-            "--server",
-            &format!("http://127.0.0.1:{web}"),
-            "--zone",
-            "/us",
-            "touch-it",
-        ])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let server = format!("http://127.0.0.1:{web}");
+    let touched = run_cli(
+        &["command", "--server", &server, "--zone", "/us", "touch-it"],
+        &[],
+    );
     assert!(
-        stdout.contains("ok: 1, failed: 0, not configured: 3"),
-        "{stdout}"
+        touched
+            .stdout
+            .contains("ok: 1, failed: 0, not configured: 3"),
+        "{}",
+        touched.stdout
+    );
+    // Scripts can tell: three hosts had no such action, so it failed.
+    assert!(!touched.ok, "{}", touched.stdout);
+    assert_eq!(
+        touched.stderr.trim(),
+        "astrolabe: touch-it did not run on 3 of 4 hosts (failed 0, not configured 3, refused 0)"
     );
 
     // Kill two; their rows still look alive. A long query comes back
@@ -361,26 +429,15 @@ fn count_lines(agent: &Agent, level: &str, message: &str) -> usize {
         .count()
 }
 
-/// `astrolabe command --zone / ARGS...` through the CLI; its stdout.
-fn command_cli(web: u16, args: &[&str]) -> String {
-    let out = Command::new(BIN)
-        .args([
-            "command",
-            "--server",
-            &format!("http://127.0.0.1:{web}"),
-            "--zone",
-            "/",
-        ])
-        .args(args)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "{stdout} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+/// `astrolabe command --zone / ARGS...` through the CLI, which must exit
+/// 0 exactly when every host ran it (`ran`); its stdout.
+fn command_cli(web: u16, args: &[&str], ran: bool) -> String {
+    let server = format!("http://127.0.0.1:{web}");
+    let mut argv = vec!["command", "--server", &server, "--zone", "/"];
+    argv.extend(args);
+    let out = run_cli(&argv, &[]);
+    assert_eq!(out.ok, ran, "{args:?}: {} {}", out.stdout, out.stderr);
+    out.stdout
 }
 
 /// A datagram no agent can decode: dropped, with a debug line.
@@ -435,7 +492,7 @@ fn built_in_commands_collect_and_set_log_level_on_every_host() {
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(work_items(web), before);
     // ...until `collect`, after which the very next query sees the new ones.
-    let out = command_cli(web, &["collect"]);
+    let out = command_cli(web, &["collect"], true);
     assert!(out.contains("ok: 4, failed: 0, not configured: 0"), "{out}");
     assert_eq!(
         work_items(web),
@@ -456,12 +513,12 @@ fn built_in_commands_collect_and_set_log_level_on_every_host() {
     for a in &agents {
         send_garbage(a);
     }
-    let out = command_cli(web, &["nothing-here"]);
+    let out = command_cli(web, &["nothing-here"], false);
     assert!(out.contains("ok: 0, failed: 0, not configured: 4"), "{out}");
     for a in &agents {
         assert_eq!(count_lines(a, "INFO", "command not configured here"), 1);
     }
-    let out = command_cli(web, &["set-log-level", "debug"]);
+    let out = command_cli(web, &["set-log-level", "debug"], true);
     assert!(out.contains("ok: 4, failed: 0, not configured: 0"), "{out}");
     for a in &agents {
         let lines = log_lines(a);
@@ -487,15 +544,37 @@ fn built_in_commands_collect_and_set_log_level_on_every_host() {
             .all(|a| count_lines(a, "DEBUG", "datagram dropped") >= 1)
     });
     assert!(logged, "no debug line after set-log-level debug");
+    // A word that is no level, or no argument, is refused on every host
+    // with the reason, and the level stays debug.
+    let out = command_cli(web, &["set-log-level", "loud"], false);
+    assert!(out.contains("ok: 0, failed: 4"), "{out}");
+    assert!(out.contains("\"loud\" is not a log level"), "{out}");
+    let out = command_cli(web, &["set-log-level"], false);
+    assert!(out.contains("ok: 0, failed: 4"), "{out}");
+    assert!(out.contains("takes one level"), "{out}");
+    let before: Vec<usize> = agents
+        .iter()
+        .map(|a| count_lines(a, "DEBUG", "datagram dropped"))
+        .collect();
+    for a in &agents {
+        send_garbage(a);
+    }
+    let still_debug = eventually(Duration::from_secs(10), || {
+        agents
+            .iter()
+            .zip(&before)
+            .all(|(a, n)| count_lines(a, "DEBUG", "datagram dropped") > *n)
+    });
+    assert!(still_debug, "a refused level changed the log level");
 
     // Back to warn: info lines stop (the unconfigured command runs again,
     // its info line does not appear), the command itself is still logged.
-    let out = command_cli(web, &["set-log-level", "warn"]);
+    let out = command_cli(web, &["set-log-level", "warn"], true);
     assert!(out.contains("ok: 4, failed: 0, not configured: 0"), "{out}");
-    let out = command_cli(web, &["nothing-here"]);
+    let out = command_cli(web, &["nothing-here"], false);
     assert!(out.contains("not configured: 4"), "{out}");
     for a in &agents {
-        assert_eq!(count_lines(a, "WARN", "set-log-level requested"), 2);
+        assert_eq!(count_lines(a, "WARN", "set-log-level requested"), 4);
         assert_eq!(
             count_lines(a, "INFO", "command not configured here"),
             1,
@@ -504,6 +583,6 @@ fn built_in_commands_collect_and_set_log_level_on_every_host() {
         );
     }
     // A bad level is refused on every host and changes nothing.
-    let out = command_cli(web, &["set-log-level", "[not a filter"]);
+    let out = command_cli(web, &["set-log-level", "[not a filter"], false);
     assert!(out.contains("ok: 0, failed: 4"), "{out}");
 }

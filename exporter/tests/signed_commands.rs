@@ -49,12 +49,25 @@ fn now_ms() -> u64 {
 }
 
 /// `astrolabe command --key KEY` run against `server`: its JSON answer.
+/// It exits 0 exactly when every host that answered ran the command.
 fn command_via_cli(server: &str, zone: &str, key: &Path, command: &str) -> Value {
     let key = key.to_str().unwrap();
     let args = [
         "command", "--server", server, "--zone", zone, "--json", "--key", key, command,
     ];
-    serde_json::from_slice(&run_ok(&args)).unwrap()
+    let ran = run_cli(&args, &[]);
+    let v: Value = serde_json::from_str(&ran.stdout).unwrap();
+    let not_run = ["failed", "refused", "not_configured"]
+        .iter()
+        .map(|k| v[k].as_u64().unwrap_or(0))
+        .sum::<u64>();
+    assert_eq!(
+        ran.ok,
+        not_run == 0 && v["ok"].as_u64() > Some(0),
+        "{v} {}",
+        ran.stderr
+    );
+    v
 }
 
 /// A signed command body as `astrolabe command --key` sends it.

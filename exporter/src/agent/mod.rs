@@ -1,6 +1,7 @@
 //! The agent: the engine under tokio, fed by the UDP socket, a timer and
 //! the collectors, publishing a snapshot for the HTTP endpoint.
 
+mod absent;
 mod leaf;
 
 use std::net::SocketAddr;
@@ -65,23 +66,21 @@ pub fn id_from_zone(zone: &ZonePath) -> AgentId {
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
-    #[error("cannot bind the gossip socket {addr}")]
-    Bind {
-        addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("cannot listen for HTTP on {addr}")]
+    // Transparent: `{0}` with a source would print the message twice.
+    #[error(transparent)]
+    Bind(#[from] transport::BindError),
+    #[error("cannot listen for HTTP on {addr}: {reason}")]
     Web {
         addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
+        reason: String,
+        /// Kept out of the error chain: `reason` already says it, once.
+        error: std::io::Error,
     },
     #[error("{0}")]
     WebConfig(String),
-    #[error("{0}")]
+    #[error(transparent)]
     Aggregate(#[from] crate::aggregate::AggregateError),
-    #[error("{0}")]
+    #[error(transparent)]
     Engine(#[from] crate::engine::EngineError),
     #[error("the gossip socket listens on {0}, which peers cannot reach; set --gossip.advertise-address")]
     Unadvertisable(SocketAddr),
@@ -198,6 +197,32 @@ fn wall_ms() -> u64 {
 /// Zone summaries every agent computes from the host collectors' attributes.
 pub const HOST_AGGREGATES: &str = "SELECT avg(cpu_utilization) AS cpu_utilization_avg, max(cpu_utilization) AS cpu_utilization_max, quantile(0.95, cpu_utilization) AS cpu_utilization_p95, avg(memory_used_ratio) AS memory_used_ratio_avg, max(memory_used_ratio) AS memory_used_ratio_max, quantile(0.95, memory_used_ratio) AS memory_used_ratio_p95, max(load1) AS load1_max, avg(load1) AS load1_avg, sum(memory_available_bytes) AS memory_available_bytes_all, sum(processes_running) AS processes_running_all, min(filesystem_root_free_ratio) AS filesystem_root_free_ratio_min, sum(network_receive_bytes_per_second) AS network_receive_bytes_per_second_all, sum(network_transmit_bytes_per_second) AS network_transmit_bytes_per_second_all";
 
+/// Says at start-up what the agent's security leaves open: unauthenticated
+/// gossip, unsigned commands. The caller says it, once per process: the
+/// demo's nine agents share one warning.
+pub fn log_security(
+    gossip_security: Option<&GossipSecurity>,
+    trusted_keys: &crate::security::TrustedKeys,
+    gossip_addr: SocketAddr,
+) {
+    match gossip_security {
+    Some(sec) => {
+        tracing::info!(keys = ?sec.fingerprints(), "gossip is encrypted and authenticated")
+    }
+    None => tracing::warn!(
+        "GOSSIP IS UNAUTHENTICATED AND UNENCRYPTED: anyone who can reach {gossip_addr} can read and forge this cluster's state; set --gossip.key or --gossip.keyring-file (astrolabe keys generate)"
+    ),
+}
+
+    if trusted_keys.is_empty() {
+        tracing::warn!(
+        "COMMANDS ARE UNSIGNED: any client of the command API, and any holder of the gossip key, can make this agent run its configured actions, collect or set-log-level (and no aggregate certificate can be applied); set --security.trusted-key (astrolabe operator-key generate)"
+    );
+    } else {
+        tracing::info!(keys = ?trusted_keys.describe(), "commands need an operator signature by one of these keys");
+    }
+}
+
 pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
     let system: &[&str] = if opts.host_collectors {
         &[HOST_AGGREGATES]
@@ -205,13 +230,11 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
         &[]
     };
     let aggregates = Arc::new(AggregateSet::with_system(system, &opts.aggregates)?);
-    let socket = transport::bind(opts.listen).map_err(|source| AgentError::Bind {
+    let socket = transport::bind(opts.listen)?;
+    let gossip_addr = socket.local_addr().map_err(|error| transport::BindError {
         addr: opts.listen,
-        source,
-    })?;
-    let gossip_addr = socket.local_addr().map_err(|source| AgentError::Bind {
-        addr: opts.listen,
-        source,
+        reason: transport::os_reason(&error),
+        error,
     })?;
     let advertise = match opts.advertise {
         Some(a) => a,
@@ -241,9 +264,10 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
             refusals: signatures.clone(),
         },
     ));
-    if let Some(sec) = &opts.gossip_security {
-        app = app.merge(crate::http::keys::router(sec.clone()));
-    }
+    app = app.merge(match &opts.gossip_security {
+        Some(sec) => crate::http::keys::router(sec.clone()),
+        None => crate::http::keys::no_keyring_router(),
+    });
     let limit_counters = Arc::new(crate::engine::LimitCounters::default());
     let shed = {
         let (max, counters) = (opts.limits.http_requests, limit_counters.clone());
@@ -261,9 +285,10 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
         .map_err(|e| AgentError::WebConfig(e.to_string()))?,
         None => crate::http::serve_router(opts.web_listen, shed(app))
             .await
-            .map_err(|source| AgentError::Web {
+            .map_err(|error| AgentError::Web {
                 addr: opts.web_listen,
-                source,
+                reason: transport::os_reason(&error),
+                error,
             })?,
     };
 
@@ -293,22 +318,6 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
         .collect();
     let mut engine = Engine::new(cfg, aggregates, static_attrs.clone(), now())?;
     tracing::info!(zone = %opts.zone, id = opts.id, gossip = %gossip_addr, advertise = %advertise, web = %web_addr, seeds = ?opts.seeds, "agent started");
-    match &opts.gossip_security {
-        Some(sec) => {
-            tracing::info!(keys = ?sec.fingerprints(), "gossip is encrypted and authenticated")
-        }
-        None => tracing::warn!(
-            "GOSSIP IS UNAUTHENTICATED AND UNENCRYPTED: anyone who can reach {gossip_addr} can read and forge this cluster's state; set --gossip.key or --gossip.keyring-file (astrolabe keys generate)"
-        ),
-    }
-
-    if opts.trusted_keys.is_empty() {
-        tracing::warn!(
-            "COMMANDS ARE UNSIGNED: any client of the command API, and any holder of the gossip key, can make this agent run its configured actions, collect or set-log-level (and no aggregate certificate can be applied); set --security.trusted-key (astrolabe operator-key generate)"
-        );
-    } else {
-        tracing::info!(keys = ?opts.trusted_keys.describe(), "commands need an operator signature by one of these keys");
-    }
     let command_guard = crate::security::command::CommandGuard::new(
         opts.trusted_keys.clone(),
         opts.signature_window.as_millis() as u64,
@@ -406,6 +415,8 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
         command_guard,
         opts.limits.pending_queries,
     );
+    let mut absent =
+        absent::AbsentAttributes::new(&opts.aggregates, opts.interval.as_millis() as u64);
     let task = tokio::spawn(async move {
         let mut host: Arc<Vec<MetricFamily>> = Arc::new(Vec::new());
         let mut buf = vec![0u8; 65_536];
@@ -455,7 +466,10 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
                         Vec::new()
                     }
                 },
-                _ = tokio::time::sleep(wait) => engine.tick(now()),
+                _ = tokio::time::sleep(wait) => {
+                    absent.due(&engine, now().mono_ms);
+                    engine.tick(now())
+                }
                 _ = tokio::time::sleep(overlay_wait), if overlay_next != u64::MAX => {
                     let dir = crate::overlay::Tables(engine.tables());
                     overlay_effects = overlay.overlay.tick(now().mono_ms, &dir);
@@ -475,6 +489,7 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
                     match engine.install_certificate(now(), cert) {
                         Ok(effects) => {
                             let _ = verdict.send(Ok(()));
+                            absent.due(&engine, now().mono_ms);
                             effects
                         }
                         Err(e) => {
@@ -497,6 +512,7 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
                 Some((attrs, families, collected)) = attrs_rx.recv() => {
                     host = families;
                     let effects = engine.set_attributes(now(), attrs);
+                    absent.collected();
                     // The fresh sample is this agent's row now: tell the
                     // `collect` commands waiting for it.
                     for done in collected {

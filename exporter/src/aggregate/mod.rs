@@ -13,6 +13,7 @@ pub mod ddsketch;
 mod expr;
 pub mod hll;
 mod parse;
+mod reads;
 mod state;
 
 use std::collections::BTreeMap;
@@ -24,6 +25,7 @@ pub use parse::{Column, Func, Select, MAX_ITEMS};
 // The on-demand query language (overlay) plans its WHERE and aggregate
 // functions with the same code, so both languages agree.
 pub(crate) use parse::{bare_keyword_column, plan_expr, plan_function};
+pub use reads::{Absent, Reads};
 pub use state::{value_hash, State};
 
 use crate::zone::{Attributes, Value, ATTR_CONTACTS, ATTR_MEMBERS};

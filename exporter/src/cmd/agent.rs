@@ -18,10 +18,89 @@ struct AgentOnly {
 }
 
 impl AgentArgs {
-    fn parse_from<I: IntoIterator<Item = &'static str>>(it: I) -> AgentArgs {
-        AgentOnly::parse_from(it).args
+    /// The defaults and the `ASTROLABE_*` environment, as `agent` alone
+    /// would see them, with the matches that say where each value came from.
+    fn from_environment() -> anyhow::Result<(AgentArgs, clap::ArgMatches)> {
+        use clap::{CommandFactory, FromArgMatches};
+        let matches = AgentOnly::command()
+            .try_get_matches_from(["agent"])
+            .map_err(|e| anyhow::anyhow!("{}", e.to_string().lines().next().unwrap_or("")))?;
+        let mut args = AgentOnly::from_arg_matches(&matches)?.args;
+        args.note_environment(&matches);
+        Ok((args, matches))
+    }
+
+    /// Lists whose items can hold commas (SQL, regexes, command lines,
+    /// attribute values) take one item per flag on the command line; in
+    /// their variable the items are separated by `;`.
+    /// Also notes which settings came from the environment, for `named`.
+    pub fn note_environment(&mut self, matches: &clap::ArgMatches) {
+        let from_env =
+            |id: &str| matches.value_source(id) == Some(clap::parser::ValueSource::EnvVariable);
+        self.from_env = matches
+            .ids()
+            .map(|id| id.as_str().to_string())
+            .filter(|id| from_env(id))
+            .collect();
+        for (id, list) in [
+            ("aggregates", &mut self.aggregates),
+            ("attributes", &mut self.attributes),
+            ("process_groups", &mut self.process_groups),
+            ("actions", &mut self.actions),
+        ] {
+            if from_env(id) {
+                *list = list
+                    .iter()
+                    .flat_map(|v| v.split(ENV_LIST_SEPARATOR))
+                    .map(str::trim)
+                    .filter(|v| !v.is_empty())
+                    .map(str::to_string)
+                    .collect();
+            }
+        }
+    }
+
+    /// How an error names a setting: the file's key if its value came from
+    /// the file, else its flag.
+    fn named(&self, id: &'static str) -> String {
+        let (flag, key) = match id {
+            "zone" => ("--zone", "zone"),
+            "seeds" => ("--gossip.seed", "[gossip] seeds"),
+            "gossip_key" => ("--gossip.key", "[gossip] key"),
+            "gossip_keyring_file" => ("--gossip.keyring-file", "[gossip] keyring_file"),
+            "attributes" => ("--attribute", "[attributes]"),
+            "aggregates" => ("--aggregate", "aggregates"),
+            "process_groups" => ("--collector.process.group", "[collector] process_groups"),
+            "trusted_keys" => ("--security.trusted-key", "[security] trusted_keys"),
+            "otlp_endpoint" => ("--otlp.endpoint", "[otlp] endpoint"),
+            "otlp_protocol" => ("--otlp.protocol", "[otlp] protocol"),
+            "log_format" => ("--log.format", "[log] format"),
+            other => (other, other),
+        };
+        if self.from_env.contains(id) {
+            use clap::CommandFactory;
+            let variable = AgentOnly::command()
+                .get_arguments()
+                .find(|a| a.get_id() == id)
+                .and_then(|a| a.get_env())
+                .map(|v| v.to_string_lossy().into_owned());
+            if let Some(v) = variable {
+                return v;
+            }
+        }
+        match (&self.config_file, self.from_file.contains(id)) {
+            (Some(path), true) => format!("{}: {key}", path.display()),
+            _ => flag.to_string(),
+        }
     }
 }
+
+/// What `--log.format` takes.
+const LOG_FORMATS: [&str; 2] = ["text", "json"];
+
+/// Separates the items of `ASTROLABE_AGGREGATE`, `ASTROLABE_ATTRIBUTE`,
+/// `ASTROLABE_COLLECTOR_PROCESS_GROUP` and `ASTROLABE_OVERLAY_ACTION`.
+pub const ENV_LIST_SEPARATOR: char = ';';
 
 use crate::agent::{id_from_zone, start, AgentOptions};
 use crate::zone::{Value, ZonePath};
@@ -109,37 +188,51 @@ pub struct AgentArgs {
         env = "ASTROLABE_COLLECTOR_APPLICATION_URL"
     )]
     pub application_url: Option<String>,
-    /// A metric of that endpoint to import (repeatable); unlabeled ones become attributes.
-    #[arg(long = "collector.application.import", value_delimiter = ',')]
+    /// A metric of that endpoint to import (repeatable, or comma-separated); unlabeled ones become attributes.
+    #[arg(
+        long = "collector.application.import",
+        env = "ASTROLABE_COLLECTOR_APPLICATION_IMPORT",
+        value_delimiter = ','
+    )]
     pub application_import: Vec<String>,
-    /// A process group to report, name=regex on the process name or command line (repeatable).
-    #[arg(long = "collector.process.group")]
+    /// A process group to report, name=regex on the process name or command line (repeatable; in the variable, separated by ;).
+    #[arg(
+        long = "collector.process.group",
+        env = "ASTROLABE_COLLECTOR_PROCESS_GROUP"
+    )]
     pub process_groups: Vec<String>,
-    /// An action the overlay may run here, name=program args (repeatable),
+    /// An action the overlay may run here, name=program args (repeatable; in the variable, separated by ;),
     /// e.g. 'restart-app=systemctl restart app'; none runs unless configured.
-    #[arg(long = "overlay.action")]
+    #[arg(long = "overlay.action", env = "ASTROLABE_OVERLAY_ACTION")]
     pub actions: Vec<String>,
     /// Actions from the file's `[actions]` table.
     #[arg(skip)]
     pub file_actions: Vec<(String, Vec<String>)>,
+    /// Settings (by argument id) whose value came from the file, so that
+    /// an error names the file's key rather than a flag nobody gave.
+    #[arg(skip)]
+    pub from_file: std::collections::BTreeSet<&'static str>,
+    /// Settings (by argument id) given by their `ASTROLABE_*` variable.
+    #[arg(skip)]
+    pub from_env: std::collections::BTreeSet<String>,
     /// Longest an action may run before it is killed and reported failed.
-    #[arg(long = "overlay.action-timeout", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long = "overlay.action-timeout", env = "ASTROLABE_OVERLAY_ACTION_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub action_timeout: Duration,
     /// Longest a collector may take before it is reported failed.
-    #[arg(long = "collector.timeout", default_value = "5s", value_parser = parse_duration)]
+    #[arg(long = "collector.timeout", env = "ASTROLABE_COLLECTOR_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub collector_timeout: Duration,
     /// How often the collectors sample (default: every gossip round); the
     /// `collect` command samples at once in between.
-    #[arg(long = "collector.interval", value_parser = parse_duration)]
+    #[arg(long = "collector.interval", env = "ASTROLABE_COLLECTOR_INTERVAL", value_parser = parse_duration)]
     pub collector_interval: Option<Duration>,
     /// Do not run the host collectors (cpu, memory, load, network, disks, filesystems, pressure, processes).
-    #[arg(long = "no-collector.host")]
+    #[arg(long = "no-collector.host", env = "ASTROLABE_NO_COLLECTOR_HOST")]
     pub no_host_collectors: bool,
-    /// An aggregate applied at every level, e.g. 'SELECT max(load1) AS load1_peak' (repeatable).
-    #[arg(long = "aggregate")]
+    /// An aggregate applied at every level, e.g. 'SELECT max(load1) AS load1_peak' (repeatable; in the variable, separated by ;).
+    #[arg(long = "aggregate", env = "ASTROLABE_AGGREGATE")]
     pub aggregates: Vec<String>,
-    /// A static attribute of this agent's row, k=v (repeatable).
-    #[arg(long = "attribute")]
+    /// A static attribute of this agent's row, k=v (repeatable; in the variable, separated by ;).
+    #[arg(long = "attribute", env = "ASTROLABE_ATTRIBUTE")]
     pub attributes: Vec<String>,
     /// OTLP endpoint to push metrics to, e.g. http://collector:4317 (off when unset).
     #[arg(long = "otlp.endpoint", env = "ASTROLABE_OTLP_ENDPOINT")]
@@ -232,7 +325,8 @@ fn resolve_seed(seed: &str) -> anyhow::Result<SocketAddr> {
 }
 
 /// Fills the arguments the command line and environment left unset from
-/// the configuration file: flag > env > file > default.
+/// the configuration file: flag > env > file > default. Values read here
+/// are checked here, so that errors name the file's key.
 pub fn apply_file(args: &mut AgentArgs, matches: Option<&clap::ArgMatches>) -> anyhow::Result<()> {
     let Some(path) = args.config_file.clone() else {
         return Ok(());
@@ -255,12 +349,17 @@ pub fn apply_file(args: &mut AgentArgs, matches: Option<&clap::ArgMatches>) -> a
             .map(|v| parse_duration(&v).map_err(|e| at(format!("{key}: {e}"))))
             .transpose()
     };
-    if args.zone.is_none() {
+    let taken = &mut args.from_file;
+    let mut take = |id: &'static str| {
+        taken.insert(id);
+    };
+    if args.zone.is_none() && file.zone.is_some() {
         args.zone = file.zone;
+        take("zone");
     }
     for (name, argv) in file.actions {
         if argv.is_empty() {
-            return Err(at(format!("actions.{name}: the command is empty")));
+            return Err(at(format!("[actions] {name}: the command is empty")));
         }
         args.file_actions.push((name, argv));
     }
@@ -274,49 +373,53 @@ pub fn apply_file(args: &mut AgentArgs, matches: Option<&clap::ArgMatches>) -> a
     {
         args.gossip_listen = v
             .parse()
-            .map_err(|_| at(format!("gossip.listen_address {v:?} is not host:port")))?;
+            .map_err(|_| at(format!("[gossip] listen_address {v:?} is not host:port")))?;
     }
     if args.gossip_advertise.is_none() {
         if let Some(v) = file.gossip.advertise_address {
             args.gossip_advertise = Some(
                 v.parse()
-                    .map_err(|_| at(format!("gossip.advertise_address {v:?} is not ip:port")))?,
+                    .map_err(|_| at(format!("[gossip] advertise_address {v:?} is not ip:port")))?,
             );
         }
     }
-    if args.seeds.is_empty() {
+    if args.seeds.is_empty() && !file.gossip.seeds.is_empty() {
         args.seeds = file.gossip.seeds;
+        take("seeds");
     }
-    if args.trusted_keys.is_empty() {
+    if args.trusted_keys.is_empty() && !file.security.trusted_keys.is_empty() {
         args.trusted_keys = file.security.trusted_keys;
+        take("trusted_keys");
     }
     if let Some(d) = duration(
         file.security.signature_window,
         "signature_window",
-        "security.signature_window",
+        "[security] signature_window",
     )? {
         args.signature_window = d;
     }
-    if args.gossip_key.is_none() {
+    if args.gossip_key.is_none() && file.gossip.key.is_some() {
         args.gossip_key = file.gossip.key;
+        take("gossip_key");
     }
-    if args.gossip_keyring_file.is_none() {
+    if args.gossip_keyring_file.is_none() && file.gossip.keyring_file.is_some() {
         args.gossip_keyring_file = file.gossip.keyring_file;
+        take("gossip_keyring_file");
     }
     if let Some(d) = duration(
         file.gossip.replay_window,
         "gossip_replay_window",
-        "gossip.replay_window",
+        "[gossip] replay_window",
     )? {
         args.gossip_replay_window = d;
     }
-    if let Some(d) = duration(file.gossip.interval, "interval", "gossip.interval")? {
+    if let Some(d) = duration(file.gossip.interval, "interval", "[gossip] interval")? {
         args.interval = d;
     }
     if let Some(v) = file.web.listen_address.filter(|_| defaulted("web_listen")) {
         args.web_listen = v
             .parse()
-            .map_err(|_| at(format!("web.listen_address {v:?} is not host:port")))?;
+            .map_err(|_| at(format!("[web] listen_address {v:?} is not host:port")))?;
     }
     if args.web_config_file.is_none() {
         args.web_config_file = file.web.config_file;
@@ -335,18 +438,29 @@ pub fn apply_file(args: &mut AgentArgs, matches: Option<&clap::ArgMatches>) -> a
         args.collector_interval = duration(
             file.collector.interval,
             "collector_interval",
-            "collector.interval",
+            "[collector] interval",
         )?;
     }
     if let Some(d) = duration(
         file.collector.timeout,
         "collector_timeout",
-        "collector.timeout",
+        "[collector] timeout",
     )? {
         args.collector_timeout = d;
     }
-    if !args.no_host_collectors {
-        args.no_host_collectors = file.collector.host == Some(false);
+    if let Some(d) = duration(
+        file.overlay.action_timeout,
+        "action_timeout",
+        "[overlay] action_timeout",
+    )? {
+        args.action_timeout = d;
+    }
+    if let Some(host) = file
+        .collector
+        .host
+        .filter(|_| defaulted("no_host_collectors"))
+    {
+        args.no_host_collectors = !host;
     }
     if args.application_url.is_none() {
         args.application_url = file.collector.application_url;
@@ -354,10 +468,15 @@ pub fn apply_file(args: &mut AgentArgs, matches: Option<&clap::ArgMatches>) -> a
     if args.application_import.is_empty() {
         args.application_import = file.collector.application_import;
     }
-    if args.aggregates.is_empty() {
-        args.aggregates = file.aggregates;
+    if args.process_groups.is_empty() && !file.collector.process_groups.is_empty() {
+        args.process_groups = file.collector.process_groups;
+        take("process_groups");
     }
-    if args.attributes.is_empty() {
+    if args.aggregates.is_empty() && !file.aggregates.is_empty() {
+        args.aggregates = file.aggregates;
+        take("aggregates");
+    }
+    if args.attributes.is_empty() && !file.attributes.is_empty() {
         crate::http::names::check_configured(file.attributes.keys().map(String::as_str))
             .map_err(|e| at(format!("[attributes]: {e}")))?;
         for (k, v) in file.attributes {
@@ -367,18 +486,22 @@ pub fn apply_file(args: &mut AgentArgs, matches: Option<&clap::ArgMatches>) -> a
             };
             args.attributes.push(format!("{k}={text}"));
         }
+        take("attributes");
     }
-    if args.otlp_endpoint.is_none() {
+    if args.otlp_endpoint.is_none() && file.otlp.endpoint.is_some() {
         args.otlp_endpoint = file.otlp.endpoint;
+        take("otlp_endpoint");
     }
     if let Some(v) = file.otlp.protocol.filter(|_| defaulted("otlp_protocol")) {
         args.otlp_protocol = v;
+        take("otlp_protocol");
     }
-    if let Some(d) = duration(file.otlp.interval, "otlp_interval", "otlp.interval")? {
+    if let Some(d) = duration(file.otlp.interval, "otlp_interval", "[otlp] interval")? {
         args.otlp_interval = d;
     }
     if let Some(v) = file.log.format.filter(|_| defaulted("log_format")) {
         args.log_format = v;
+        take("log_format");
     }
     if let Some(v) = file
         .web
@@ -386,7 +509,7 @@ pub fn apply_file(args: &mut AgentArgs, matches: Option<&clap::ArgMatches>) -> a
         .filter(|_| defaulted("web_max_requests"))
     {
         if v == 0 {
-            return Err(at("web.max_requests: must be at least 1".into()));
+            return Err(at("[web] max_requests: must be at least 1".into()));
         }
         args.web_max_requests = v;
     }
@@ -423,21 +546,31 @@ pub fn apply_file(args: &mut AgentArgs, matches: Option<&clap::ArgMatches>) -> a
 }
 
 pub fn options(args: &AgentArgs) -> anyhow::Result<AgentOptions> {
+    if !LOG_FORMATS.contains(&args.log_format.as_str()) {
+        bail!(
+            "{} {:?}: use text or json",
+            args.named("log_format"),
+            args.log_format
+        );
+    }
     let zone_text = args
         .zone
         .clone()
         .unwrap_or_else(|| format!("/local/{}", hostname()));
-    let zone = ZonePath::parse(&zone_text).with_context(|| "--zone")?;
+    let zone = ZonePath::parse(&zone_text).with_context(|| args.named("zone"))?;
     if zone.is_root() {
-        bail!("--zone: an agent's zone must be below the root, like /local/host1");
+        bail!(
+            "{}: an agent's zone must be below the root, like /local/host1",
+            args.named("zone")
+        );
     }
     let mut attributes = Vec::new();
     for a in &args.attributes {
         let Some((k, v)) = a.split_once('=') else {
-            bail!("--attribute {a:?}: expected name=value");
+            bail!("{} {a:?}: expected name=value", args.named("attributes"));
         };
         if k.is_empty() {
-            bail!("--attribute {a:?}: the name is empty");
+            bail!("{} {a:?}: the name is empty", args.named("attributes"));
         }
         attributes.push((k.to_string(), Value::parse_literal(v)));
     }
@@ -445,7 +578,7 @@ pub fn options(args: &AgentArgs) -> anyhow::Result<AgentOptions> {
         .map_err(|e| anyhow::anyhow!("--attribute: {e}"))?;
     for g in &args.process_groups {
         astrolabe_collectors::ProcessGroup::parse(g)
-            .map_err(|e| anyhow::anyhow!("--collector.process.group: {e}"))?;
+            .map_err(|e| anyhow::anyhow!("{}: {e}", args.named("process_groups")))?;
     }
     let mut actions = crate::overlay::actions::Actions {
         defined: Default::default(),
@@ -462,13 +595,18 @@ pub fn options(args: &AgentArgs) -> anyhow::Result<AgentOptions> {
     let seeds = args
         .seeds
         .iter()
-        .map(|s| resolve_seed(s))
+        .map(|s| resolve_seed(s).with_context(|| args.named("seeds")))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let keyring_setting = if args.gossip_keyring_file.is_some() {
+        "gossip_keyring_file"
+    } else {
+        "gossip_key"
+    };
     let gossip_security = crate::transport::crypto::load_keyring(
         args.gossip_key.as_deref(),
         args.gossip_keyring_file.as_deref(),
     )
-    .map_err(|e| anyhow::anyhow!("gossip keyring: {e}"))?
+    .map_err(|e| anyhow::anyhow!("{}: {e}", args.named(keyring_setting)))?
     .map(|ring| {
         std::sync::Arc::new(crate::transport::crypto::GossipSecurity::new(
             ring,
@@ -477,7 +615,7 @@ pub fn options(args: &AgentArgs) -> anyhow::Result<AgentOptions> {
         ))
     });
     let trusted_keys = crate::security::TrustedKeys::parse(&args.trusted_keys)
-        .map_err(|e| anyhow::anyhow!("--security.trusted-key: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("{}: {e}", args.named("trusted_keys")))?;
     Ok(AgentOptions {
         trusted_keys,
         signature_window: args.signature_window,
@@ -524,9 +662,22 @@ pub fn otlp_options(args: &AgentArgs) -> anyhow::Result<Option<crate::otel::Otlp
     else {
         return Ok(None);
     };
-    let protocol: crate::otel::Protocol = args.otlp_protocol.parse()?;
+    use crate::otel::OtlpError;
+    // The OTLP errors name the flags; say the file's key where it came from.
+    let protocol: crate::otel::Protocol = args.otlp_protocol.parse().map_err(|e| match e {
+        OtlpError::Protocol(p) => anyhow::anyhow!(
+            "{} {p:?}: use grpc or http/protobuf",
+            args.named("otlp_protocol")
+        ),
+        other => other.into(),
+    })?;
     let opts = crate::otel::OtlpOptions::new(endpoint, protocol, args.otlp_interval);
-    opts.signal_endpoint()?;
+    opts.signal_endpoint().map_err(|e| match e {
+        OtlpError::Endpoint { endpoint, reason } => {
+            anyhow::anyhow!("{} {endpoint:?}: {reason}", args.named("otlp_endpoint"))
+        }
+        other => other.into(),
+    })?;
     Ok(Some(opts))
 }
 
@@ -539,9 +690,17 @@ impl Drop for AbortOnDrop {
     }
 }
 
-pub fn init_logging(format: &str) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("ASTROLABE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+/// Logging to stderr at `ASTROLABE_LOG` (default `default_level`), which
+/// is refused unless it is a level or `target=level` directives.
+pub fn init_logging(format: &str, default_level: &str) -> anyhow::Result<()> {
+    let level = std::env::var("ASTROLABE_LOG")
+        .ok()
+        .filter(|l| !l.trim().is_empty());
+    if let Some(l) = &level {
+        crate::overlay::log_filter::check(l).map_err(|e| anyhow::anyhow!("ASTROLABE_LOG: {e}"))?;
+    }
+    let filter = tracing_subscriber::EnvFilter::try_new(level.as_deref().unwrap_or(default_level))
+        .map_err(|e| anyhow::anyhow!("ASTROLABE_LOG: {e}"))?;
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -575,18 +734,19 @@ fn install_log_reloader<S: 'static>(
     }));
 }
 
-/// `astrolabe check-config FILE`: everything `agent` would refuse, without starting.
+/// `astrolabe check-config FILE`: everything `agent` would refuse, without
+/// starting, with the same `ASTROLABE_*` variables over the file.
 pub fn check_config(path: PathBuf) -> anyhow::Result<()> {
-    let mut args = AgentArgs::parse_from(["agent"]);
+    let (mut args, matches) = AgentArgs::from_environment()?;
     args.config_file = Some(path.clone());
-    apply_file(&mut args, None)?;
-    let opts = options(&args).map_err(|e| anyhow::anyhow!("{}: {e:#}", path.display()))?;
-    otlp_options(&args).map_err(|e| anyhow::anyhow!("{}: {e:#}", path.display()))?;
+    apply_file(&mut args, Some(&matches))?;
+    let opts = options(&args)?;
+    otlp_options(&args)?;
     let set = crate::aggregate::AggregateSet::with_system(
         &[crate::agent::HOST_AGGREGATES],
         &opts.aggregates,
     )
-    .map_err(|e| anyhow::anyhow!("{}: aggregates: {e}", path.display()))?;
+    .map_err(|e| anyhow::anyhow!("{}: {e}", args.named("aggregates")))?;
     println!(
         "{}: ok (zone {}, {} aggregate columns, {} seeds)",
         path.display(),
@@ -609,11 +769,14 @@ fn limit_malloc_arenas() {
 
 pub fn run(mut args: AgentArgs, matches: Option<&clap::ArgMatches>) -> anyhow::Result<()> {
     limit_malloc_arenas();
+    if let Some(m) = matches {
+        args.note_environment(m);
+    }
     let given = args.clone();
     let matches = matches.cloned();
     apply_file(&mut args, matches.as_ref())?;
-    init_logging(&args.log_format)?;
     let opts = options(&args)?;
+    init_logging(&args.log_format, "info")?;
     let otlp = otlp_options(&args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         // One worker is plenty for one engine, one socket and scrapes, and
@@ -628,7 +791,9 @@ pub fn run(mut args: AgentArgs, matches: Option<&clap::ArgMatches>) -> anyhow::R
             zone_path: opts.zone.to_string(),
             agent_id: opts.id,
         };
+        let (security, trusted) = (opts.gossip_security.clone(), opts.trusted_keys.clone());
         let agent = start(opts).await?;
+        crate::agent::log_security(security.as_deref(), &trusted, agent.gossip_addr);
         let _otlp = match otlp {
             Some(o) => Some(AbortOnDrop(crate::otel::spawn(o, identity, agent.view.clone())?)),
             None => None,

@@ -49,6 +49,7 @@ pub struct DemoArgs {
     pub duration: Option<Duration>,
 }
 
+/// The zones down to depth 2 as `agent` sees them, one aligned row each.
 fn live_view(agent: &RunningAgent) -> String {
     let view = agent.view.get();
     let mut zones: Vec<_> = view
@@ -57,30 +58,40 @@ fn live_view(agent: &RunningAgent) -> String {
         .filter(|z| z.row.zone.depth() <= 2)
         .collect();
     zones.sort_by(|a, b| a.row.zone.cmp(&b.row.zone));
-    let mut out = format!(
-        "{:<10} {:>8} {:>10} {:>8} {:>12} {:>10}\n",
-        "ZONE", "MEMBERS", "REPORTING", "AGE", "CPU AVG", "LOAD MAX"
-    );
-    for z in zones {
-        let num = |name: &str| z.row.value(name).and_then(Value::as_f64);
-        out.push_str(&format!(
-            "{:<10} {:>8} {:>10} {:>7.1}s {:>12} {:>10}\n",
-            z.row.zone.to_string(),
-            z.row.members(),
-            num("reporting").map_or("-".into(), |v| format!("{v}")),
-            z.age_seconds,
-            num("cpu_utilization_avg").map_or("-".into(), |v| format!("{:.1}%", v * 100.0)),
-            num("load1_max").map_or("-".into(), |v| format!("{v:.2}")),
-        ));
-    }
-    out
+    let columns: Vec<String> = [
+        "ZONE",
+        "MEMBERS",
+        "REPORTING",
+        "AGE",
+        "CPU_AVG",
+        "LOAD1_MAX",
+    ]
+    .map(String::from)
+    .to_vec();
+    let cells: Vec<Vec<String>> = zones
+        .iter()
+        .map(|z| {
+            let num = |name: &str| z.row.value(name).and_then(Value::as_f64);
+            vec![
+                z.row.zone.to_string(),
+                z.row.members().to_string(),
+                num("reporting").map_or("-".into(), |v| format!("{v}")),
+                format!("{:.1}s", z.age_seconds),
+                num("cpu_utilization_avg").map_or("-".into(), |v| format!("{:.1}%", v * 100.0)),
+                num("load1_max").map_or("-".into(), |v| format!("{v:.2}")),
+            ]
+        })
+        .collect();
+    let right = [false, true, true, true, true, true];
+    crate::cmd::query::render_cells(&columns, &cells, &right)
 }
 
 pub fn run(args: DemoArgs) -> anyhow::Result<()> {
-    crate::cmd::agent::init_logging("text").ok();
     if args.agents == 0 || args.zones == 0 {
         anyhow::bail!("--agents and --zones must be at least 1");
     }
+    // Warnings only: nine agents' start-up lines would bury the table.
+    crate::cmd::agent::init_logging("text", "warn")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -94,6 +105,11 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
             crate::transport::crypto::Keyring::new(
                 vec![crate::transport::crypto::Key::generate()],
             )?;
+        let security_of_demo = crate::transport::crypto::GossipSecurity::new(
+            keyring.clone(),
+            None,
+            crate::transport::crypto::DEFAULT_REPLAY_WINDOW_MS,
+        );
         for i in 0..args.agents {
             let security = Arc::new(crate::transport::crypto::GossipSecurity::new(
                 keyring.clone(),
@@ -150,6 +166,12 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("agent {i} (ports {gossip}, {web})"))?;
             agents.push(agent);
         }
+        // One warning for the whole demo cluster, not one per agent.
+        crate::agent::log_security(
+            (!args.no_gossip_encryption).then_some(&security_of_demo),
+            &Default::default(),
+            agents[0].gossip_addr,
+        );
         println!(
             "{} agents in {} zones on loopback. Scrape any of them:",
             args.agents, args.zones

@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 
-use crate::http::keys::KeysJson;
+use crate::http::keys::{KeysJson, NO_KEYRING};
 use crate::transport::crypto::{load_keyring, Key, KeyCommand, KeyOp, Keyring};
 
 #[derive(Debug, Args)]
@@ -166,6 +166,11 @@ fn read(resp: ureq::http::Response<ureq::Body>) -> Result<(u16, String), ureq::E
     Ok((status, text))
 }
 
+/// A 404 from `/api/v1/keys`: the agent runs without a keyring.
+fn no_keyring(status: u16) -> bool {
+    status == 404
+}
+
 fn describe(text: &str) -> String {
     match serde_json::from_str::<KeysJson>(text) {
         Ok(k) => format!("keys {} (sealing with {})", k.keys.join(", "), k.primary),
@@ -181,7 +186,7 @@ pub fn run(args: KeysArgs) -> anyhow::Result<()> {
         }
         KeysCommand::List(s) => {
             let http = s.agent()?;
-            let mut failed = 0;
+            let (mut failed, mut keyless) = (0, 0);
             for server in &s.servers {
                 let mut req = http.get(&url(server));
                 if let Some(a) = s.authorization() {
@@ -189,6 +194,10 @@ pub fn run(args: KeysArgs) -> anyhow::Result<()> {
                 }
                 match req.call().and_then(read) {
                     Ok((200, text)) => println!("{server}: {}", describe(&text)),
+                    Ok((status, _)) if no_keyring(status) => {
+                        keyless += 1;
+                        println!("{server}: {NO_KEYRING}");
+                    }
                     Ok((status, text)) => {
                         failed += 1;
                         println!("{server}: HTTP {status}: {}", text.trim());
@@ -199,8 +208,14 @@ pub fn run(args: KeysArgs) -> anyhow::Result<()> {
                     }
                 }
             }
-            if failed > 0 {
-                bail!("{failed} of {} agents did not answer", s.servers.len());
+            let total = s.servers.len();
+            match (failed, keyless) {
+                (0, 0) => {}
+                (0, k) => bail!("{k} of {total} agents have no gossip keyring"),
+                (f, 0) => bail!("{f} of {total} agents did not answer"),
+                (f, k) => {
+                    bail!("{f} of {total} agents did not answer and {k} have no gossip keyring")
+                }
             }
             Ok(())
         }
@@ -232,6 +247,10 @@ fn change(op: KeyOp, c: Change) -> anyhow::Result<()> {
         }
         match req.send(&sealed[..]).and_then(read) {
             Ok((200, text)) => println!("{server}: ok, {}", describe(&text)),
+            Ok((status, _)) if no_keyring(status) => {
+                println!("{server}: refused, {NO_KEYRING}");
+                failed.push(server.clone());
+            }
             Ok((status, text)) => {
                 println!("{server}: refused, HTTP {status}: {}", text.trim());
                 failed.push(server.clone());

@@ -30,9 +30,16 @@ pub struct Target {
 pub struct QueryArgs {
     #[command(flatten)]
     pub target: Target,
-    /// SQL over the tables host and process, e.g. "SELECT count(*) FROM process".
-    pub sql: String,
+    /// List the columns of the tables host and process, with their types and how many hosts have each.
+    #[arg(long, conflicts_with = "sql")]
+    pub columns: bool,
+    /// SQL over the tables host, process and columns, e.g. "SELECT count(*) FROM process".
+    #[arg(required_unless_present = "columns")]
+    pub sql: Option<String>,
 }
+
+/// What `--columns` asks: the `columns` table, one row per column and type.
+pub const COLUMNS_SQL: &str = "SELECT table_name, column_name, data_type, count(*) AS hosts FROM columns GROUP BY table_name, column_name, data_type ORDER BY table_name, column_name, data_type";
 
 #[derive(Debug, Args)]
 pub struct CommandArgs {
@@ -128,14 +135,6 @@ fn cell(v: &Value) -> String {
 /// Columns padded to their widest cell; numbers right-aligned.
 pub fn render_table(columns: &[String], rows: &[Vec<Value>]) -> String {
     let cells: Vec<Vec<String>> = rows.iter().map(|r| r.iter().map(cell).collect()).collect();
-    let mut widths: Vec<usize> = columns.iter().map(|c| c.chars().count()).collect();
-    for r in &cells {
-        for (i, c) in r.iter().enumerate() {
-            if let Some(w) = widths.get_mut(i) {
-                *w = (*w).max(c.chars().count());
-            }
-        }
-    }
     let numeric: Vec<bool> = (0..columns.len())
         .map(|i| {
             !rows.is_empty()
@@ -144,13 +143,27 @@ pub fn render_table(columns: &[String], rows: &[Vec<Value>]) -> String {
                     .all(|r| r.get(i).is_some_and(|v| v.is_number() || v.is_null()))
         })
         .collect();
+    render_cells(columns, &cells, &numeric)
+}
+
+/// Text cells padded to each column's widest, two spaces apart; the
+/// columns `right` says are right-aligned.
+pub fn render_cells(columns: &[String], cells: &[Vec<String>], right: &[bool]) -> String {
+    let mut widths: Vec<usize> = columns.iter().map(|c| c.chars().count()).collect();
+    for r in cells {
+        for (i, c) in r.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(c.chars().count());
+            }
+        }
+    }
     let line = |values: &[String]| {
         let parts: Vec<String> = values
             .iter()
             .enumerate()
             .map(|(i, v)| {
                 let w = widths.get(i).copied().unwrap_or(0);
-                if numeric.get(i).copied().unwrap_or(false) {
+                if right.get(i).copied().unwrap_or(false) {
                     format!("{v:>w$}")
                 } else {
                     format!("{v:<w$}")
@@ -162,7 +175,7 @@ pub fn render_table(columns: &[String], rows: &[Vec<Value>]) -> String {
     let mut out = String::new();
     out.push_str(&line(columns));
     out.push('\n');
-    for r in &cells {
+    for r in cells {
         out.push_str(&line(r));
         out.push('\n');
     }
@@ -197,8 +210,11 @@ pub fn coverage_line(value: &Value) -> String {
 }
 
 pub fn run_query(args: QueryArgs) -> anyhow::Result<()> {
-    let body =
-        json!({"zone": args.target.zone, "sql": args.sql, "timeout_ms": args.target.timeout_ms});
+    let sql = match &args.sql {
+        Some(sql) => sql.as_str(),
+        None => COLUMNS_SQL,
+    };
+    let body = json!({"zone": args.target.zone, "sql": sql, "timeout_ms": args.target.timeout_ms});
     let wait = Duration::from_millis(args.target.timeout_ms + 5000);
     let (status, value) = post(&args.target.server, "/api/v1/query", &body, wait)?;
     check(status, &value)?;
@@ -220,6 +236,9 @@ pub fn run_query(args: QueryArgs) -> anyhow::Result<()> {
         .unwrap_or_default();
     print!("{}", render_table(&columns, &rows));
     println!("{}", coverage_line(&value));
+    for w in value["warnings"].as_array().into_iter().flatten() {
+        eprintln!("warning: {}", w.as_str().unwrap_or_default());
+    }
     Ok(())
 }
 
@@ -252,32 +271,48 @@ pub fn run_command(args: CommandArgs) -> anyhow::Result<()> {
     let wait = Duration::from_millis(args.target.timeout_ms + 5000);
     let (status, value) = post(&args.target.server, "/api/v1/command", &body, wait)?;
     check(status, &value)?;
+    let tally = |field: &str| value[field].as_u64().unwrap_or(0);
+    let not_done = tally("failed") + tally("not_configured") + tally("refused");
     if args.target.json {
         println!("{value}");
-        return Ok(());
+    } else {
+        let outputs: Vec<Vec<Value>> = value["outputs"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|o| vec![o["host"].clone(), o["status"].clone(), o["output"].clone()])
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !outputs.is_empty() {
+            print!(
+                "{}",
+                render_table(&["host".into(), "status".into(), "output".into()], &outputs)
+            );
+        }
+        println!(
+            "ok: {}, failed: {}, not configured: {}, refused: {}",
+            tally("ok"),
+            tally("failed"),
+            tally("not_configured"),
+            tally("refused")
+        );
+        println!("{}", coverage_line(&value));
     }
-    let outputs: Vec<Vec<Value>> = value["outputs"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|o| vec![o["host"].clone(), o["status"].clone(), o["output"].clone()])
-                .collect()
-        })
-        .unwrap_or_default();
-    if !outputs.is_empty() {
-        print!(
-            "{}",
-            render_table(&["host".into(), "status".into(), "output".into()], &outputs)
+    // Scripts rely on the exit code: any host that did not run it fails.
+    if not_done > 0 {
+        bail!(
+            "{} did not run on {not_done} of {} hosts (failed {}, not configured {}, refused {})",
+            args.command,
+            not_done + tally("ok"),
+            tally("failed"),
+            tally("not_configured"),
+            tally("refused")
         );
     }
-    println!(
-        "ok: {}, failed: {}, not configured: {}, refused: {}",
-        value["ok"].as_u64().unwrap_or(0),
-        value["failed"].as_u64().unwrap_or(0),
-        value["not_configured"].as_u64().unwrap_or(0),
-        value["refused"].as_u64().unwrap_or(0)
-    );
-    println!("{}", coverage_line(&value));
+    if tally("ok") == 0 {
+        bail!("{} ran on no host: none answered", args.command);
+    }
     Ok(())
 }
 

@@ -27,6 +27,21 @@ pub struct KeysJson {
     pub primary: String,
 }
 
+/// What an agent without a keyring answers on `/api/v1/keys` (404).
+pub const NO_KEYRING: &str =
+    "this agent has no gossip keyring (started without --gossip.key/--gossip.keyring-file)";
+
+/// `/api/v1/keys` of an agent that gossips in the clear: a 404 that says why.
+pub fn no_keyring_router() -> Router {
+    let missing = || async {
+        (
+            StatusCode::NOT_FOUND,
+            Json(serde_json::json!({ "error": NO_KEYRING })),
+        )
+    };
+    Router::new().route("/api/v1/keys", get(missing).post(missing))
+}
+
 pub fn router(security: Arc<GossipSecurity>) -> Router {
     Router::new()
         .route("/api/v1/keys", get(list).post(change))

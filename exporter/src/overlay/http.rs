@@ -177,11 +177,17 @@ fn coverage(a: &Answer) -> Json_ {
 }
 
 fn render_query(plan: &Query, a: &Answer) -> Result<Json_, RequestError> {
-    let table = match &a.reply.outcome {
-        Outcome::Query(p) => plan.finish(p),
+    let empty = plan.empty();
+    let partial = match &a.reply.outcome {
+        Outcome::Query(p) => p,
         Outcome::Error(e) => return Err(e.clone()),
-        Outcome::Command(_) => plan.finish(&plan.empty()),
+        Outcome::Command(_) => &empty,
     };
+    // A column no answering host has is an error, not rows of NULL.
+    let warnings = plan
+        .column_warnings(partial, a.reply.answered, a.reply.last)
+        .map_err(|e| RequestError::BadQuery(e.0))?;
+    let table = plan.finish(partial);
     let rows: Vec<Json_> = table
         .rows
         .iter()
@@ -191,6 +197,7 @@ fn render_query(plan: &Query, a: &Answer) -> Result<Json_, RequestError> {
         "columns": table.columns,
         "rows": rows,
         "truncated": table.truncated,
+        "warnings": warnings,
         "coverage": coverage(a),
         "elapsed_ms": a.elapsed_ms,
         "done": a.reply.last,

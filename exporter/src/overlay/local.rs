@@ -152,7 +152,8 @@ pub fn process_rows_with(leaf: &ZonePath, needs: ProcessNeeds) -> Vec<Attributes
     rows
 }
 
-/// What a query over `source` needs: /proc is read only for `process`,
+/// What a query over `source` needs: /proc is read only for `process`
+/// (the `columns` table comes from the `host` row),
 /// and only the files the query's columns come from.
 pub fn local_data(
     query: &Query,
@@ -164,7 +165,7 @@ pub fn local_data(
         host: host_row(leaf, attributes, samples),
         processes: match query.source {
             Source::Process => process_rows_with(leaf, ProcessNeeds::of_query(query)),
-            Source::Host => Vec::new(),
+            Source::Host | Source::Columns => Vec::new(),
         },
     }
 }

@@ -104,12 +104,16 @@ pub fn chunk_reply(qid: u64, zone: &ZonePath, version: u32, reply: &Reply) -> Ve
     let mut bytes = postcard::to_allocvec(&reply).unwrap_or_default();
     while bytes.len() > CHUNK_BYTES * MAX_CHUNKS {
         let shrunk = match &mut reply.outcome {
-            Outcome::Query(Partial::Rows { rows, truncated }) if rows.len() > 1 => {
+            Outcome::Query(Partial::Rows {
+                rows, truncated, ..
+            }) if rows.len() > 1 => {
                 rows.truncate(rows.len() / 2);
                 *truncated = true;
                 true
             }
-            Outcome::Query(Partial::Groups { groups, truncated }) if groups.len() > 1 => {
+            Outcome::Query(Partial::Groups {
+                groups, truncated, ..
+            }) if groups.len() > 1 => {
                 groups.truncate(groups.len() / 2);
                 *truncated = true;
                 true
@@ -197,6 +201,7 @@ mod tests {
             outcome: Outcome::Query(Partial::Rows {
                 rows,
                 truncated: false,
+                lacking: Default::default(),
             }),
             answered: 3,
             expected: 4,
@@ -240,6 +245,7 @@ mod tests {
             outcome: Outcome::Query(Partial::Rows {
                 rows,
                 truncated: false,
+                lacking: Default::default(),
             }),
             answered: 1,
             expected: 1,
@@ -256,7 +262,9 @@ mod tests {
             }
         }
         match got.unwrap().unwrap().outcome {
-            Outcome::Query(Partial::Rows { rows, truncated }) => {
+            Outcome::Query(Partial::Rows {
+                rows, truncated, ..
+            }) => {
                 assert!(truncated);
                 assert!(rows.len() < 1000 && !rows.is_empty());
             }

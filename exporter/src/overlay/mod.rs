@@ -13,5 +13,6 @@ pub use node::{Answer, Overlay, OverlayConfig, OverlayEffect, OverlayStats};
 pub mod actions;
 pub mod http;
 pub mod local;
+pub mod log_filter;
 pub mod metrics;
 pub mod runtime;

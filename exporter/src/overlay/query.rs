@@ -22,7 +22,7 @@ use sqlparser::ast::{
 use sqlparser::dialect::GenericDialect;
 use sqlparser::parser::Parser;
 
-use crate::aggregate::{compare, plan_expr, plan_function, Expr, Func, State};
+use crate::aggregate::{compare, plan_expr, plan_function, Expr, Func, Reads, State};
 use crate::zone::{Attributes, Value};
 
 /// Largest SQL text accepted: the query travels in every fan-out datagram.
@@ -48,6 +48,20 @@ pub const PROCESS_COLUMNS: &[&str] = &[
     "cmdline",
 ];
 
+/// The type of each of `PROCESS_COLUMNS`, as `Value::type_name` says it.
+const PROCESS_TYPES: &[&str] = &[
+    "string", "string", "int", "string", "string", "float", "int", "int", "float", "string",
+];
+
+/// The columns of the `columns` table, in `SELECT *` order: on every host,
+/// one row per column of its `host` row (typed as that host has it) and
+/// one per column of `process`.
+pub const COLUMNS_COLUMNS: &[&str] = &["zone", "host", "table_name", "column_name", "data_type"];
+
+/// Columns the query reads that some answering hosts' `host` rows lack,
+/// with how many lack each.
+pub type Lacking = BTreeMap<String, u32>;
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct QueryError(pub String);
@@ -66,6 +80,28 @@ fn err<T>(message: impl Into<String>) -> Result<T, QueryError> {
 pub enum Source {
     Host,
     Process,
+    /// The columns of `host` and `process` on every host.
+    Columns,
+}
+
+impl Source {
+    pub fn name(self) -> &'static str {
+        match self {
+            Source::Host => "host",
+            Source::Process => "process",
+            Source::Columns => "columns",
+        }
+    }
+
+    /// The columns every row of the table has; None for `host`, whose
+    /// columns are whatever each host has.
+    pub fn fixed_columns(self) -> Option<&'static [&'static str]> {
+        match self {
+            Source::Host => None,
+            Source::Process => Some(PROCESS_COLUMNS),
+            Source::Columns => Some(COLUMNS_COLUMNS),
+        }
+    }
 }
 
 /// What one host holds for queries.
@@ -98,6 +134,9 @@ pub struct Query {
     items: Vec<Item>,
     order: Vec<(usize, bool)>,
     pub limit: Option<usize>,
+    /// Every column the plan reads (`columns_read`), kept for `local` and
+    /// `merge`, which count the hosts that lack one.
+    reads: Reads,
 }
 
 /// A partial result: what one subtree forwards to its parent.
@@ -107,12 +146,23 @@ pub enum Partial {
     Rows {
         rows: Vec<Vec<Value>>,
         truncated: bool,
+        lacking: Lacking,
     },
     /// Group key and one state per aggregate function.
     Groups {
         groups: Vec<(Vec<Value>, Vec<State>)>,
         truncated: bool,
+        lacking: Lacking,
     },
+}
+
+impl Partial {
+    /// The hosts of this partial that lack a column the query reads.
+    pub fn lacking(&self) -> &Lacking {
+        match self {
+            Partial::Rows { lacking, .. } | Partial::Groups { lacking, .. } => lacking,
+        }
+    }
 }
 
 /// The final answer: named columns and rows.
@@ -183,9 +233,10 @@ impl Query {
                 TableFactor::Table { name, .. } => match name.to_string().to_lowercase().as_str() {
                     "host" => Source::Host,
                     "process" => Source::Process,
+                    "columns" => Source::Columns,
                     other => {
                         return err(format!(
-                            "unknown table {other:?}: the tables are host and process"
+                            "unknown table {other:?}: the tables are host, process and columns"
                         ))
                     }
                 },
@@ -211,12 +262,12 @@ impl Query {
                     projection.push((expr.clone(), alias.value.clone()))
                 }
                 SelectItem::UnnamedExpr(expr) => projection.push((expr.clone(), column_name(expr))),
-                SelectItem::Wildcard(_) if source == Source::Process => {
-                    for c in PROCESS_COLUMNS {
+                SelectItem::Wildcard(_) if source.fixed_columns().is_some() => {
+                    for c in source.fixed_columns().unwrap_or_default() {
                         projection.push((SqlExpr::Identifier(ast::Ident::new(*c)), c.to_string()))
                     }
                 }
-                _ => return err("SELECT * works on the process table only; name the host columns"),
+                _ => return err("SELECT * works on the process and columns tables only; name the host columns (astrolabe query --columns lists them)"),
             }
         }
         let aggregate = !group_by.is_empty() || projection.iter().any(|(e, _)| is_agg(e));
@@ -288,7 +339,7 @@ impl Query {
                 return err("LIMIT offset, n is not supported; use LIMIT n")
             }
         };
-        Ok(Query {
+        let mut query = Query {
             source,
             columns,
             filter,
@@ -297,7 +348,20 @@ impl Query {
             items,
             order,
             limit,
-        })
+            reads: Default::default(),
+        };
+        query.reads = query.columns_read();
+        if let Some(fixed) = source.fixed_columns() {
+            if let Some(c) = query.reads.iter().find(|c| !fixed.contains(&&***c)) {
+                return err(format!(
+                    "unknown column {:?} of table {}: its columns are {}",
+                    &**c,
+                    source.name(),
+                    fixed.join(", ")
+                ));
+            }
+        }
+        Ok(query)
     }
 
     pub fn is_aggregate(&self) -> bool {
@@ -310,25 +374,40 @@ impl Query {
             Partial::Groups {
                 groups: Vec::new(),
                 truncated: false,
+                lacking: Lacking::new(),
             }
         } else {
             Partial::Rows {
                 rows: Vec::new(),
                 truncated: false,
+                lacking: Lacking::new(),
             }
         }
     }
 
     /// The partial result of one host.
     pub fn local(&self, data: &LocalData) -> Partial {
+        let column_rows;
         let rows: Box<dyn Iterator<Item = &Attributes>> = match self.source {
             Source::Host => Box::new(std::iter::once(&data.host)),
             Source::Process => Box::new(data.processes.iter()),
+            Source::Columns => {
+                column_rows = columns_of(&data.host);
+                Box::new(column_rows.iter())
+            }
         };
         let selected = rows.filter(|r| self.filter.as_ref().is_none_or(|f| f.is_true(r)));
         let mut out = self.empty();
         match (&mut out, &self.group_by) {
-            (Partial::Groups { groups, truncated }, Some(group_by)) => {
+            (
+                Partial::Groups {
+                    groups,
+                    truncated,
+                    lacking,
+                },
+                Some(group_by),
+            ) => {
+                *lacking = self.lacking_here(data);
                 let mut by_key: BTreeMap<Vec<u8>, (Vec<Value>, Vec<State>)> = BTreeMap::new();
                 for row in selected {
                     let key: Vec<Value> = group_by.iter().map(|g| g.eval(row)).collect();
@@ -351,7 +430,15 @@ impl Query {
                 *groups = by_key.into_values().collect();
                 *truncated = self.bound_groups(groups);
             }
-            (Partial::Rows { rows, truncated }, None) => {
+            (
+                Partial::Rows {
+                    rows,
+                    truncated,
+                    lacking,
+                },
+                None,
+            ) => {
+                *lacking = self.lacking_here(data);
                 for row in selected {
                     rows.push(
                         self.items
@@ -368,6 +455,62 @@ impl Query {
             _ => {}
         }
         out
+    }
+
+    /// The columns this host's `host` row lacks (each counted once: one
+    /// host). Fixed tables lack nothing: `parse` refuses unknown columns.
+    fn lacking_here(&self, data: &LocalData) -> Lacking {
+        if self.source != Source::Host {
+            return Lacking::new();
+        }
+        self.reads
+            .iter()
+            .filter(|c| !data.host.contains_key(&***c))
+            .map(|c| (c.to_string(), 1))
+            .collect()
+    }
+
+    /// Adds `other`'s counts of hosts lacking a column to `acc`'s, for the
+    /// columns this query reads only (a peer cannot grow the list).
+    fn merge_lacking(&self, acc: &mut Lacking, other: &Lacking) {
+        for (column, n) in other {
+            if self.reads.contains(column.as_str()) {
+                let count = acc.entry(column.clone()).or_default();
+                *count = count.saturating_add(*n);
+            }
+        }
+    }
+
+    /// What the answer says about columns that answering hosts lack: once
+    /// the answer is `done`, an error if none of the `answered` hosts has
+    /// one; otherwise a warning per column with how many lack it.
+    pub fn column_warnings(
+        &self,
+        partial: &Partial,
+        answered: u32,
+        done: bool,
+    ) -> Result<Vec<String>, QueryError> {
+        let mut nowhere = Vec::new();
+        let mut warnings = Vec::new();
+        for (column, n) in partial.lacking() {
+            if !self.reads.contains(column.as_str()) || answered == 0 {
+                continue;
+            }
+            let n = (*n).min(answered);
+            if n == answered && done {
+                nowhere.push(format!("{column:?}"));
+            } else if n > 0 {
+                warnings.push(format!("column {column}: {n} of {answered} hosts lack it"));
+            }
+        }
+        if !nowhere.is_empty() {
+            let hosts = if answered == 1 { "host" } else { "hosts" };
+            return err(format!(
+                "no column {} on any of the {answered} answering {hosts} (astrolabe query --columns lists the columns)",
+                nowhere.join(", ")
+            ));
+        }
+        Ok(warnings)
     }
 
     /// Sorts and cuts rows to what a hop forwards: the top LIMIT, or at
@@ -417,23 +560,35 @@ impl Query {
     pub fn merge(&self, acc: &mut Partial, other: &Partial) {
         match (acc, other) {
             (
-                Partial::Rows { rows, truncated },
+                Partial::Rows {
+                    rows,
+                    truncated,
+                    lacking,
+                },
                 Partial::Rows {
                     rows: more,
                     truncated: t2,
+                    lacking: lacking2,
                 },
             ) => {
+                self.merge_lacking(lacking, lacking2);
                 rows.extend(more.iter().cloned());
                 let cut = self.bound_rows(rows);
                 *truncated |= *t2 || cut;
             }
             (
-                Partial::Groups { groups, truncated },
+                Partial::Groups {
+                    groups,
+                    truncated,
+                    lacking,
+                },
                 Partial::Groups {
                     groups: more,
                     truncated: t2,
+                    lacking: lacking2,
                 },
             ) => {
+                self.merge_lacking(lacking, lacking2);
                 let mut by_key: BTreeMap<Vec<u8>, (Vec<Value>, Vec<State>)> = groups
                     .drain(..)
                     .map(|(k, s)| (key_bytes(&k), (k, s)))
@@ -464,8 +619,12 @@ impl Query {
     pub fn finish(&self, partial: &Partial) -> Table {
         let visible = self.columns.len();
         let (mut rows, truncated) = match partial {
-            Partial::Rows { rows, truncated } => (rows.clone(), *truncated),
-            Partial::Groups { groups, truncated } => {
+            Partial::Rows {
+                rows, truncated, ..
+            } => (rows.clone(), *truncated),
+            Partial::Groups {
+                groups, truncated, ..
+            } => {
                 let mut rows: Vec<Vec<Value>> = groups
                     .iter()
                     .map(|(key, states)| self.group_row(key, states))
@@ -513,66 +672,48 @@ impl Query {
     /// Every column the query reads from its table's rows (in WHERE, the
     /// output, GROUP BY, aggregate arguments and hidden sort keys), from
     /// the plan itself, so it agrees with what evaluation looks up.
-    pub fn columns_read(&self) -> std::collections::BTreeSet<Arc<str>> {
-        let mut out = std::collections::BTreeSet::new();
+    pub fn columns_read(&self) -> Reads {
+        let mut out = Reads::new();
         if let Some(f) = &self.filter {
-            expr_columns(f, &mut out);
+            f.reads_into(&mut out);
         }
         for g in self.group_by.iter().flatten() {
-            expr_columns(g, &mut out);
+            g.reads_into(&mut out);
         }
         for f in &self.aggs {
-            func_columns(f, &mut out);
+            f.reads_into(&mut out);
         }
         for item in &self.items {
             if let Item::Expr(e) = item {
-                expr_columns(e, &mut out);
+                e.reads_into(&mut out);
             }
         }
         out
     }
 }
 
-fn expr_columns(e: &Expr, out: &mut std::collections::BTreeSet<Arc<str>>) {
-    match e {
-        Expr::Column(c) => {
-            out.insert(c.clone());
-        }
-        Expr::Literal(_) => {}
-        Expr::Not(x) | Expr::Neg(x) | Expr::IsNull(x, _) => expr_columns(x, out),
-        Expr::InList(x, list, _) => {
-            expr_columns(x, out);
-            list.iter().for_each(|l| expr_columns(l, out));
-        }
-        Expr::Binary(a, _, b) => {
-            expr_columns(a, out);
-            expr_columns(b, out);
-        }
-    }
-}
-
-fn func_columns(f: &Func, out: &mut std::collections::BTreeSet<Arc<str>>) {
-    match f {
-        Func::Count(None) => {}
-        Func::Count(Some(e))
-        | Func::Sum(e)
-        | Func::Avg(e)
-        | Func::Min(e)
-        | Func::Max(e)
-        | Func::Quantile(_, e)
-        | Func::Random(_, e)
-        | Func::BitOr(e)
-        | Func::BitAnd(e)
-        | Func::CountDistinct(e) => expr_columns(e, out),
-        Func::First { value, key, .. } => {
-            expr_columns(value, out);
-            expr_columns(key, out);
-        }
-        Func::TopK(_, a, b) => {
-            expr_columns(a, out);
-            expr_columns(b, out);
-        }
-    }
+/// The rows of the `columns` table on a host whose `host` row is `host`.
+fn columns_of(host: &Attributes) -> Vec<Attributes> {
+    let text = |name: &str| host.get(name).cloned().unwrap_or(Value::Null);
+    let (zone, name) = (text("zone"), text("host"));
+    let row = |table: &str, column: &str, data_type: &str| -> Attributes {
+        [
+            ("zone", zone.clone()),
+            ("host", name.clone()),
+            ("table_name", Value::str(table)),
+            ("column_name", Value::str(column)),
+            ("data_type", Value::str(data_type)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (Arc::from(k), v))
+        .collect()
+    };
+    let host_columns = host.iter().map(|(k, v)| row("host", k, v.type_name()));
+    let process_columns = PROCESS_COLUMNS
+        .iter()
+        .zip(PROCESS_TYPES)
+        .map(|(c, t)| row("process", c, t));
+    host_columns.chain(process_columns).collect()
 }
 
 /// `cpu` -> `cpu`, `sum(rss_bytes)` -> `sum(rss_bytes)`: SQL's own text.

@@ -28,8 +28,10 @@ pub fn set_log_reloader(reload: LogReloader) {
     let _ = LOG_RELOADER.set(reload);
 }
 
-/// Applies a filter such as `debug` or `astrolabe=trace,info`.
+/// Applies a filter such as `debug` or `astrolabe=trace,info`; anything
+/// that is not a level or directive is refused and the old filter stays.
 pub fn set_log_level(level: &str) -> Result<(), String> {
+    super::log_filter::check(level).map_err(|e| e.to_string())?;
     match LOG_RELOADER.get() {
         Some(reload) => reload(level),
         None => Err("this process's log level cannot be changed".into()),
@@ -189,15 +191,21 @@ impl OverlayRuntime {
                             tokio::spawn(async move {
                                 let tally = match name.as_str() {
                                     "set-log-level" => {
-                                        let level = args.first().cloned().unwrap_or_default();
-                                        tracing::warn!(level = %level, "set-log-level requested over the overlay");
-                                        match set_log_level(&level) {
-                                            Ok(()) => Tally::one(
+                                        tracing::warn!(level = %args.join(" "), "set-log-level requested over the overlay");
+                                        match args.as_slice() {
+                                            [level] => match set_log_level(level) {
+                                                Ok(()) => Tally::one(
+                                                    &host,
+                                                    Status::Ok,
+                                                    &format!("log level {level}"),
+                                                ),
+                                                Err(e) => Tally::one(&host, Status::Failed, &e),
+                                            },
+                                            _ => Tally::one(
                                                 &host,
-                                                Status::Ok,
-                                                &format!("log level {level}"),
+                                                Status::Failed,
+                                                "set-log-level takes one level or filter, like debug or astrolabe=debug,info",
                                             ),
-                                            Err(e) => Tally::one(&host, Status::Failed, &e),
                                         }
                                     }
                                     "collect" => {

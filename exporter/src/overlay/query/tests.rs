@@ -30,6 +30,11 @@ fn host(name: &str, processes: &[(i64, &str, i64, f64)], cpu: f64) -> LocalData 
 /// Partials of every host merged along a random tree (the overlay's
 /// shape), then finished.
 fn through_tree(q: &Query, hosts: &[LocalData], split: &[usize]) -> Table {
+    q.finish(&merged_through_tree(q, hosts, split))
+}
+
+/// The root's partial of `through_tree`.
+fn merged_through_tree(q: &Query, hosts: &[LocalData], split: &[usize]) -> Partial {
     let mut level: Vec<Partial> = hosts.iter().map(|h| q.local(h)).collect();
     let mut s = split.iter().cycle();
     while level.len() > 1 {
@@ -50,7 +55,7 @@ fn through_tree(q: &Query, hosts: &[LocalData], split: &[usize]) -> Table {
         }
         level = next;
     }
-    q.finish(&level.pop().unwrap_or_else(|| q.empty()))
+    level.pop().unwrap_or_else(|| q.empty())
 }
 
 fn all_processes(hosts: &[LocalData]) -> Vec<&Attributes> {
@@ -135,7 +140,15 @@ fn bad_queries_say_why() {
         ("SELEC 1", "Expected"),
         ("SELECT x FROM nope", "unknown table"),
         ("SELECT name, count(*) FROM process", "GROUP BY"),
-        ("SELECT * FROM host", "process table only"),
+        ("SELECT * FROM host", "process and columns tables only"),
+        (
+            "SELECT nosuch FROM process",
+            "unknown column \"nosuch\" of table process",
+        ),
+        (
+            "SELECT count(*) FROM columns WHERE kind = 'x'",
+            "unknown column \"kind\"",
+        ),
         (
             "SELECT count(*) FROM process ORDER BY pid",
             "order an aggregate",
@@ -336,4 +349,86 @@ fn the_user_column_is_a_column() {
     );
     // With parentheses it is a function call, and says so.
     assert!(Query::parse("SELECT user() FROM process").is_err());
+}
+
+#[test]
+fn hosts_lacking_a_column_are_counted_up_the_tree() {
+    let mut hosts: Vec<LocalData> = (0..7).map(|i| host(&format!("h{i}"), &[], 0.5)).collect();
+    for h in hosts.iter_mut().take(3) {
+        h.host.insert("role".into(), Value::str("web"));
+    }
+    for sql in [
+        "SELECT host, role FROM host WHERE cpu_utilization > 0",
+        "SELECT role, count(*) FROM host GROUP BY role",
+    ] {
+        let q = Query::parse(sql).unwrap();
+        for split in [[0], [1], [2]] {
+            let p = merged_through_tree(&q, &hosts, &split);
+            assert_eq!(p.lacking().get("role"), Some(&4), "{sql}");
+            assert_eq!(p.lacking().get("cpu_utilization"), None, "{sql}");
+            assert_eq!(
+                q.column_warnings(&p, 7, true).unwrap(),
+                vec!["column role: 4 of 7 hosts lack it".to_string()]
+            );
+        }
+    }
+    // No answering host has it: an error once done, a warning before.
+    let q = Query::parse("SELECT host, nosuchcol FROM host").unwrap();
+    let p = merged_through_tree(&q, &hosts, &[1]);
+    let e = q.column_warnings(&p, 7, true).unwrap_err();
+    assert!(
+        e.0.contains("\"nosuchcol\"") && e.0.contains("7 answering hosts"),
+        "{e}"
+    );
+    assert_eq!(
+        q.column_warnings(&p, 7, false).unwrap(),
+        vec!["column nosuchcol: 7 of 7 hosts lack it".to_string()]
+    );
+    // A peer cannot name columns the query does not read, nor count more
+    // hosts than answered.
+    let mut hostile = q.empty();
+    if let Partial::Rows { lacking, .. } = &mut hostile {
+        lacking.insert("unrelated".into(), 5);
+        lacking.insert("nosuchcol".into(), u32::MAX);
+    }
+    let mut acc = q.empty();
+    q.merge(&mut acc, &hostile);
+    assert_eq!(acc.lacking().keys().collect::<Vec<_>>(), vec!["nosuchcol"]);
+    assert!(q
+        .column_warnings(&acc, 2, true)
+        .unwrap_err()
+        .0
+        .contains("2 answering"));
+}
+
+#[test]
+fn the_columns_table_lists_both_tables_on_every_host() {
+    let mut hosts = sample();
+    hosts[0].host.insert("role".into(), Value::str("web"));
+    let q = Query::parse(
+        "SELECT table_name, column_name, data_type, count(*) AS hosts FROM columns GROUP BY table_name, column_name, data_type ORDER BY table_name, column_name",
+    )
+    .unwrap();
+    let t = through_tree(&q, &hosts, &[1]);
+    let n = hosts.len() as i64;
+    let row = |t: &str, c: &str, ty: &str, k: i64| {
+        vec![Value::str(t), Value::str(c), Value::str(ty), Value::Int(k)]
+    };
+    assert!(
+        t.rows.contains(&row("host", "role", "string", 1)),
+        "{:?}",
+        t.rows
+    );
+    assert!(t.rows.contains(&row("host", "cpu_utilization", "float", n)));
+    assert!(t.rows.contains(&row("process", "rss_bytes", "int", n)));
+    let process_rows = t
+        .rows
+        .iter()
+        .filter(|r| r[0] == Value::str("process"))
+        .count();
+    assert_eq!(process_rows, PROCESS_COLUMNS.len());
+    let all = Query::parse("SELECT * FROM columns WHERE column_name = 'role'").unwrap();
+    let t = through_tree(&all, &hosts, &[0]);
+    assert_eq!(t.columns, COLUMNS_COLUMNS);
+    assert_eq!(t.rows.len(), 1);
 }
