@@ -10,6 +10,11 @@ impl Collector for CpuCollector {
         "cpu"
     }
 
+    /// Kernel counters, read without waiting on any device.
+    fn may_block(&self) -> bool {
+        false
+    }
+
     fn collect(&self) -> Result<Vec<MetricFamily>, CollectorError> {
         let stat = KernelStats::current().map_err(|e| CollectorError::Proc(e.to_string()))?;
         let tps = procfs::ticks_per_second() as f64;

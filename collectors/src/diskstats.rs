@@ -16,6 +16,11 @@ impl Collector for DiskstatsCollector {
         "diskstats"
     }
 
+    /// Kernel counters, read without waiting on any device.
+    fn may_block(&self) -> bool {
+        false
+    }
+
     fn collect(&self) -> Result<Vec<MetricFamily>, CollectorError> {
         let disks = procfs::diskstats().map_err(|e| CollectorError::Proc(e.to_string()))?;
         // Like node_exporter's default exclude: partitions of loop and ram devices.

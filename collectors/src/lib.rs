@@ -48,12 +48,23 @@ pub enum CollectorError {
         line: usize,
         reason: String,
     },
+    #[error("the collector panicked (a bug: please report it)")]
+    Panicked,
 }
 
-/// One source of samples. `collect` may block; the runner bounds it.
+/// One source of samples. `collect` may block (see `may_block`); the
+/// runner bounds it.
 pub trait Collector: Send + Sync {
     fn name(&self) -> &'static str;
     fn collect(&self) -> Result<Vec<MetricFamily>, CollectorError>;
+    /// Whether a run can hang (a dead NFS server, a process stuck with its
+    /// memory map locked, a slow application): such a collector runs on a
+    /// thread of its own, under the deadline. Collectors that only read
+    /// kernel counters from /proc say no and run in line, sparing a thread
+    /// (and its stack and allocator pages) per round.
+    fn may_block(&self) -> bool {
+        true
+    }
 }
 
 /// The host collectors an agent runs by default.

@@ -10,6 +10,11 @@ impl Collector for LoadavgCollector {
         "loadavg"
     }
 
+    /// Kernel counters, read without waiting on any device.
+    fn may_block(&self) -> bool {
+        false
+    }
+
     fn collect(&self) -> Result<Vec<MetricFamily>, CollectorError> {
         let l = procfs::LoadAverage::current().map_err(|e| CollectorError::Proc(e.to_string()))?;
         Ok(vec![

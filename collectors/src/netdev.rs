@@ -15,6 +15,11 @@ impl Collector for NetdevCollector {
         "netdev"
     }
 
+    /// Kernel counters, read without waiting on any device.
+    fn may_block(&self) -> bool {
+        false
+    }
+
     fn collect(&self) -> Result<Vec<MetricFamily>, CollectorError> {
         let devs = procfs::net::dev_status().map_err(|e| CollectorError::Proc(e.to_string()))?;
         let mut names: Vec<&String> = devs.keys().collect();

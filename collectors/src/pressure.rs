@@ -11,6 +11,11 @@ impl Collector for PressureCollector {
         "pressure"
     }
 
+    /// Kernel counters, read without waiting on any device.
+    fn may_block(&self) -> bool {
+        false
+    }
+
     fn collect(&self) -> Result<Vec<MetricFamily>, CollectorError> {
         if !std::path::Path::new("/proc/pressure").exists() {
             return Ok(Vec::new());

@@ -4,7 +4,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::{Collector, Kind, MetricFamily};
+use crate::{Collector, CollectorError, Kind, MetricFamily};
 
 #[derive(Debug, Clone)]
 pub struct CollectorOutcome {
@@ -25,8 +25,9 @@ fn key(c: &Arc<dyn Collector>) -> usize {
     Arc::as_ptr(c) as *const () as usize
 }
 
-/// Runs every collector on its own thread and waits at most `timeout` for
-/// all of them. Returns the families of those that finished in time, plus
+/// Runs every collector that may block on its own thread, the others in
+/// line meanwhile, and waits at most `timeout` for all of them. Returns the
+/// families of those that finished in time, plus
 /// `astrolabe_collector_success` and `astrolabe_collector_duration_seconds`.
 pub fn run_all(
     collectors: &[Arc<dyn Collector>],
@@ -36,7 +37,8 @@ pub fn run_all(
     let (tx, rx) = mpsc::channel();
     let mut pending = Vec::new();
     let mut outcomes = Vec::new();
-    for c in collectors {
+    let (threaded, in_line): (Vec<_>, Vec<_>) = collectors.iter().partition(|c| c.may_block());
+    for c in threaded {
         let name = c.name();
         let id = key(c);
         {
@@ -67,28 +69,19 @@ pub fn run_all(
     }
     drop(tx);
     let mut families = Vec::new();
+    for c in in_line {
+        let t = Instant::now();
+        // A bug in one collector must not take the collector loop with it.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| c.collect()))
+            .unwrap_or(Err(CollectorError::Panicked));
+        record(c.name(), t.elapsed(), result, &mut families, &mut outcomes);
+    }
     while !pending.is_empty() {
         let left = timeout.saturating_sub(started.elapsed());
         match rx.recv_timeout(left) {
             Ok((name, duration, result)) => {
                 pending.retain(|n| *n != name);
-                match result {
-                    Ok(f) => {
-                        families.extend(f);
-                        outcomes.push(CollectorOutcome {
-                            name,
-                            success: true,
-                            duration,
-                            error: None,
-                        });
-                    }
-                    Err(e) => outcomes.push(CollectorOutcome {
-                        name,
-                        success: false,
-                        duration,
-                        error: Some(e.to_string()),
-                    }),
-                }
+                record(name, duration, result, &mut families, &mut outcomes);
             }
             Err(_) => break,
         }
@@ -119,6 +112,28 @@ pub fn run_all(
     families.push(success);
     families.push(duration);
     (families, outcomes)
+}
+
+fn record(
+    name: &'static str,
+    duration: Duration,
+    result: Result<Vec<MetricFamily>, CollectorError>,
+    families: &mut Vec<MetricFamily>,
+    outcomes: &mut Vec<CollectorOutcome>,
+) {
+    let error = match result {
+        Ok(f) => {
+            families.extend(f);
+            None
+        }
+        Err(e) => Some(e.to_string()),
+    };
+    outcomes.push(CollectorOutcome {
+        name,
+        success: error.is_none(),
+        duration,
+        error,
+    });
 }
 
 #[cfg(test)]
@@ -163,6 +178,35 @@ mod tests {
             .any(|s| s.labels.contains(&("fstype".into(), "proc".into()))));
         find("node_disk_reads_completed_total");
         find("node_memory_MemTotal_bytes");
+    }
+
+    struct Panics;
+    impl Collector for Panics {
+        fn name(&self) -> &'static str {
+            "panics"
+        }
+        fn collect(&self) -> Result<Vec<MetricFamily>, CollectorError> {
+            panic!("a bug")
+        }
+        fn may_block(&self) -> bool {
+            false
+        }
+    }
+
+    #[test]
+    fn an_in_line_collector_that_panics_fails_alone() {
+        let collectors: Vec<Arc<dyn Collector>> =
+            vec![Arc::new(Panics), Arc::new(crate::LoadavgCollector)];
+        let (families, outcomes) = run_all(&collectors, Duration::from_secs(5));
+        assert!(families.iter().any(|f| f.name == "node_load1"));
+        let failed = outcomes.iter().find(|o| o.name == "panics").unwrap();
+        assert!(!failed.success);
+        assert!(failed.error.as_deref().unwrap().contains("panicked"));
+        let success = families
+            .iter()
+            .find(|f| f.name == "astrolabe_collector_success")
+            .unwrap();
+        assert_eq!(success.samples.len(), 2);
     }
 
     #[test]

@@ -10,6 +10,46 @@ use astrolabe::cmd;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc's defaults suit the simulator, which lives for one run of heavy
+/// allocation; an agent lives for months on every host, and with them its
+/// freed pages stayed resident (eagerly committed arenas are reset, not
+/// decommitted): 14 MB of its 24 MB (BENCHMARKS.md, stop 18). Every
+/// subcommand but `sim` therefore commits arena memory on demand and gives
+/// freed pages back at once. This runs from `.init_array`, before the first
+/// allocation, so the first arena is reserved with it; a `MIMALLOC_*`
+/// variable in the environment still wins.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+mod lean_allocator {
+    use std::ffi::{c_char, c_int, c_long, CStr};
+
+    // mimalloc v3's `mi_option_e` (include/mimalloc.h).
+    const ARENA_EAGER_COMMIT: c_int = 4;
+    const PURGE_DELAY: c_int = 15;
+
+    extern "C" {
+        fn mi_option_set_default(option: c_int, value: c_long);
+    }
+
+    /// glibc calls `.init_array` functions with the program's arguments.
+    extern "C" fn choose(argc: c_int, argv: *const *const c_char, _env: *const *const c_char) {
+        // SAFETY: glibc passes argc entries of argv, each a C string.
+        let subcommand = (argc > 1).then(|| unsafe { CStr::from_ptr(*argv.add(1)) });
+        if subcommand.is_some_and(|s| s.to_bytes() == b"sim") {
+            return;
+        }
+        // SAFETY: plain setters of mimalloc's option table, called before
+        // any thread or allocation exists.
+        unsafe {
+            mi_option_set_default(ARENA_EAGER_COMMIT, 0);
+            mi_option_set_default(PURGE_DELAY, 0);
+        }
+    }
+
+    #[used]
+    #[link_section = ".init_array"]
+    static CHOOSE: extern "C" fn(c_int, *const *const c_char, *const *const c_char) = choose;
+}
+
 /// Astrolabe exporter: hierarchical gossip aggregation of host metrics,
 /// served to Prometheus from any agent.
 #[derive(Debug, Parser)]

@@ -41,6 +41,8 @@ pub struct View {
     pub limits: Arc<crate::engine::LimitCounters>,
     /// Attributes not served because another one becomes the same metric.
     pub collisions: Arc<crate::http::names::NameCollisions>,
+    /// The OTLP exporter's counts, read at scrape time (empty without one).
+    pub otlp: Arc<crate::otel::OtlpCounters>,
 }
 
 impl View {
@@ -97,6 +99,7 @@ impl View {
             certificates: engine.certificates(),
             limits: Arc::default(),
             collisions: Arc::default(),
+            otlp: Arc::default(),
         }
     }
 }

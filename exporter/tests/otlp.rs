@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use astrolabe::agent::{start, AgentOptions, RunningAgent};
-use astrolabe::otel::{Identity, OtlpExporter, OtlpOptions, Protocol};
+use astrolabe::otel::{DropReason, Identity, OtlpExporter, OtlpOptions, Protocol};
 use astrolabe::view::ViewCell;
 use astrolabe::zone::{Value, ZonePath};
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
@@ -102,43 +102,113 @@ async fn http_receiver() -> (SocketAddr, Inbox) {
 /// One served value: metric name, sorted labels, value as rendered.
 type Point = (String, Vec<(String, String)>, String);
 
-/// The data points of one request, named as `/metrics` names them
-/// (monotonic sums get `_total` back).
+fn sorted_labels(
+    attributes: &[opentelemetry_proto::tonic::common::v1::KeyValue],
+    extra: Option<(&str, String)>,
+) -> Vec<(String, String)> {
+    let mut labels: Vec<(String, String)> = attributes
+        .iter()
+        .map(|kv| (kv.key.clone(), string_of(kv.value.as_ref())))
+        .chain(extra.map(|(k, v)| (k.to_string(), v)))
+        .collect();
+    labels.sort();
+    labels
+}
+
+/// The data points of one request as the samples `/metrics` serves for
+/// them: monotonic sums get `_total` back, summaries give their quantiles
+/// and `_count`, histograms their cumulative `_bucket`s, `_sum` and
+/// `_count`. (A summary's `_sum` is checked by the unit tests: zone
+/// summaries serve none.)
 fn points_of(req: &ExportMetricsServiceRequest) -> BTreeSet<Point> {
+    use astrolabe::http::exposition::format_value;
     let mut out = BTreeSet::new();
-    for rm in &req.resource_metrics {
-        for sm in &rm.scope_metrics {
-            for m in &sm.metrics {
-                let (name, dps) = match &m.data {
-                    Some(metric::Data::Gauge(g)) => (m.name.clone(), &g.data_points),
-                    Some(metric::Data::Sum(s)) => {
-                        assert!(s.is_monotonic, "{} should be a counter", m.name);
-                        (format!("{}_total", m.name), &s.data_points)
-                    }
-                    other => panic!("unexpected data for {}: {other:?}", m.name),
-                };
-                for dp in dps {
-                    let value = match dp.value {
-                        Some(number_data_point::Value::AsDouble(d)) => d,
-                        Some(number_data_point::Value::AsInt(i)) => i as f64,
-                        None => panic!("no value in {}", m.name),
-                    };
-                    let mut labels: Vec<(String, String)> = dp
-                        .attributes
-                        .iter()
-                        .map(|kv| (kv.key.clone(), string_of(kv.value.as_ref())))
-                        .collect();
-                    labels.sort();
-                    out.insert((
-                        name.clone(),
-                        labels,
-                        astrolabe::http::exposition::format_value(value),
-                    ));
+    let mut add = |name: String, labels, v: f64| out.insert((name, labels, format_value(v)));
+    for m in metrics_of(req) {
+        match &m.data {
+            Some(metric::Data::Gauge(g)) => {
+                for dp in &g.data_points {
+                    add(
+                        m.name.clone(),
+                        sorted_labels(&dp.attributes, None),
+                        value_of(dp),
+                    );
                 }
             }
-        }
+            Some(metric::Data::Sum(s)) => {
+                assert!(s.is_monotonic, "{} should be a counter", m.name);
+                for dp in &s.data_points {
+                    let labels = sorted_labels(&dp.attributes, None);
+                    add(format!("{}_total", m.name), labels, value_of(dp));
+                }
+            }
+            Some(metric::Data::Summary(s)) => {
+                for dp in &s.data_points {
+                    for q in &dp.quantile_values {
+                        let quantile = Some(("quantile", format_value(q.quantile)));
+                        add(
+                            m.name.clone(),
+                            sorted_labels(&dp.attributes, quantile),
+                            q.value,
+                        );
+                    }
+                    let labels = sorted_labels(&dp.attributes, None);
+                    add(format!("{}_count", m.name), labels, dp.count as f64);
+                }
+            }
+            Some(metric::Data::Histogram(h)) => {
+                for dp in &h.data_points {
+                    assert_eq!(dp.bucket_counts.len(), dp.explicit_bounds.len() + 1);
+                    let mut cumulative = 0;
+                    let bounds = dp.explicit_bounds.iter().chain([&f64::INFINITY]);
+                    for (bound, count) in bounds.zip(&dp.bucket_counts) {
+                        cumulative += count;
+                        let le = Some(("le", format_value(*bound)));
+                        let labels = sorted_labels(&dp.attributes, le);
+                        add(format!("{}_bucket", m.name), labels, cumulative as f64);
+                    }
+                    assert_eq!(
+                        cumulative, dp.count,
+                        "{}: buckets add up to the count",
+                        m.name
+                    );
+                    let labels = sorted_labels(&dp.attributes, None);
+                    add(format!("{}_count", m.name), labels.clone(), dp.count as f64);
+                    if let Some(sum) = dp.sum {
+                        add(format!("{}_sum", m.name), labels, sum);
+                    }
+                }
+            }
+            other => panic!("unexpected data for {}: {other:?}", m.name),
+        };
     }
     out
+}
+
+fn metrics_of(
+    req: &ExportMetricsServiceRequest,
+) -> impl Iterator<Item = &opentelemetry_proto::tonic::metrics::v1::Metric> {
+    req.resource_metrics
+        .iter()
+        .flat_map(|rm| &rm.scope_metrics)
+        .flat_map(|sm| &sm.metrics)
+}
+
+fn metric_named<'a>(
+    req: &'a ExportMetricsServiceRequest,
+    name: &str,
+) -> &'a opentelemetry_proto::tonic::metrics::v1::Metric {
+    metrics_of(req)
+        .find(|m| m.name == name)
+        .unwrap_or_else(|| panic!("no metric {name} in the export"))
+}
+
+fn value_of(dp: &opentelemetry_proto::tonic::metrics::v1::NumberDataPoint) -> f64 {
+    match dp.value {
+        Some(number_data_point::Value::AsDouble(d)) => d,
+        Some(number_data_point::Value::AsInt(i)) => i as f64,
+        None => panic!("a data point without a value"),
+    }
 }
 
 fn string_of(v: Option<&opentelemetry_proto::tonic::common::v1::AnyValue>) -> String {
@@ -157,21 +227,19 @@ fn resource_of(req: &ExportMetricsServiceRequest) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// The histogram families of a text exposition (0.0.4), by `# TYPE`.
-fn histograms_of_text(text: &str) -> BTreeSet<String> {
+/// The families of a text exposition (0.0.4) of one `# TYPE`.
+fn families_of_type(text: &str, kind: &str) -> BTreeSet<String> {
     text.lines()
         .filter_map(|l| l.strip_prefix("# TYPE "))
-        .filter_map(|l| l.strip_suffix(" histogram"))
+        .filter_map(|l| l.strip_suffix(&format!(" {kind}")))
         .map(str::to_string)
         .collect()
 }
 
 /// Parses a text exposition (0.0.4) into points, unescaping label values.
-/// Histogram families and NaN values are left out: the export carries no
-/// histograms (the SDK has no observable histogram instrument), which the
-/// tests check, and no NaN.
+/// Summaries' `_sum` samples are left out, as in [`points_of`].
 fn points_of_text(text: &str) -> BTreeSet<Point> {
-    let histograms = histograms_of_text(text);
+    let summaries = families_of_type(text, "summary");
     let mut out = BTreeSet::new();
     for line in text
         .lines()
@@ -182,13 +250,10 @@ fn points_of_text(text: &str) -> BTreeSet<Point> {
             None => (series.to_string(), Vec::new()),
             Some((name, rest)) => (name.to_string(), parse_labels(rest.trim_end_matches('}'))),
         };
-        let histogram_sample = ["_bucket", "_sum", "_count"].iter().any(|suffix| {
-            name.strip_suffix(suffix)
-                .is_some_and(|family| histograms.contains(family))
-        });
-        // The SDK drops NaN observations (a gauge with no value yet, like the
-        // coverage of the last query before any query was asked).
-        if histogram_sample || value == "NaN" {
+        if name
+            .strip_suffix("_sum")
+            .is_some_and(|family| summaries.contains(family))
+        {
             continue;
         }
         let mut labels = labels;
@@ -249,7 +314,10 @@ fn options(zone: &str, seeds: Vec<SocketAddr>, work: i64) -> AgentOptions {
         interval: Duration::from_millis(200),
         web_listen: "127.0.0.1:0".parse().unwrap(),
         textfile_directory: None,
-        aggregates: vec!["SELECT sum(work) AS work_summed, max(work) AS work_peak".into()],
+        aggregates: vec![
+            "SELECT sum(work) AS work_summed, max(work) AS work_peak, quantile(0.9, work) AS work_p90"
+                .into(),
+        ],
         attributes: vec![("work".into(), Value::Int(work))],
         collector_timeout: Duration::from_secs(5),
         collector_interval: None,
@@ -329,24 +397,21 @@ async fn same_numbers_over(protocol: Protocol) {
     let exposition = scrape(web.port()).await;
     let served = points_of_text(&exposition);
     let pushed = points_of(&received);
-    // The one family /metrics serves that the export leaves out.
-    let histograms = histograms_of_text(&exposition);
-    assert!(
-        histograms.contains("astrolabe_query_duration_seconds"),
-        "{histograms:?}"
-    );
-    assert!(
-        !pushed
-            .iter()
-            .any(|(n, _, _)| histograms.iter().any(|h| n.starts_with(h.as_str()))),
-        "a histogram was pushed"
-    );
     // Figures for BENCHMARKS.md (printed, never asserted).
     eprintln!(
         "{protocol}: one export of a 3-agent snapshot: {sent} data points, {} bytes of protobuf",
         received.encoded_len()
     );
-    assert_eq!(sent, pushed.len(), "points sent vs received");
+    let data_points: usize = metrics_of(&received)
+        .map(|m| match &m.data {
+            Some(metric::Data::Gauge(g)) => g.data_points.len(),
+            Some(metric::Data::Sum(s)) => s.data_points.len(),
+            Some(metric::Data::Summary(s)) => s.data_points.len(),
+            Some(metric::Data::Histogram(h)) => h.data_points.len(),
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(sent, data_points, "points sent vs received");
     let only_served: Vec<_> = served.difference(&pushed).take(10).collect();
     let only_pushed: Vec<_> = pushed.difference(&served).take(10).collect();
     assert!(
@@ -377,6 +442,34 @@ async fn same_numbers_over(protocol: Protocol) {
         .iter()
         .any(|(n, _, _)| n == "astrolabe_gossip_rounds_total"));
     assert!(pushed.iter().any(|(n, _, _)| n == "node_cpu_seconds_total"));
+    // The data model a Collector user sees: units from the name's suffix,
+    // zone quantiles as Summary points, the query histogram as a Histogram.
+    for (name, unit) in [
+        ("node_cpu_seconds", "s"),
+        ("astrolabe_zone_age_seconds", "s"),
+        ("node_memory_MemTotal_bytes", "By"),
+        ("astrolabe_query_duration_seconds", "s"),
+        ("astrolabe_gossip_rounds", ""),
+    ] {
+        assert_eq!(metric_named(&received, name).unit, unit, "{name}");
+    }
+    let p90 = metric_named(&received, "astrolabe_zone_work_p90");
+    let Some(metric::Data::Summary(summary)) = &p90.data else {
+        panic!("zone quantiles should be a Summary: {p90:?}");
+    };
+    let root = summary
+        .data_points
+        .iter()
+        .find(|dp| sorted_labels(&dp.attributes, None) == [("zone_path".into(), "/".into())])
+        .expect("the root's p90");
+    assert_eq!(root.count, 3, "three leaves under the root");
+    assert_eq!(root.quantile_values.len(), 1);
+    assert_eq!(root.quantile_values[0].quantile, 0.9);
+    let queries = metric_named(&received, "astrolabe_query_duration_seconds");
+    assert!(
+        matches!(queries.data, Some(metric::Data::Histogram(_))),
+        "{queries:?}"
+    );
     let resource = resource_of(&received);
     assert_eq!(
         resource.get("service.name").map(String::as_str),
@@ -584,5 +677,259 @@ fn check_config_refuses_a_bad_otlp_section() {
     )
     .unwrap();
     run_ok(&[std::ffi::OsStr::new("check-config"), good.as_os_str()]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Series the rules say to leave out (a summary without `_count`) and
+/// exports that fail are counted in `astrolabe_otlp_dropped_points_total`,
+/// served on `/metrics`, and the rest still goes out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_is_left_out_is_counted_and_served() {
+    use astrolabe_collectors::{Kind, MetricFamily};
+    let (addr, mut inbox) = grpc_receiver().await;
+    let mut no_count = MetricFamily::new("rpc_latency_seconds", "Latency.", Kind::Summary);
+    no_count.push(&[("quantile", "0.5")], 0.2);
+    let mut fine = MetricFamily::new("rpc_size_bytes", "Size.", Kind::Summary);
+    fine.push(&[("quantile", "0.5")], 10.0);
+    fine.push_suffixed("_sum", &[], 40.0);
+    fine.push_suffixed("_count", &[], 4.0);
+    let view = astrolabe::view::View {
+        host: Arc::new(vec![no_count, fine]),
+        ..Default::default()
+    };
+    let identity = Identity {
+        host_name: "h".into(),
+        zone_path: "/a/b".into(),
+        agent_id: 1,
+    };
+    let opts = OtlpOptions::new(
+        &format!("http://{addr}"),
+        Protocol::Grpc,
+        Duration::from_secs(5),
+    );
+    let mut exporter = OtlpExporter::new(&opts, &identity).unwrap();
+    let sent = exporter.export(&view).await.unwrap();
+    let received = next_request(&mut inbox).await;
+    let size = metric_named(&received, "rpc_size_bytes");
+    let Some(metric::Data::Summary(s)) = &size.data else {
+        panic!("{size:?}")
+    };
+    assert_eq!((s.data_points[0].count, s.data_points[0].sum), (4, 40.0));
+    assert_eq!(size.unit, "By");
+    assert!(!metrics_of(&received).any(|m| m.name == "rpc_latency_seconds"));
+    let counters = exporter.counters().clone();
+    assert_eq!(counters.dropped_total(DropReason::MissingCount), 1);
+
+    // A receiver that is gone: the whole export counts as failed.
+    let gone = format!("http://127.0.0.1:{}", free_port());
+    let opts = OtlpOptions::new(&gone, Protocol::HttpProtobuf, Duration::from_secs(2));
+    let mut lost = OtlpExporter::new(&opts, &identity)
+        .unwrap()
+        .with_counters(counters.clone());
+    assert!(lost.export(&view).await.is_err());
+    assert_eq!(
+        counters.dropped_total(DropReason::ExportFailed),
+        sent as u64
+    );
+    // Each export leaves the summary out again.
+    assert_eq!(counters.dropped_total(DropReason::MissingCount), 2);
+
+    // Served on /metrics from the snapshot that carries the counters.
+    let cell = Arc::new(ViewCell::default());
+    cell.set(astrolabe::view::View {
+        otlp: counters,
+        ..view
+    });
+    let (web, _server) = astrolabe::http::serve("127.0.0.1:0".parse().unwrap(), cell)
+        .await
+        .unwrap();
+    let text = scrape(web.port()).await;
+    for (reason, n) in [
+        ("missing_count", 2),
+        ("export_failed", sent),
+        ("rejected", 0),
+    ] {
+        let line = format!("astrolabe_otlp_dropped_points_total{{reason=\"{reason}\"}} {n}\n");
+        let otlp: Vec<&str> = text.lines().filter(|l| l.contains("otlp")).collect();
+        assert!(text.contains(&line), "{line} not in {otlp:?}");
+    }
+    assert!(text.contains(&format!("astrolabe_otlp_exported_points_total {sent}\n")));
+}
+
+/// A helper process, killed when the test ends, whether it passes or not.
+struct ChildGuard(std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Whether python3 can import `module`; missing is a failure under CI and
+/// a skip, said on stderr, elsewhere.
+fn python_has(module: &str) -> bool {
+    let ok = std::process::Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        let why = format!("python3 with {module} is needed (pip install opentelemetry-proto)");
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "{why}");
+        eprintln!("SKIPPED: {why}");
+    }
+    ok
+}
+
+/// The agent binary against the OpenTelemetry project's own Python
+/// decoder: names that are no valid instrument names, NaN and infinities
+/// arrive as served; units, summaries and histograms as the rules say.
+#[test]
+fn a_python_otlp_receiver_sees_the_data_model_the_rules_give() {
+    if !python_has("opentelemetry.proto.collector.metrics.v1.metrics_service_pb2") {
+        return;
+    }
+    let dir = temp_dir("otlp-python");
+    std::fs::write(
+        dir.join("odd.prom"),
+        "recording:rule:rate5m 1.5\n_leading_underscore 2\nodd_nan NaN\nodd_inf +Inf\nodd_minus_inf -Inf\n\
+         # TYPE files_size_bytes gauge\nfiles_size_bytes 1024\n\
+         # TYPE job_runs_seconds_total counter\njob_runs_seconds_total 12\n",
+    )
+    .unwrap();
+    let port = free_port();
+    let mut receiver = ChildGuard(
+        std::process::Command::new("python3")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/otlp_receiver.py"
+            ))
+            .args(["--http", &port.to_string()])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let (line_tx, lines) = std::sync::mpsc::channel();
+    let stdout = receiver.0.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)).map_while(Result::ok) {
+            if line_tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let first = lines.recv_timeout(Duration::from_secs(20));
+    assert!(
+        first.is_ok_and(|l| l.contains("listening")),
+        "the receiver did not start"
+    );
+    let agent = Agent::spawn(
+        "/py/h1",
+        &[],
+        &dir,
+        &[
+            "--no-collector.host",
+            "--attribute",
+            "work=5",
+            "--aggregate",
+            "SELECT quantile(0.5, work) AS work_p50",
+            "--otlp.endpoint",
+            &format!("http://127.0.0.1:{port}"),
+            "--otlp.protocol",
+            "http/protobuf",
+            "--otlp.interval",
+            "300ms",
+        ],
+    );
+    // A second agent whose receiver is not there: its exports are counted lost.
+    let lost = Agent::spawn(
+        "/py/h2",
+        &[agent.gossip],
+        &dir,
+        &[
+            "--otlp.endpoint",
+            &format!("http://127.0.0.1:{}", free_port()),
+            "--otlp.interval",
+            "300ms",
+        ],
+    );
+    let mut last = serde_json::Value::Null;
+    let found = eventually(Duration::from_secs(30), || {
+        let Ok(line) = lines.recv_timeout(Duration::from_secs(1)) else {
+            return false;
+        };
+        last = serde_json::from_str(&line).unwrap();
+        line.contains("recording:rule:rate5m") && line.contains("astrolabe_zone_work_p50")
+    });
+    assert!(
+        found,
+        "no export with the textfile and the zone summary: {last}"
+    );
+    let metrics: Vec<&serde_json::Value> = last["resource_metrics"][0]["scope_metrics"][0]
+        ["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .collect();
+    let named = |name: &str| -> &serde_json::Value {
+        metrics
+            .iter()
+            .find(|m| m["name"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {last}"))
+    };
+    let gauge_value = |name: &str| named(name)["gauge"]["data_points"][0]["as_double"].clone();
+    assert_eq!(gauge_value("recording:rule:rate5m"), 1.5);
+    assert_eq!(gauge_value("_leading_underscore"), 2.0);
+    assert_eq!(gauge_value("odd_nan"), "NaN");
+    assert_eq!(gauge_value("odd_inf"), "Infinity");
+    assert_eq!(gauge_value("odd_minus_inf"), "-Infinity");
+    assert_eq!(named("files_size_bytes")["unit"], "By");
+    let runs = named("job_runs_seconds");
+    assert_eq!(runs["unit"], "s");
+    assert_eq!(runs["sum"]["is_monotonic"], true);
+    assert_eq!(
+        runs["sum"]["aggregation_temporality"],
+        "AGGREGATION_TEMPORALITY_CUMULATIVE"
+    );
+    let p50 = named("astrolabe_zone_work_p50");
+    let leaf = p50["summary"]["data_points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|dp| dp["attributes"][0]["value"]["string_value"] == "/py")
+        .unwrap_or_else(|| panic!("no summary point of /py: {p50}"));
+    // Only h1 has `work`: the zone's sketch holds one value.
+    assert_eq!(leaf["count"], "1", "{leaf}");
+    assert_eq!(leaf["quantile_values"][0]["quantile"], 0.5);
+    // The sketch's relative error is 2%.
+    let p50_value = leaf["quantile_values"][0]["value"].as_f64().unwrap();
+    assert!((p50_value - 5.0).abs() < 0.1, "{leaf}");
+    let queries = named("astrolabe_query_duration_seconds");
+    assert_eq!(queries["unit"], "s");
+    assert!(queries["histogram"]["data_points"][0]["explicit_bounds"].is_array());
+    assert_eq!(
+        named("astrolabe_gossip_rounds")["metadata"][0]["value"]["string_value"],
+        "counter"
+    );
+
+    let served = |a: &Agent, metric: &str| -> f64 {
+        a.get("/metrics")
+            .and_then(|t| {
+                t.lines()
+                    .find_map(|l| l.strip_prefix(metric)?.trim().parse::<f64>().ok())
+            })
+            .unwrap_or(0.0)
+    };
+    assert!(eventually(Duration::from_secs(10), || served(
+        &agent,
+        "astrolabe_otlp_exported_points_total"
+    ) > 0.0));
+    assert!(
+        eventually(Duration::from_secs(20), || served(
+            &lost,
+            "astrolabe_otlp_dropped_points_total{reason=\"export_failed\"}"
+        ) > 0.0),
+        "the lost exports were not counted"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

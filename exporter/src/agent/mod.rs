@@ -3,6 +3,7 @@
 
 mod absent;
 mod leaf;
+pub mod resident;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -107,6 +108,9 @@ pub struct RunningAgent {
     pub gossip_addr: SocketAddr,
     pub web_addr: SocketAddr,
     pub view: Arc<ViewCell>,
+    /// What an OTLP exporter of this agent sent and left out, served on
+    /// its `/metrics` (`crate::otel::spawn` counts into it).
+    pub otlp: Arc<crate::otel::OtlpCounters>,
     stop: mpsc::Sender<Stop>,
     task: tokio::task::JoinHandle<()>,
     static_attrs: Arc<std::sync::RwLock<Attributes>>,
@@ -251,6 +255,7 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
     let (calls_tx, mut calls_rx) = mpsc::channel::<crate::overlay::runtime::Call>(64);
     // The overlay's APIs go through the same TLS and authentication as the rest.
     let query_metrics = Arc::new(crate::overlay::metrics::QueryMetrics::default());
+    let otlp_counters = Arc::new(crate::otel::OtlpCounters::default());
     let mut app = crate::http::router(view.clone()).merge(crate::overlay::http::router(
         crate::overlay::runtime::OverlayHandle {
             calls: calls_tx,
@@ -417,6 +422,7 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
     );
     let mut absent =
         absent::AbsentAttributes::new(&opts.aggregates, opts.interval.as_millis() as u64);
+    let served_otlp = otlp_counters.clone();
     let task = tokio::spawn(async move {
         let mut host: Arc<Vec<MetricFamily>> = Arc::new(Vec::new());
         let mut buf = vec![0u8; 65_536];
@@ -427,6 +433,7 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
         let publish = |engine: &Engine, host: &Arc<Vec<MetricFamily>>| {
             cell.set(View {
                 queries: query_metrics.clone(),
+                otlp: served_otlp.clone(),
                 signatures: signatures.clone(),
                 limits: limit_counters.clone(),
                 collisions: collisions.clone(),
@@ -585,6 +592,7 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
         gossip_addr,
         web_addr,
         view,
+        otlp: otlp_counters,
         stop: stop_tx,
         task,
         static_attrs: shared_attrs,

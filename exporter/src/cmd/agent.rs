@@ -757,6 +757,9 @@ pub fn check_config(path: PathBuf) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How long after start the start-up code's pages are released.
+const STARTUP_SETTLES: Duration = Duration::from_secs(10);
+
 /// Collectors run on short-lived threads; glibc would give each its own
 /// malloc arena and keep the pages. Two arenas are plenty for an agent.
 fn limit_malloc_arenas() {
@@ -778,10 +781,10 @@ pub fn run(mut args: AgentArgs, matches: Option<&clap::ArgMatches>) -> anyhow::R
     let opts = options(&args)?;
     init_logging(&args.log_format, "info")?;
     let otlp = otlp_options(&args)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        // One worker is plenty for one engine, one socket and scrapes, and
-        // keeps the resident set near a third of node_exporter's.
-        .worker_threads(1)
+    // The main thread is plenty for one engine, one socket, scrapes and
+    // OTLP pushes; a worker thread would only add its stack and allocator
+    // pages to the resident set (BENCHMARKS.md, stop 18).
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the runtime")?;
@@ -795,9 +798,21 @@ pub fn run(mut args: AgentArgs, matches: Option<&clap::ArgMatches>) -> anyhow::R
         let agent = start(opts).await?;
         crate::agent::log_security(security.as_deref(), &trusted, agent.gossip_addr);
         let _otlp = match otlp {
-            Some(o) => Some(AbortOnDrop(crate::otel::spawn(o, identity, agent.view.clone())?)),
+            Some(o) => Some(AbortOnDrop(crate::otel::spawn(
+                o,
+                identity,
+                agent.view.clone(),
+                agent.otlp.clone(),
+            )?)),
             None => None,
         };
+        // Once start-up is over (sockets bound, first collection and
+        // gossip rounds done), its code stops counting as resident.
+        tokio::spawn(async {
+            tokio::time::sleep(STARTUP_SETTLES).await;
+            let kb = crate::agent::resident::release_startup_pages();
+            tracing::debug!(kb, "start-up pages released");
+        });
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
         let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;

@@ -22,8 +22,12 @@ pub const OPENMETRICS_CONTENT_TYPE: &str =
 
 fn zone_families(view: &View) -> Vec<MetricFamily> {
     let mut by_name: BTreeMap<String, MetricFamily> = BTreeMap::new();
-    let mut add = |name: String, help: &str, labels: Vec<(&str, String)>, value: f64| {
-        let kind = if labels.iter().any(|(k, _)| *k == "quantile") {
+    let mut add = |name: String,
+                   help: &str,
+                   suffix: &'static str,
+                   labels: Vec<(&str, String)>,
+                   value: f64| {
+        let kind = if suffix == "_count" || labels.iter().any(|(k, _)| *k == "quantile") {
             Kind::Summary
         } else {
             Kind::Gauge
@@ -32,7 +36,7 @@ fn zone_families(view: &View) -> Vec<MetricFamily> {
             .entry(name.clone())
             .or_insert_with(|| MetricFamily::new(&name, help, kind));
         let labels: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        family.push(&labels, value);
+        family.push_suffixed(suffix, &labels, value);
     };
     for zone in &view.zones {
         let row = &zone.row;
@@ -40,12 +44,14 @@ fn zone_families(view: &View) -> Vec<MetricFamily> {
         add(
             "astrolabe_zone_members".into(),
             "Live agents in the zone.",
+            "",
             vec![("zone_path", path.clone())],
             row.members() as f64,
         );
         add(
             "astrolabe_zone_age_seconds".into(),
             "Age of the oldest input of the zone's row, as this agent sees it.",
+            "",
             vec![("zone_path", path.clone())],
             zone.age_seconds,
         );
@@ -71,15 +77,25 @@ fn zone_families(view: &View) -> Vec<MetricFamily> {
             }
             let metric = zone_metric(name);
             let mut labels = vec![("zone_path", path.clone())];
-            if let Some(State::Quantile { q, .. }) = row.states().and_then(|s| s.get(name)) {
-                labels.push(("quantile", q.to_string()));
-            }
             let help = if &**name == ATTR_REPORTING {
                 "Children of the zone heard from within their expiry."
             } else {
                 "Zone attribute (an aggregate over the zone's leaves, or a host's own value)."
             };
-            add(metric, help, labels, number);
+            let quantile = match row.states().and_then(|s| s.get(name)) {
+                Some(State::Quantile { q, sketch }) => Some((*q, sketch.count())),
+                _ => None,
+            };
+            let Some((q, count)) = quantile else {
+                add(metric, help, "", labels, number);
+                continue;
+            };
+            let zone_only = labels.clone();
+            labels.push(("quantile", q.to_string()));
+            add(metric.clone(), help, "", labels, number);
+            // A summary's `_count`: the leaf values the sketch holds (an
+            // OTLP summary needs it).
+            add(metric, help, "_count", zone_only, count as f64);
         }
     }
     by_name.into_values().collect()
@@ -206,6 +222,7 @@ fn agent_families(view: &View) -> Vec<MetricFamily> {
     .chain(view.queries.families())
     .chain(std::iter::once(view.signatures.family()))
     .chain(std::iter::once(view.collisions.family()))
+    .chain(view.otlp.families())
     .collect()
 }
 

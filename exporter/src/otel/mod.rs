@@ -4,38 +4,40 @@
 //! interval. Off unless an endpoint is configured.
 //!
 //! The numbers come from the same place as `/metrics`: the families that
-//! [`crate::http::exposition::families`] builds from one immutable snapshot.
-//! Each export pins one snapshot and every instrument's callback reads that
-//! pin, so all data points of one export describe the same moment.
-//!
-//! The SDK is driven by hand (a manual reader, collected and exported from
-//! our own task) rather than by its periodic reader, whose flush would
-//! block a runtime thread on the exporter's own future.
+//! [`crate::http::exposition::families`] builds from one immutable snapshot,
+//! so all data points of one export describe the same moment. They are
+//! turned into OTLP messages directly ([`convert`]), not through the SDK's
+//! instruments: the SDK cannot carry summaries, drops NaN and names it
+//! does not accept as instrument names, and its per-instrument aggregation
+//! tables multiplied the agent's memory (BENCHMARKS.md, stop 18).
 
+mod convert;
+mod counters;
 mod options;
-mod pinned;
+mod send;
+mod units;
 
+use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use opentelemetry::KeyValue;
-use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
-use opentelemetry_sdk::metrics::data::ResourceMetrics;
-use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
-use opentelemetry_sdk::metrics::reader::MetricReader;
-use opentelemetry_sdk::metrics::{
-    InstrumentKind, ManualReader, Pipeline, SdkMeterProvider, Stream, Temporality,
-};
-use opentelemetry_sdk::Resource;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::metrics::v1::{ResourceMetrics, ScopeMetrics};
+use opentelemetry_proto::tonic::resource::v1::Resource;
 
+pub use convert::{otlp_name, LeftOut};
+pub use counters::{DropReason, OtlpCounters};
 pub use options::{OtlpOptions, Protocol};
-pub use pinned::{otlp_name, Pinned};
+pub use units::unit_of;
 
 use crate::view::{View, ViewCell};
+use convert::{attribute, Times};
 
-/// Data points one instrument may carry before the SDK folds the rest into
-/// an overflow point: far above any table an agent holds.
-const CARDINALITY_LIMIT: usize = 100_000;
+/// Families already named in a warning: a family that keeps being left
+/// out is logged once, not every interval. Bounded, so churning textfile
+/// names cannot grow it without end.
+const MAX_WARNED: usize = 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OtlpError {
@@ -43,10 +45,6 @@ pub enum OtlpError {
     Endpoint { endpoint: String, reason: String },
     #[error("--otlp.protocol {0:?}: use grpc or http/protobuf")]
     Protocol(String),
-    #[error("OTLP exporter: {0}")]
-    Build(String),
-    #[error("OTLP collection: {0}")]
-    Collect(String),
     #[error("OTLP export to {endpoint}: {reason}")]
     Export { endpoint: String, reason: String },
 }
@@ -61,54 +59,60 @@ pub struct Identity {
 }
 
 impl Identity {
+    /// The resource, with `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES`
+    /// honoured as OpenTelemetry SDKs honour them (the agent's own
+    /// attributes win over the variable's).
     fn resource(&self) -> Resource {
-        let mut builder = Resource::builder();
-        // OTEL_SERVICE_NAME, when set, is the user's choice; keep it.
-        if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
-            builder = builder.with_service_name("astrolabe");
+        let service = std::env::var("OTEL_SERVICE_NAME")
+            .ok()
+            .filter(|s| !s.trim().is_empty())
+            .unwrap_or_else(|| "astrolabe".to_string());
+        let own = [
+            ("service.name", service),
+            ("host.name", self.host_name.clone()),
+            ("astrolabe.zone_path", self.zone_path.clone()),
+            ("service.instance.id", self.agent_id.to_string()),
+            ("service.version", env!("CARGO_PKG_VERSION").to_string()),
+        ];
+        let from_env = std::env::var("OTEL_RESOURCE_ATTRIBUTES").unwrap_or_default();
+        let mut attributes: Vec<KeyValue> = own.iter().map(|(k, v)| attribute(k, v)).collect();
+        for pair in from_env.split(',').filter(|p| !p.trim().is_empty()) {
+            match pair.split_once('=') {
+                Some((k, v)) if !k.trim().is_empty() => {
+                    let k = k.trim();
+                    if !own.iter().any(|(o, _)| *o == k) {
+                        attributes.push(attribute(k, v.trim()));
+                    }
+                }
+                _ => tracing::warn!(
+                    entry = pair,
+                    "OTEL_RESOURCE_ATTRIBUTES: not key=value; left out"
+                ),
+            }
         }
-        builder
-            .with_attributes([
-                KeyValue::new("host.name", self.host_name.clone()),
-                KeyValue::new("astrolabe.zone_path", self.zone_path.clone()),
-                KeyValue::new("service.instance.id", self.agent_id.to_string()),
-                KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
-            ])
-            .build()
+        Resource {
+            attributes,
+            ..Default::default()
+        }
     }
 }
 
-/// The provider owns its readers; the exporter needs to collect from the
-/// same one, hence a shared handle.
-#[derive(Debug, Clone)]
-struct SharedReader(Arc<ManualReader>);
-
-impl MetricReader for SharedReader {
-    fn register_pipeline(&self, pipeline: std::sync::Weak<Pipeline>) {
-        self.0.register_pipeline(pipeline)
-    }
-    fn collect(&self, rm: &mut ResourceMetrics) -> opentelemetry_sdk::error::OTelSdkResult {
-        self.0.collect(rm)
-    }
-    fn force_flush(&self) -> opentelemetry_sdk::error::OTelSdkResult {
-        self.0.force_flush()
-    }
-    fn shutdown_with_timeout(&self, timeout: Duration) -> opentelemetry_sdk::error::OTelSdkResult {
-        self.0.shutdown_with_timeout(timeout)
-    }
-    fn temporality(&self, kind: InstrumentKind) -> Temporality {
-        self.0.temporality(kind)
-    }
+fn unix_nanos(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos().min(u64::MAX as u128) as u64)
 }
 
-/// One OTLP pipeline: instruments over the pinned snapshot, a reader and
-/// the OTLP exporter. `export` is called once per interval.
+/// One OTLP pipeline: the snapshot's families to OTLP messages, and the
+/// transport. `export` is called once per interval.
 pub struct OtlpExporter {
     endpoint: String,
-    reader: SharedReader,
-    provider: SdkMeterProvider,
-    exporter: opentelemetry_otlp::MetricExporter,
-    pinned: Pinned,
+    timeout: Duration,
+    resource: Resource,
+    /// When cumulative points (counters, histograms) started counting.
+    start_unix_nano: u64,
+    sender: send::Sender,
+    counters: Arc<OtlpCounters>,
+    warned: HashSet<(String, DropReason)>,
 }
 
 impl std::fmt::Debug for OtlpExporter {
@@ -124,42 +128,30 @@ impl OtlpExporter {
     /// Must be called inside a tokio runtime (the gRPC channel needs one).
     pub fn new(opts: &OtlpOptions, identity: &Identity) -> Result<OtlpExporter, OtlpError> {
         let endpoint = opts.signal_endpoint()?;
-        let build_err = |e: opentelemetry_otlp::ExporterBuildError| OtlpError::Build(e.to_string());
-        let exporter = match opts.protocol {
-            Protocol::Grpc => opentelemetry_otlp::MetricExporter::builder()
-                .with_tonic()
-                .with_endpoint(endpoint.clone())
-                .with_timeout(opts.timeout)
-                .build()
-                .map_err(build_err)?,
-            Protocol::HttpProtobuf => opentelemetry_otlp::MetricExporter::builder()
-                .with_http()
-                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-                .with_endpoint(endpoint.clone())
-                .with_timeout(opts.timeout)
-                .with_headers(Default::default())
-                .build()
-                .map_err(build_err)?,
-        };
-        let reader = SharedReader(Arc::new(ManualReader::builder().build()));
-        let provider = SdkMeterProvider::builder()
-            .with_resource(identity.resource())
-            .with_reader(reader.clone())
-            .with_view(|_: &opentelemetry_sdk::metrics::Instrument| {
-                Stream::builder()
-                    .with_cardinality_limit(CARDINALITY_LIMIT)
-                    .build()
-                    .ok()
-            })
-            .build();
-        let meter = opentelemetry::metrics::MeterProvider::meter(&provider, "astrolabe");
+        let sender = send::Sender::new(opts.protocol, &endpoint, opts.timeout)?;
+        let counters = Arc::new(OtlpCounters::default());
+        counters.enable();
         Ok(OtlpExporter {
             endpoint,
-            reader,
-            provider,
-            exporter,
-            pinned: Pinned::new(meter),
+            timeout: opts.timeout,
+            resource: identity.resource(),
+            start_unix_nano: unix_nanos(SystemTime::now()),
+            sender,
+            counters,
+            warned: HashSet::new(),
         })
+    }
+
+    /// Counts into `counters` (the agent's, served on its `/metrics`)
+    /// instead of the exporter's own.
+    pub fn with_counters(mut self, counters: Arc<OtlpCounters>) -> OtlpExporter {
+        counters.enable();
+        self.counters = counters;
+        self
+    }
+
+    pub fn counters(&self) -> &Arc<OtlpCounters> {
+        &self.counters
     }
 
     /// Where data points go (the signal URL, `/v1/metrics` added for HTTP).
@@ -167,46 +159,101 @@ impl OtlpExporter {
         &self.endpoint
     }
 
-    /// Collects one snapshot into OTLP form without sending it.
-    pub fn collect(&mut self, view: &View) -> Result<ResourceMetrics, OtlpError> {
-        self.pinned.pin(view);
-        let mut rm = ResourceMetrics::default();
-        let collected = self.reader.collect(&mut rm);
-        // Drop the pin: the snapshot is not kept alive between exports.
-        self.pinned.unpin();
-        collected.map_err(|e| OtlpError::Collect(e.to_string()))?;
-        Ok(rm)
+    /// One snapshot in OTLP form, and its number of data points; what is
+    /// left out is counted and logged (once per family and reason).
+    pub fn collect(&mut self, view: &View) -> (ExportMetricsServiceRequest, usize) {
+        let families = crate::http::exposition::families(view);
+        let times = Times {
+            start_unix_nano: self.start_unix_nano,
+            now_unix_nano: unix_nanos(SystemTime::now()),
+        };
+        let converted = convert::convert(&families, times);
+        for left in &converted.left_out {
+            self.counters.dropped(left.reason, left.points);
+            let key = (left.family.clone(), left.reason);
+            if self.warned.len() < MAX_WARNED && self.warned.insert(key) {
+                tracing::warn!(
+                    family = %left.family,
+                    reason = left.reason.label(),
+                    "OTLP export leaves out series of this family (counted in astrolabe_otlp_dropped_points_total)"
+                );
+            }
+        }
+        let request = ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                resource: Some(self.resource.clone()),
+                scope_metrics: vec![ScopeMetrics {
+                    scope: Some(InstrumentationScope {
+                        name: "astrolabe".into(),
+                        version: env!("CARGO_PKG_VERSION").into(),
+                        ..Default::default()
+                    }),
+                    metrics: converted.metrics,
+                    schema_url: String::new(),
+                }],
+                schema_url: String::new(),
+            }],
+        };
+        (request, converted.points)
     }
 
     /// Collects one snapshot and sends it; returns the data points sent.
     pub async fn export(&mut self, view: &View) -> Result<usize, OtlpError> {
-        let rm = self.collect(view)?;
-        let points = pinned::count_points(&rm);
-        self.exporter
-            .export(&rm)
-            .await
-            .map_err(|e| OtlpError::Export {
-                endpoint: self.endpoint.clone(),
-                reason: e.to_string(),
-            })?;
+        let (request, points) = self.collect(view);
+        self.send(request, points).await
+    }
+
+    /// Sends what [`OtlpExporter::collect`] made; returns the data points sent.
+    pub async fn send(
+        &mut self,
+        request: ExportMetricsServiceRequest,
+        points: usize,
+    ) -> Result<usize, OtlpError> {
+        let failed = |reason: String| OtlpError::Export {
+            endpoint: self.endpoint.clone(),
+            reason,
+        };
+        let sent = tokio::time::timeout(self.timeout, self.sender.send(request)).await;
+        let answer = match sent {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(reason)) => {
+                self.counters.dropped(DropReason::ExportFailed, points);
+                return Err(failed(reason));
+            }
+            Err(_) => {
+                self.counters.dropped(DropReason::ExportFailed, points);
+                return Err(failed(format!("no answer within {:?}", self.timeout)));
+            }
+        };
+        let rejected = answer.as_ref().map_or(0, |p| {
+            p.rejected_data_points.clamp(0, points as i64) as usize
+        });
+        if rejected > 0 {
+            self.counters.dropped(DropReason::Rejected, rejected);
+            if self.warned.insert((String::new(), DropReason::Rejected)) {
+                let message = answer.map(|p| p.error_message).unwrap_or_default();
+                tracing::warn!(rejected, message, "the OTLP receiver rejected data points");
+            }
+        }
+        self.counters.exported(points - rejected);
         Ok(points)
     }
 
-    pub fn shutdown(self) {
-        let _ = self.exporter.shutdown();
-        let _ = self.provider.shutdown();
-    }
+    /// Nothing is buffered between exports, so there is nothing to flush:
+    /// kept so callers can end an exporter explicitly.
+    pub fn shutdown(self) {}
 }
 
 /// Runs the exporter on its interval from the agent's snapshot cell until
-/// the task is aborted. Failures are logged once, then again on recovery,
-/// so an absent collector does not flood the log.
+/// the task is aborted, counting into `counters`. Failures are logged once,
+/// then again on recovery, so an absent collector does not flood the log.
 pub fn spawn(
     opts: OtlpOptions,
     identity: Identity,
     cell: Arc<ViewCell>,
+    counters: Arc<OtlpCounters>,
 ) -> Result<tokio::task::JoinHandle<()>, OtlpError> {
-    let mut exporter = OtlpExporter::new(&opts, &identity)?;
+    let mut exporter = OtlpExporter::new(&opts, &identity)?.with_counters(counters);
     tracing::info!(endpoint = exporter.endpoint(), protocol = %opts.protocol, interval = ?opts.interval, "OTLP export on");
     Ok(tokio::spawn(async move {
         let mut ticker = tokio::time::interval(opts.interval);
@@ -217,8 +264,10 @@ pub fn spawn(
         let mut failing = false;
         loop {
             ticker.tick().await;
-            let view = cell.get();
-            match exporter.export(&view).await {
+            // The snapshot is let go before the send: a slow receiver
+            // does not keep an old view alive.
+            let (request, points) = exporter.collect(&cell.get());
+            match exporter.send(request, points).await {
                 Ok(points) => {
                     if failing {
                         tracing::info!(endpoint = exporter.endpoint(), "OTLP export recovered");
