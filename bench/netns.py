@@ -308,7 +308,7 @@ class Bed:
             raise BedError("relay did not open")
 
     def relay_stats(self):
-        """What the relay carried, after it is told to stop."""
+        """What the relay has carried and lost so far."""
         if self.relay is None or self.relay.poll() is not None:
             return None
         try:
@@ -332,6 +332,9 @@ class Bed:
         for p in self.procs:
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
+                # One that was never let go acts on the signal only once
+                # it runs again.
+                p.send_signal(signal.SIGCONT)
         deadline = time.time() + 5
         for p in self.procs:
             try:
