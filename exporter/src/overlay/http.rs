@@ -231,6 +231,7 @@ fn error_response(e: &RequestError) -> Response {
     match e {
         RequestError::UnknownZone(_) => error(StatusCode::NOT_FOUND, e.to_string()),
         RequestError::BadQuery(_) => error(StatusCode::BAD_REQUEST, e.to_string()),
+        RequestError::NotReady(_) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
 }
 

@@ -37,6 +37,13 @@ pub enum RequestError {
     UnknownZone(String),
     #[error("{0}")]
     BadQuery(String),
+    /// The agent asked has just started and is still learning the zone
+    /// tables it would answer from (its answer would leave hosts out
+    /// without knowing it). The asker turns to the zone's next contact; an
+    /// entry agent refuses the request (HTTP 503) until it has caught up.
+    /// Last, so that earlier variants keep their wire tags.
+    #[error("agent {0} has just started and is still catching up with its zones; ask another agent or try again in a few seconds")]
+    NotReady(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
