@@ -91,7 +91,7 @@ impl Cluster {
     /// Twelve agents, `env(i)` the variables of agent i; each is seeded with
     /// two others (ports are chosen first), so that any one of them can be
     /// restarted and find its way back.
-    fn start(name: &str, env: impl Fn(usize) -> Vec<(String, String)>) -> Cluster {
+    fn start(name: &str, aggregate: &str, env: impl Fn(usize) -> Vec<(String, String)>) -> Cluster {
         let dir = temp_dir(name);
         let mut launches: Vec<Launch> = (0..HOSTS)
             .map(|i| {
@@ -102,7 +102,7 @@ impl Cluster {
                     &dir.join(format!("h{i}")),
                     &[
                         "--aggregate",
-                        AGGREGATE,
+                        aggregate,
                         "--attribute",
                         &barw,
                         "--no-collector.host",
@@ -326,6 +326,16 @@ fn sampler(
     })
 }
 
+/// Sets its flag when dropped: a helper thread stops also when the test
+/// fails.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 /// Fails with every mismatch (the first 60, and how many in all).
 fn fail_listing(what: &str, found: &[String], samples: usize) {
     if found.is_empty() {
@@ -412,7 +422,16 @@ fn mixed_clock_skew_keeps_every_root_exact() {
     }
     let _turn = one_at_a_time();
     let skew = |i: usize| [20i64, -20, 0][i % 3];
-    let mut cluster = Cluster::start("skew", |i| {
+    let root_tick = |web: u16| -> Option<f64> {
+        let zones: Value = serde_json::from_str(&http_get(web, "/api/v1/zones")?).ok()?;
+        zones["zones"]
+            .as_array()?
+            .iter()
+            .find(|z| z["zone_path"] == "/")?["attributes"]["tick_max"]
+            .as_f64()
+    };
+    let aggregate = format!("{AGGREGATE}, max(tick) AS tick_max");
+    let mut cluster = Cluster::start("skew", &aggregate, |i| {
         if skew(i) == 0 {
             return Vec::new();
         }
@@ -422,6 +441,36 @@ fn mixed_clock_skew_keeps_every_root_exact() {
             ("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()),
         ]
     });
+    // The hosts whose clocks are right tick every half second, and every
+    // zone takes the highest tick: the zones holding one of them change all
+    // the time, while /eu/fra and /us/nyc (both hosts skewed) hold still.
+    // That is the condition under which fc8bcd0's bug aged a still zone's
+    // row until it expired.
+    let ticking: Vec<PathBuf> = (0..HOSTS)
+        .filter(|&i| skew(i) == 0)
+        .map(|i| cluster.launches[i].dir.clone())
+        .collect();
+    let stop_ticks = Arc::new(AtomicBool::new(false));
+    let _stop_ticks_on_failure = StopOnDrop(stop_ticks.clone());
+    let ticker = {
+        let stop = stop_ticks.clone();
+        std::thread::spawn(move || {
+            for tick in 0u64.. {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                for dir in &ticking {
+                    let _ = std::fs::create_dir_all(dir);
+                    // Renamed into place: the collector never reads half a file.
+                    let part = dir.join("tick.part");
+                    if std::fs::write(&part, format!("tick {tick}\n")).is_ok() {
+                        let _ = std::fs::rename(&part, dir.join("tick.prom"));
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        })
+    };
     let webs = cluster.webs();
     let settled = settle(&webs, Duration::from_secs(45));
     if let Err(e) = &settled {
@@ -437,12 +486,16 @@ fn mixed_clock_skew_keeps_every_root_exact() {
         );
     }
     let expired_before: Vec<Option<f64>> = webs.iter().map(|w| rows_expired(*w)).collect();
+    let tick_before = root_tick(webs[0]);
 
     let stop = Arc::new(AtomicBool::new(false));
     let samples = sampler(webs.clone(), Duration::from_millis(500), stop.clone());
     std::thread::sleep(Duration::from_secs(40));
     stop.store(true, Ordering::Relaxed);
     let samples = samples.join().expect("sampler");
+    let tick_after = root_tick(webs[0]);
+    stop_ticks.store(true, Ordering::Relaxed);
+    ticker.join().expect("ticker");
 
     // Five rounds: a row is refreshed every round or two when all is well.
     let max_age = 5.0;
@@ -472,6 +525,11 @@ fn mixed_clock_skew_keeps_every_root_exact() {
     }
     if let Err(e) = cluster.all_running() {
         found.push(e);
+    }
+    if !matches!((tick_before, tick_after), (Some(b), Some(a)) if a > b) {
+        found.push(format!(
+            "the root's tick_max went {tick_before:?} -> {tick_after:?}: no zone changed"
+        ));
     }
     eprintln!(
         "{TEST}: converged in {:?}, {} samples, oldest row {oldest:.1} s",
@@ -512,7 +570,7 @@ fn moving(restarts: &[Restart], from: Instant, to: Instant) -> u32 {
 /// transition, in every zone it serves; then every root is exact again.
 fn rolling_restart(test: &str, signal: &str) {
     let _turn = one_at_a_time();
-    let mut cluster = Cluster::start(test, |_| Vec::new());
+    let mut cluster = Cluster::start(test, AGGREGATE, |_| Vec::new());
     let webs = cluster.webs();
     let converged = settle(&webs, Duration::from_secs(45));
     if let Err(e) = &converged {
@@ -697,7 +755,7 @@ fn query_mismatch(a: &Asked, moving: u32, t0: Instant) -> Option<String> {
 fn queries_under_restarts_report_their_coverage_honestly() {
     const TEST: &str = "queries_under_restarts_report_their_coverage_honestly";
     let _turn = one_at_a_time();
-    let mut cluster = Cluster::start("queries", |_| Vec::new());
+    let mut cluster = Cluster::start("queries", AGGREGATE, |_| Vec::new());
     let webs = cluster.webs();
     if let Err(e) = settle(&webs, Duration::from_secs(45)) {
         fail_listing("no convergence", &e, 1);
