@@ -502,18 +502,12 @@ fn mixed_skew_config(agents: usize, seed: u64) -> SimConfig {
 #[test]
 #[ignore]
 fn trace_slow_change() {
-    let env = |k: &str, d: f64| {
-        std::env::var(k)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(d)
-    };
     let mut cfg = SimConfig::new(
-        env("SIM_N", 10000.0) as usize,
-        env("SIM_B", 16.0) as usize,
-        env("SIM_SEED", 2.0) as u64,
+        env_or("SIM_N", 10000.0) as usize,
+        env_or("SIM_B", 16.0) as usize,
+        env_or("SIM_SEED", 2.0) as u64,
     );
-    cfg.loss = env("SIM_LOSS", 0.2);
+    cfg.loss = env_or("SIM_LOSS", 0.2);
     let mut sim = Sim::new(cfg).unwrap();
     membership(&mut sim);
     sim.run_until(200_000, &mut |s: &Sim| s.all_ok());
@@ -656,18 +650,12 @@ fn crashes_and_joins_show_everywhere_and_exclude_nobody_alive() {
 #[test]
 #[ignore = "diagnostic; SIM_SEED, SIM_N, SIM_LOSS"]
 fn trace_wrong_root_after_cold_start() {
-    let env = |k: &str, d: f64| {
-        std::env::var(k)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(d)
-    };
     let mut cfg = SimConfig::new(
-        env("SIM_N", 10000.0) as usize,
+        env_or("SIM_N", 10000.0) as usize,
         16,
-        env("SIM_SEED", 6.0) as u64,
+        env_or("SIM_SEED", 6.0) as u64,
     );
-    cfg.loss = env("SIM_LOSS", 0.2);
+    cfg.loss = env_or("SIM_LOSS", 0.2);
     let mut sim = Sim::new(cfg).unwrap();
     membership(&mut sim);
     sim.run_until(200_000, &mut |s: &Sim| s.all_ok());
@@ -730,15 +718,9 @@ fn trace_wrong_root_after_cold_start() {
 #[test]
 #[ignore = "diagnostic; SIM_SEED, SIM_HOST"]
 fn trace_stale_leaf() {
-    let env = |k: &str, d: f64| {
-        std::env::var(k)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(d)
-    };
-    let mut cfg = SimConfig::new(10000, 16, env("SIM_SEED", 6.0) as u64);
+    let mut cfg = SimConfig::new(10000, 16, env_or("SIM_SEED", 6.0) as u64);
     cfg.loss = 0.2;
-    let host = env("SIM_HOST", 749.0) as usize;
+    let host = env_or("SIM_HOST", 749.0) as usize;
     let mut sim = Sim::new(cfg).unwrap();
     membership(&mut sim);
     let hpath = sim.path(host).clone();
@@ -767,6 +749,31 @@ fn trace_stale_leaf() {
             })
             .collect();
         let leaf = e.tables().last().unwrap();
+        if (40..=58).contains(&round) {
+            let own = leaf.own_row().unwrap();
+            let copies: Vec<String> = mates
+                .iter()
+                .take(4)
+                .map(|j| {
+                    let t = sim.engine(*j).unwrap().tables().last().unwrap();
+                    t.get(hpath.name()).map_or("-".into(), |en| {
+                        format!(
+                            "{:?} c{:x} i{}",
+                            en.freshness().issued,
+                            en.content(),
+                            en.issuer()
+                        )
+                    })
+                })
+                .collect();
+            eprintln!(
+                "   own {:?} c{:x} body {:x}; copies {:?}",
+                own.freshness.issued,
+                own.body.fingerprint() as u32,
+                own.body.fingerprint(),
+                copies
+            );
+        }
         eprintln!(
             "round {round}: {host} root {} leaf rows {} catching_up {} sent {} recv {} | ages at mates {:?}",
             e.root().members(),
@@ -778,4 +785,12 @@ fn trace_stale_leaf() {
         );
         prev = st;
     }
+}
+
+/// A number from the environment, for the diagnostics above.
+fn env_or(key: &str, default: f64) -> f64 {
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
