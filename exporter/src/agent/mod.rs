@@ -589,6 +589,12 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
                 crate::engine::Limit::PendingQueries,
                 overlay.overlay.stats().pending_refused,
             );
+            let live = overlay.overlay.live_count();
+            query_metrics.set_tasks(
+                live,
+                overlay.overlay.task_count() - live,
+                overlay.overlay.stats().live_peak,
+            );
             publish(&engine, &host);
             let alone = engine
                 .tables()

@@ -37,6 +37,11 @@ pub enum RequestError {
     UnknownZone(String),
     #[error("{0}")]
     BadQuery(String),
+    /// The agent holds `--limits.pending-queries` tasks already: said at
+    /// once, to the API caller as a 503 and to an asking peer, which asks
+    /// the zone's next contact instead of waiting.
+    #[error("this agent is answering {0} queries and commands already (--limits.pending-queries); retry")]
+    Overloaded(u32),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
