@@ -30,7 +30,11 @@ pub struct View {
     pub stats: Stats,
     pub dropped: Vec<(DropReason, u64)>,
     pub host: Arc<Vec<MetricFamily>>,
+    /// Some peer heard from, and the catch-up after start is over: this
+    /// agent's zone rows and answers count every host it can know of.
     pub ready: bool,
+    /// Still learning its tables after start (`Engine::is_catching_up`).
+    pub catching_up: bool,
     /// Live counters of on-demand queries, read at scrape time.
     pub queries: Arc<crate::overlay::metrics::QueryMetrics>,
     /// Commands and certificates refused for their operator signature.
@@ -93,7 +97,9 @@ impl View {
             stats: engine.stats().clone(),
             dropped,
             host,
-            ready: tables.iter().any(|t| t.live_siblings().next().is_some()),
+            ready: !engine.is_catching_up()
+                && tables.iter().any(|t| t.live_siblings().next().is_some()),
+            catching_up: engine.is_catching_up(),
             queries: Arc::default(),
             signatures: Arc::default(),
             certificates: engine.certificates(),

@@ -452,6 +452,27 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
                 ..View::capture(engine, now().mono_ms, host.clone(), drops.snapshot())
             });
         };
+        // Gossip and answers wait for the first collection: until then
+        // this agent's row holds none of the host's values, and peers would
+        // count it as a member with NULLs (a query would count it as
+        // answered). Bounded, so that a hanging collector does not keep
+        // the agent out of the cluster.
+        let first_wait = timeout + Duration::from_secs(1);
+        match tokio::time::timeout(first_wait, attrs_rx.recv()).await {
+            Ok(Some((attrs, families, collected))) => {
+                host = families;
+                let effects = engine.set_attributes(now(), attrs);
+                absent.collected();
+                for done in collected {
+                    let _ = done.send(());
+                }
+                send_all(&socket, security.as_deref(), effects).await;
+            }
+            _ => tracing::warn!(
+                waited = ?first_wait,
+                "the first collection has not finished; joining the cluster without it"
+            ),
+        }
         publish(&engine, &host);
         loop {
             let next = engine.next_tick_ms();
@@ -470,7 +491,7 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
                             engine.handle(now(), from, envelope)
                         }
                         Ok(transport::Frame::Overlay(message)) => {
-                            let dir = crate::overlay::Tables(engine.tables());
+                            let dir = crate::overlay::Tables::of(&engine);
                             overlay_effects = overlay.overlay.handle(now().mono_ms, from, message, &dir);
                             Vec::new()
                         }
@@ -490,17 +511,17 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
                     engine.tick(now())
                 }
                 _ = tokio::time::sleep(overlay_wait), if overlay_next != u64::MAX => {
-                    let dir = crate::overlay::Tables(engine.tables());
+                    let dir = crate::overlay::Tables::of(&engine);
                     overlay_effects = overlay.overlay.tick(now().mono_ms, &dir);
                     Vec::new()
                 }
                 Some(call) = calls_rx.recv() => {
-                    let dir = crate::overlay::Tables(engine.tables());
+                    let dir = crate::overlay::Tables::of(&engine);
                     overlay_effects = overlay.call(now().mono_ms, call, &dir);
                     Vec::new()
                 }
                 Some((qid, outcome)) = local_rx.recv() => {
-                    let dir = crate::overlay::Tables(engine.tables());
+                    let dir = crate::overlay::Tables::of(&engine);
                     overlay_effects = overlay.overlay.local_done(now().mono_ms, qid, outcome, &dir);
                     Vec::new()
                 }

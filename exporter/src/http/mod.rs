@@ -218,8 +218,15 @@ async fn metrics(State(cell): State<Arc<ViewCell>>, headers: HeaderMap) -> Respo
 }
 
 async fn ready(State(cell): State<Arc<ViewCell>>) -> Response {
-    if cell.get().ready {
+    let view = cell.get();
+    if view.ready {
         (StatusCode::OK, "Ready.\n").into_response()
+    } else if view.catching_up {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Not ready: still catching up with the zones after start.\n",
+        )
+            .into_response()
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-use crate::engine::Table;
+use crate::engine::{Engine, Table};
 use crate::zone::ZonePath;
 
 /// One child zone as its gossiped row describes it.
@@ -18,14 +18,45 @@ pub struct ChildZone {
 /// The children of the zones this agent holds a table for (its ancestors).
 pub trait Directory {
     fn children(&self, zone: &ZonePath) -> Option<Vec<ChildZone>>;
+
+    /// Whether the tables are complete enough to answer for the zones
+    /// above this agent's own. A just-started agent is still learning
+    /// them (the engine's catch-up): what it would answer for `/eu` counts
+    /// only the children it has heard of so far, so it says it is not
+    /// ready and the asker turns to the zone's next contact.
+    fn ready(&self) -> bool {
+        true
+    }
 }
 
 /// The engine's tables as a directory.
-pub struct Tables<'a>(pub &'a [Table]);
+pub struct Tables<'a> {
+    tables: &'a [Table],
+    ready: bool,
+}
+
+impl<'a> Tables<'a> {
+    /// The engine's tables, ready once its catch-up is over.
+    pub fn of(engine: &'a Engine) -> Tables<'a> {
+        Tables {
+            tables: engine.tables(),
+            ready: !engine.is_catching_up(),
+        }
+    }
+
+    /// Tables whose readiness the caller states (tests, tools).
+    pub fn new(tables: &'a [Table], ready: bool) -> Tables<'a> {
+        Tables { tables, ready }
+    }
+}
 
 impl Directory for Tables<'_> {
+    fn ready(&self) -> bool {
+        self.ready
+    }
+
     fn children(&self, zone: &ZonePath) -> Option<Vec<ChildZone>> {
-        let table = self.0.iter().find(|t| t.zone == *zone)?;
+        let table = self.tables.iter().find(|t| t.zone == *zone)?;
         Some(
             table
                 .rows()

@@ -231,6 +231,7 @@ fn error_response(e: &RequestError) -> Response {
     match e {
         RequestError::UnknownZone(_) => error(StatusCode::NOT_FOUND, e.to_string()),
         RequestError::BadQuery(_) => error(StatusCode::BAD_REQUEST, e.to_string()),
+        RequestError::NotReady(_) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
         // Refused at once, before anything was asked: the caller may retry
         // here later or ask another agent.
         RequestError::Overloaded(_) => (

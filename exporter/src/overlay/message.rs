@@ -37,9 +37,16 @@ pub enum RequestError {
     UnknownZone(String),
     #[error("{0}")]
     BadQuery(String),
+    /// The agent asked has just started and is still learning the zone
+    /// tables it would answer from (its answer would leave hosts out
+    /// without knowing it). The asker turns to the zone's next contact; an
+    /// entry agent refuses the request (HTTP 503) until it has caught up.
+    #[error("agent {0} has just started and is still catching up with its zones; ask another agent or try again in a few seconds")]
+    NotReady(String),
     /// The agent holds `--limits.pending-queries` tasks already: said at
     /// once, to the API caller as a 503 and to an asking peer, which asks
-    /// the zone's next contact instead of waiting.
+    /// the zone's next contact instead of waiting. New variants go last,
+    /// so that earlier ones keep their wire tags.
     #[error("this agent is answering {0} queries and commands already (--limits.pending-queries); retry")]
     Overloaded(u32),
 }

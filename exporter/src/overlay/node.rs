@@ -81,6 +81,10 @@ struct Child {
     target: ZonePath,
     contacts: Vec<SocketAddr>,
     members: u64,
+    /// Hosts the target zone surely has by the gossiped count: `members`
+    /// when the row is the target's own, 0 when the target lies below the
+    /// row (a forwarded ask, where `members` counts the whole subtree).
+    floor: u64,
     /// Asks sent so far (the next one goes to `contacts[asked % len]`).
     asked: usize,
     /// When the latest ask went, and how many asks were retries.
@@ -302,6 +306,9 @@ impl Overlay {
         if let Some(e) = self.locally_unknown(&zone, dir) {
             return Err(e);
         }
+        if zone != self.cfg.zone && !dir.ready() {
+            return Err(self.not_ready());
+        }
         // Refused now, not answered late as if hosts had timed out. The
         // request's own sub-tasks here (one per level below the zone) are
         // admitted with it, so `live` stays below max_pending plus the depth.
@@ -341,6 +348,10 @@ impl Overlay {
         }
         self.plans.insert(sql.to_string(), q.clone());
         Ok(q)
+    }
+
+    fn not_ready(&self) -> RequestError {
+        RequestError::NotReady(self.cfg.addr.to_string())
     }
 
     /// A zone whose parent's table this agent holds, but which is not in it.
@@ -700,6 +711,13 @@ impl Overlay {
             forget_at: 0,
         };
         let own = &self.cfg.zone;
+        if zone != *own && !dir.ready() {
+            // Its tables may lack children it has not heard of yet: an
+            // answer from them would leave hosts out without saying so.
+            let e = self.not_ready();
+            self.fixed(now, from, key, request, Outcome::Error(e), out);
+            return;
+        }
         if zone == *own {
             task.leaf = true;
             self.insert_task(key, task);
@@ -753,9 +771,11 @@ impl Overlay {
                 .copied()
                 .filter(|a| *a != own)
                 .collect();
+            let floor = if c.zone == target { c.members } else { 0 };
             task.children.push(Child {
                 target,
                 contacts,
+                floor,
                 members: c.members,
                 asked: first,
                 asked_at: now,
@@ -858,6 +878,18 @@ impl Overlay {
         }
         for key in keys {
             if let Some(task) = self.tasks.get_mut(&key) {
+                if matches!(reply.outcome, Outcome::Error(RequestError::NotReady(_))) {
+                    // A contact that has just started: alive, but not an
+                    // answer. Ask the zone's next contact now.
+                    for c in task
+                        .children
+                        .iter_mut()
+                        .filter(|c| c.target == zone && !c.done())
+                    {
+                        c.next_retry = c.next_retry.min(now);
+                    }
+                    continue;
+                }
                 if matches!(reply.outcome, Outcome::Error(RequestError::Overloaded(_))) {
                     // A contact at its limit: alive, so no suspect; its
                     // zone's other contacts are asked at once, and once
@@ -969,11 +1001,13 @@ impl Overlay {
                 Some(r) => {
                     merge_outcome(task.query.as_deref(), &mut outcome, &r.outcome);
                     answered = answered.saturating_add(r.answered);
-                    expected = expected.saturating_add(r.expected.max(if r.last {
-                        0
-                    } else {
-                        c.members as u32
-                    }));
+                    // The parent's gossiped count of the child's hosts is
+                    // a floor even for its last reply: a contact that knows
+                    // fewer hosts than its zone's row says (it has just
+                    // started, or lost a row) must not make the answer
+                    // look complete while hosts are left out.
+                    expected = expected
+                        .saturating_add(r.expected.max(c.floor.min(u32::MAX as u64) as u32));
                     for m in &r.missing {
                         if missing.len() < MAX_MISSING {
                             missing.push(m.clone());
@@ -1155,10 +1189,24 @@ mod tests {
     }
 
     /// `/x/e` (the entry, addr 1) and `/z` with hosts a, b, c (addrs 2, 3,
-    /// 4), contacts a and b; c is dead but its row still counts.
-    struct Dir;
+    /// 4), contacts a and b; c is dead but its row still counts. `ready`:
+    /// the agent has caught up; `z_members`: the hosts `/z`'s row counts.
+    #[derive(Clone, Copy)]
+    struct Dir {
+        ready: bool,
+        z_members: u64,
+    }
+
+    const DIR: Dir = Dir {
+        ready: true,
+        z_members: 3,
+    };
 
     impl Directory for Dir {
+        fn ready(&self) -> bool {
+            self.ready
+        }
+
         fn children(&self, z: &ZonePath) -> Option<Vec<ChildZone>> {
             let child = |p: &str, contacts: Vec<u8>, members| ChildZone {
                 zone: zone(p),
@@ -1166,7 +1214,10 @@ mod tests {
                 members,
             };
             match z.as_str() {
-                "/" => Some(vec![child("/x", vec![1], 1), child("/z", vec![2, 3], 3)]),
+                "/" => Some(vec![
+                    child("/x", vec![1], 1),
+                    child("/z", vec![2, 3], self.z_members),
+                ]),
                 "/x" => Some(vec![child("/x/e", vec![1], 1)]),
                 "/z" => Some(vec![
                     child("/z/a", vec![2], 1),
@@ -1190,20 +1241,33 @@ mod tests {
     /// that reached the entry and when, and when host b's answer reached
     /// contact a.
     fn run(nodes: &mut [Overlay], start: u64) -> (Vec<Seen>, Option<u64>) {
+        let (seen, b_reached_a, _) = run_with(nodes, &[DIR; 3], zone("/z"), start);
+        (seen, b_reached_a)
+    }
+
+    /// `run` with each node's own directory, for `zone`; also returns the
+    /// entry's answers.
+    fn run_with(
+        nodes: &mut [Overlay],
+        dirs: &[Dir],
+        target: ZonePath,
+        start: u64,
+    ) -> (Vec<Seen>, Option<u64>, Vec<Reply>) {
         let q = Query::parse(SQL).unwrap();
         let mut queue: BTreeMap<u64, Vec<(usize, SocketAddr, OverlayMessage)>> = BTreeMap::new();
         let mut effects: Vec<(usize, Vec<OverlayEffect>)> = Vec::new();
         let (_, out) = nodes[0]
             .start(
                 start,
-                zone("/z"),
+                target,
                 Request::Query { sql: SQL.into() },
                 2000,
-                &Dir,
+                &dirs[0],
             )
             .unwrap();
         effects.push((0, out));
         let mut seen = Vec::new();
+        let mut answers = Vec::new();
         let mut b_reached_a = None;
         let mut assemblies: HashMap<AssemblyKey, Assembly> = HashMap::new();
         let mut now = start;
@@ -1227,11 +1291,15 @@ mod tests {
                         }
                         OverlayEffect::Local { qid, .. } => {
                             let partial = q.local(&LocalData::default());
-                            let done =
-                                nodes[from].local_done(now, qid, Outcome::Query(partial), &Dir);
+                            let done = nodes[from].local_done(
+                                now,
+                                qid,
+                                Outcome::Query(partial),
+                                &dirs[from],
+                            );
                             effects.push((from, done));
                         }
-                        OverlayEffect::Answer { .. } => {}
+                        OverlayEffect::Answer { answer, .. } => answers.push(answer.reply),
                     }
                 }
             }
@@ -1258,7 +1326,7 @@ mod tests {
                             b_reached_a = Some(now);
                         }
                     }
-                    let out = nodes[to].handle(now, from, message, &Dir);
+                    let out = nodes[to].handle(now, from, message, &dirs[to]);
                     effects.push((to, out));
                 }
                 continue;
@@ -1267,7 +1335,7 @@ mod tests {
                 ticked = true;
                 for (i, node) in nodes.iter_mut().enumerate() {
                     if node.next_tick_ms().is_some_and(|t| t <= now) {
-                        effects.push((i, node.tick(now, &Dir)));
+                        effects.push((i, node.tick(now, &dirs[i])));
                     }
                 }
                 continue;
@@ -1275,7 +1343,7 @@ mod tests {
             now += 1;
             ticked = false;
         }
-        (seen, b_reached_a)
+        (seen, b_reached_a, answers)
     }
 
     #[test]
@@ -1311,6 +1379,72 @@ mod tests {
             .unwrap_or_else(|| panic!("no settled reply: {seen:?}"));
         assert_eq!(first_settled.at, b_at_a + LINK_MS, "{seen:?}");
         assert!(!first_settled.reply.last);
+    }
+    #[test]
+    fn a_just_started_contact_says_not_ready_and_the_next_contact_answers_at_once() {
+        let mut nodes: Vec<Overlay> = [("/x/e", 1), ("/z/a", 2), ("/z/b", 3)]
+            .iter()
+            .map(|(z, i)| {
+                let mut cfg = OverlayConfig::new(addr(*i), zone(z), *i as u64);
+                cfg.fanout = 1;
+                Overlay::new(cfg)
+            })
+            .collect();
+        // Contact a has just started: its tables may lack hosts of /z.
+        let a_starting = Dir {
+            ready: false,
+            ..DIR
+        };
+        let (seen, _, answers) = run_with(&mut nodes, &[DIR, a_starting, DIR], zone("/z"), 0);
+        assert!(
+            seen.iter()
+                .any(|s| matches!(s.reply.outcome, Outcome::Error(RequestError::NotReady(_)))),
+            "a did not say it is not ready: {seen:?}"
+        );
+        // b, asked the moment a said so, answers for a and b; the dead c
+        // is missing. No answer of the entry is a's refusal.
+        let last = answers.last().expect("no answer");
+        assert!(last.last, "{answers:?}");
+        assert!(matches!(last.outcome, Outcome::Query(_)), "{last:?}");
+        assert_eq!((last.answered, last.expected), (2, 3), "{last:?}");
+        let first_from_b = seen
+            .iter()
+            .find(|s| s.reply.answered > 0)
+            .expect("no answer from b");
+        // Refused at 2 links, b asked at once: b's first reply is back
+        // within a few links, not after a retry interval.
+        assert!(first_from_b.at < 200, "{seen:?}");
+
+        // The entry itself still catching up refuses the request.
+        let err = nodes[0]
+            .start(
+                10_000,
+                zone("/z"),
+                Request::Query { sql: SQL.into() },
+                2000,
+                &a_starting,
+            )
+            .unwrap_err();
+        assert!(matches!(err, RequestError::NotReady(_)), "{err:?}");
+    }
+
+    #[test]
+    fn an_answer_expects_at_least_the_hosts_the_zone_row_counts() {
+        let mut nodes: Vec<Overlay> = [("/x/e", 1), ("/z/a", 2), ("/z/b", 3)]
+            .iter()
+            .map(|(z, i)| Overlay::new(OverlayConfig::new(addr(*i), zone(z), *i as u64)))
+            .collect();
+        // The root's row of /z counts 5 hosts; its contacts know only 3.
+        let entry = Dir {
+            z_members: 5,
+            ..DIR
+        };
+        let (_, _, answers) = run_with(&mut nodes, &[entry, DIR, DIR], zone("/"), 0);
+        let last = answers.last().expect("no answer");
+        assert!(last.last, "{answers:?}");
+        // 1 (/x) + max(3 known below, 5 by the row): the 2 hosts nobody
+        // below knows of are not passed off as complete.
+        assert_eq!((last.answered, last.expected), (3, 6), "{last:?}");
     }
 }
 

@@ -281,7 +281,7 @@ impl OverlaySim {
                 zone.clone(),
                 request,
                 timeout_ms,
-                &Tables(engine.tables()),
+                &Tables::of(engine),
             )
         };
         let (_, effects) = match started {
@@ -333,7 +333,7 @@ impl OverlaySim {
                     };
                     (
                         agent,
-                        node.local_done(at, qid, outcome, &Tables(engine.tables())),
+                        node.local_done(at, qid, outcome, &Tables::of(engine)),
                     )
                 }
                 Err(_) => continue,
@@ -395,14 +395,14 @@ impl OverlaySim {
                 else {
                     return Ok(None);
                 };
-                Ok(Some((i, node.tick(at, &Tables(engine.tables())))))
+                Ok(Some((i, node.tick(at, &Tables::of(engine)))))
             }
             Ev::Deliver { to, from, message } => {
                 let (Some(node), Some(engine)) = (self.nodes[to].as_mut(), self.sim.engine(to))
                 else {
                     return Ok(None);
                 };
-                let effects = node.handle(at, addr_of(from), message, &Tables(engine.tables()));
+                let effects = node.handle(at, addr_of(from), message, &Tables::of(engine));
                 Ok(Some((to, effects)))
             }
             local @ Ev::Local { .. } => Err(local),
