@@ -102,8 +102,12 @@ pub struct WebSection {
     pub config_file: Option<PathBuf>,
     /// `/metrics`, `/-/healthy` and `/-/ready` need no basic auth.
     pub metrics_unauthenticated: Option<bool>,
-    /// HTTP requests served at once; more get 503.
+    /// HTTP requests (other than scrapes) served at once; more get 503.
     pub max_requests: Option<usize>,
+    /// Scrapes and health checks served at once, apart; more get 503.
+    pub max_scrapes: Option<usize>,
+    /// Longest a request's headers, and apart its body, may take ("10s").
+    pub read_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -449,16 +449,25 @@ fn valid_but_absurd_rows_are_refused_by_limit_and_counted() {
 }
 
 /// `--web.max-requests 2`: two requests whose bodies never come hold both
-/// slots; a third is answered 503 at once, and the refusal is counted.
+/// slots; a third API request is answered 503 at once with its reason,
+/// and the refusal is counted, while `/metrics` and the health checks,
+/// served from their own budget, keep answering. `--web.read-timeout`
+/// then cuts the two slow uploads (408), which is counted too.
 #[test]
 fn http_requests_beyond_the_limit_get_503_and_are_counted() {
-    use std::io::Write;
+    use std::io::{Read, Write};
     let dir = temp_dir("hostile-http");
     let agent = Agent::spawn(
         "/h/zh/h0",
         &[],
         &dir,
-        &["--no-collector.host", "--web.max-requests", "2"],
+        &[
+            "--no-collector.host",
+            "--web.max-requests",
+            "2",
+            "--web.read-timeout",
+            "3s",
+        ],
     );
     assert!(
         eventually(Duration::from_secs(20), || agent.get("/metrics").is_some()),
@@ -475,15 +484,28 @@ fn http_requests_beyond_the_limit_get_503_and_are_counted() {
     };
     let held = [hold(), hold()];
     let shed = eventually(Duration::from_secs(10), || {
-        http_get_with(agent.web, "/metrics", &[]).is_some_and(|(status, _)| status == 503)
+        http_get_with(agent.web, "/api/v1/zones", &[]).is_some_and(|(status, body)| {
+            status == 503 && body.contains(r#""reason":"http_requests""#)
+        })
     });
     assert!(shed, "a third request was served while two were in flight");
-    drop(held);
+    for path in ["/metrics", "/-/healthy"] {
+        let (status, _) = http_get_with(agent.web, path, &[]).expect("answer");
+        assert_eq!(status, 200, "{path} while the API budget is used up");
+    }
+    // The slow uploads are cut at the read timeout.
+    for mut s in held {
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut answer = String::new();
+        let _ = s.read_to_string(&mut answer);
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    }
     let counted = eventually(Duration::from_secs(10), || {
-        agent
-            .get("/metrics")
-            .is_some_and(|m| limit_refusals(&m, "http_requests") >= 1.0)
+        agent.get("/metrics").is_some_and(|m| {
+            limit_refusals(&m, "http_requests") >= 1.0
+                && limit_refusals(&m, "http_read_timeout") >= 2.0
+        })
     });
-    assert!(counted, "the 503 was not counted");
+    assert!(counted, "the 503 and the 408s were not counted");
     let _ = std::fs::remove_dir_all(dir);
 }

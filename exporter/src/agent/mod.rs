@@ -274,9 +274,14 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
         None => crate::http::keys::no_keyring_router(),
     });
     let limit_counters = Arc::new(crate::engine::LimitCounters::default());
+    let http_limits = crate::http::limit::HttpLimits {
+        max_requests: opts.limits.http_requests,
+        max_scrapes: opts.limits.http_scrapes,
+        read_timeout: opts.limits.http_read_timeout,
+    };
     let shed = {
-        let (max, counters) = (opts.limits.http_requests, limit_counters.clone());
-        move |app| crate::http::limit::layer(app, max, counters)
+        let counters = limit_counters.clone();
+        move |app| crate::http::limit::layer(app, http_limits, counters)
     };
     let (web_addr, _web) = match &opts.web_config {
         Some(path) => crate::http::secure::serve(
@@ -285,16 +290,23 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
             path,
             opts.metrics_unauthenticated,
             shed,
+            opts.limits.http_read_timeout,
+            limit_counters.clone(),
         )
         .await
         .map_err(|e| AgentError::WebConfig(e.to_string()))?,
-        None => crate::http::serve_router(opts.web_listen, shed(app))
-            .await
-            .map_err(|error| AgentError::Web {
-                addr: opts.web_listen,
-                reason: transport::os_reason(&error),
-                error,
-            })?,
+        None => crate::http::serve_router(
+            opts.web_listen,
+            shed(app),
+            opts.limits.http_read_timeout,
+            limit_counters.clone(),
+        )
+        .await
+        .map_err(|error| AgentError::Web {
+            addr: opts.web_listen,
+            reason: transport::os_reason(&error),
+            error,
+        })?,
     };
 
     let mut cfg = EngineConfig::new(opts.id, opts.zone.clone(), advertise);
@@ -597,6 +609,12 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
             limit_counters.set(
                 crate::engine::Limit::PendingQueries,
                 overlay.overlay.stats().pending_refused,
+            );
+            let live = overlay.overlay.live_count();
+            query_metrics.set_tasks(
+                live,
+                overlay.overlay.task_count() - live,
+                overlay.overlay.stats().live_peak,
             );
             publish(&engine, &host);
             let alone = engine

@@ -155,9 +155,15 @@ pub struct AgentArgs {
         env = "ASTROLABE_WEB_METRICS_UNAUTHENTICATED"
     )]
     pub web_metrics_unauthenticated: bool,
-    /// HTTP requests served at once; more are answered 503 and counted.
+    /// HTTP requests other than scrapes (the APIs, the landing page) served at once; more are answered 503 and counted.
     #[arg(long = "web.max-requests", env = "ASTROLABE_WEB_MAX_REQUESTS", default_value_t = Limits::default().http_requests, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub web_max_requests: usize,
+    /// Requests for /metrics, /-/healthy and /-/ready served at once, apart from --web.max-requests (which API requests cannot take from them); more are answered 503 and counted.
+    #[arg(long = "web.max-scrapes", env = "ASTROLABE_WEB_MAX_SCRAPES", default_value_t = Limits::default().http_scrapes, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub web_max_scrapes: usize,
+    /// Longest a request's headers, and apart its body, may take to arrive; slower clients are cut (408 or the connection closed) and counted. Keep-alive connections idle that long are closed.
+    #[arg(long = "web.read-timeout", env = "ASTROLABE_WEB_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub web_read_timeout: Duration,
     /// Rows one table (the children of one zone) may hold; rows of new zones beyond are refused.
     #[arg(long = "limits.rows-per-table", env = "ASTROLABE_LIMITS_ROWS_PER_TABLE", default_value_t = Limits::default().rows_per_table)]
     pub rows_per_table: usize,
@@ -513,6 +519,23 @@ pub fn apply_file(args: &mut AgentArgs, matches: Option<&clap::ArgMatches>) -> a
         }
         args.web_max_requests = v;
     }
+    if let Some(v) = file
+        .web
+        .max_scrapes
+        .filter(|_| defaulted("web_max_scrapes"))
+    {
+        if v == 0 {
+            return Err(at("[web] max_scrapes: must be at least 1".into()));
+        }
+        args.web_max_scrapes = v;
+    }
+    if let Some(d) = duration(
+        file.web.read_timeout,
+        "web_read_timeout",
+        "[web] read_timeout",
+    )? {
+        args.web_read_timeout = d;
+    }
     let limits = &file.limits;
     for (id, value, slot) in [
         (
@@ -648,6 +671,8 @@ pub fn options(args: &AgentArgs) -> anyhow::Result<AgentOptions> {
             list_length: args.list_length,
             pending_queries: args.pending_queries,
             http_requests: args.web_max_requests,
+            http_scrapes: args.web_max_scrapes,
+            http_read_timeout: args.web_read_timeout,
         },
         actions,
     })

@@ -43,10 +43,15 @@ pub enum Limit {
     PendingQueries,
     /// An HTTP request beyond `http_requests` served at once (503).
     HttpRequests,
+    /// A scrape or health check beyond `http_scrapes` served at once (503).
+    HttpScrapes,
+    /// A request whose headers or body did not arrive within
+    /// `http_read_timeout` (cut: 408 or the connection closed).
+    HttpReadTimeout,
 }
 
 impl Limit {
-    pub const ALL: [Limit; 8] = [
+    pub const ALL: [Limit; 10] = [
         Limit::RowsPerTable,
         Limit::ZonesPerLevel,
         Limit::AttributesPerRow,
@@ -55,6 +60,8 @@ impl Limit {
         Limit::StateRange,
         Limit::PendingQueries,
         Limit::HttpRequests,
+        Limit::HttpScrapes,
+        Limit::HttpReadTimeout,
     ];
 
     pub fn label(self) -> &'static str {
@@ -67,6 +74,8 @@ impl Limit {
             Limit::StateRange => "state_range",
             Limit::PendingQueries => "pending_queries",
             Limit::HttpRequests => "http_requests",
+            Limit::HttpScrapes => "http_scrapes",
+            Limit::HttpReadTimeout => "http_read_timeout",
         }
     }
 }
@@ -85,8 +94,14 @@ pub struct Limits {
     pub list_length: usize,
     /// Overlay tasks, and separately reply assemblies, held at once.
     pub pending_queries: usize,
-    /// HTTP requests served at once; more are answered 503.
+    /// HTTP requests other than scrapes served at once; more are
+    /// answered 503.
     pub http_requests: usize,
+    /// `/metrics`, `/-/healthy` and `/-/ready` served at once, apart from
+    /// `http_requests`; more are answered 503.
+    pub http_scrapes: usize,
+    /// Longest a request's headers, and apart its body, may take to arrive.
+    pub http_read_timeout: std::time::Duration,
 }
 
 impl Default for Limits {
@@ -102,6 +117,12 @@ impl Default for Limits {
             list_length: 256,
             pending_queries: 4096,
             http_requests: 64,
+            // Prometheus scrapes one target at a time; a few servers and
+            // probes at once are plenty, and each scrape takes milliseconds.
+            http_scrapes: 16,
+            // A scrape or API request sends its few hundred bytes in well
+            // under a second, even across a continent.
+            http_read_timeout: std::time::Duration::from_secs(10),
         }
     }
 }

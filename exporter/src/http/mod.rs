@@ -11,6 +11,7 @@ pub mod secure;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
@@ -36,22 +37,143 @@ pub async fn serve(
     listen: SocketAddr,
     view: Arc<ViewCell>,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    serve_router(listen, router(view)).await
+    let counters = Arc::new(crate::engine::LimitCounters::default());
+    let read_timeout = crate::engine::Limits::default().http_read_timeout;
+    serve_router(listen, router(view), read_timeout, counters).await
 }
 
 /// Serves any router: the agent's, merged with optional APIs (keys, ...).
 pub async fn serve_router(
     listen: SocketAddr,
     app: Router,
+    read_timeout: Duration,
+    counters: Arc<crate::engine::LimitCounters>,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let bound = listener.local_addr()?;
-    let handle = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "http server stopped");
-        }
-    });
+    let handle = tokio::spawn(serve_listener(listener, app, read_timeout, counters));
     Ok((bound, handle))
+}
+
+/// Serves HTTP/1.1 connections from `listener` (plain TCP, or TLS streams)
+/// as axum would, but with a deadline on request headers: a client that
+/// has not sent a request's whole head within `read_timeout` (slowloris,
+/// or a keep-alive connection idle that long) is disconnected, and one
+/// that was in the middle of a head is counted
+/// (`astrolabe_limit_refusals_total{limit="http_read_timeout"}`).
+/// axum::serve has no such setting; hyper's connection builder has.
+/// Bodies get their deadline in [`limit::layer`].
+pub async fn serve_listener<L>(
+    mut listener: L,
+    app: Router,
+    read_timeout: Duration,
+    counters: Arc<crate::engine::LimitCounters>,
+) where
+    L: axum::serve::Listener,
+{
+    loop {
+        // axum's listeners retry failed accepts themselves.
+        let (io, _peer) = listener.accept().await;
+        let app = app.clone();
+        let counters = counters.clone();
+        tokio::spawn(async move {
+            let io = Started::new(io);
+            let started = io.started.clone();
+            let service =
+                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    tower::ServiceExt::oneshot(app.clone(), req.map(axum::body::Body::new))
+                });
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(read_timeout);
+            let served = builder
+                .serve_connection(hyper_util::rt::TokioIo::new(io), service)
+                .with_upgrades()
+                .await;
+            if let Err(e) = served {
+                // An idle keep-alive connection closed at the deadline is
+                // no slow client; one that had begun a request is.
+                if e.is_timeout() && started.load(std::sync::atomic::Ordering::Relaxed) {
+                    counters.count(crate::engine::Limit::HttpReadTimeout);
+                }
+                tracing::debug!(error = %e, "http connection ended");
+            }
+        });
+    }
+}
+
+/// A connection that notes whether bytes of a request head are pending:
+/// set when bytes arrive, cleared when a response is written (the head
+/// they began has been read).
+struct Started<T> {
+    inner: T,
+    started: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl<T> Started<T> {
+    fn new(inner: T) -> Started<T> {
+        Started {
+            inner,
+            started: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        }
+    }
+}
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Started<T> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.started
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Started<T> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.started
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.started
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
 }
 
 fn wants_openmetrics(headers: &HeaderMap) -> bool {

@@ -310,7 +310,7 @@ pub struct WebState {
 /// probe need. Nothing that answers questions about the cluster or acts on
 /// it (`/api/...`, the landing page) is ever opened. Matched exactly, so
 /// `/metrics/x` or `/metrics?` tricks reach the router with auth applied.
-pub const UNAUTHENTICATED_PATHS: [&str; 3] = ["/metrics", "/-/healthy", "/-/ready"];
+pub const UNAUTHENTICATED_PATHS: [&str; 3] = super::limit::SCRAPE_PATHS;
 
 impl WebState {
     pub fn current(&self) -> Arc<WebConfig> {
@@ -503,6 +503,8 @@ pub async fn serve(
     config_path: &Path,
     metrics_unauthenticated: bool,
     outer: impl FnOnce(Router) -> Router,
+    read_timeout: Duration,
+    counters: Arc<crate::engine::LimitCounters>,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), ServeError> {
     let config = WebConfig::load(config_path)?;
     let tls = config.tls.is_some();
@@ -533,16 +535,10 @@ pub async fn serve(
         tls_accept_loop(listener, state, tx);
         tokio::spawn(async move {
             let l = TlsListener { rx, local: bound };
-            if let Err(e) = axum::serve(l, app).await {
-                tracing::error!(error = %e, "https server stopped");
-            }
+            super::serve_listener(l, app, read_timeout, counters).await
         })
     } else {
-        tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
-                tracing::error!(error = %e, "http server stopped");
-            }
-        })
+        tokio::spawn(super::serve_listener(listener, app, read_timeout, counters))
     };
     Ok((bound, handle))
 }

@@ -232,6 +232,14 @@ fn error_response(e: &RequestError) -> Response {
         RequestError::UnknownZone(_) => error(StatusCode::NOT_FOUND, e.to_string()),
         RequestError::BadQuery(_) => error(StatusCode::BAD_REQUEST, e.to_string()),
         RequestError::NotReady(_) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        // Refused at once, before anything was asked: the caller may retry
+        // here later or ask another agent.
+        RequestError::Overloaded(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "1")],
+            Json(json!({ "error": e.to_string(), "reason": "pending_queries" })),
+        )
+            .into_response(),
     }
 }
 

@@ -41,9 +41,14 @@ pub enum RequestError {
     /// tables it would answer from (its answer would leave hosts out
     /// without knowing it). The asker turns to the zone's next contact; an
     /// entry agent refuses the request (HTTP 503) until it has caught up.
-    /// Last, so that earlier variants keep their wire tags.
     #[error("agent {0} has just started and is still catching up with its zones; ask another agent or try again in a few seconds")]
     NotReady(String),
+    /// The agent holds `--limits.pending-queries` tasks already: said at
+    /// once, to the API caller as a 503 and to an asking peer, which asks
+    /// the zone's next contact instead of waiting. New variants go last,
+    /// so that earlier ones keep their wire tags.
+    #[error("this agent is answering {0} queries and commands already (--limits.pending-queries); retry")]
+    Overloaded(u32),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

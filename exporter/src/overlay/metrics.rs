@@ -3,6 +3,7 @@
 //! handlers (which observe) and the snapshot (which `/metrics` renders);
 //! a small mutex-held struct, touched once per request, never by gossip.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -73,9 +74,19 @@ struct Series {
 pub struct QueryMetrics {
     /// Indexed by `RequestKind as usize`.
     series: Mutex<[Series; 2]>,
+    /// Overlay tasks in progress and lingering, and the most in progress
+    /// at once: what `--limits.pending-queries` is measured against.
+    tasks: [AtomicU64; 3],
 }
 
 impl QueryMetrics {
+    /// The overlay's task counts, set by the agent's loop.
+    pub fn set_tasks(&self, in_progress: usize, lingering: usize, peak: usize) {
+        for (slot, n) in self.tasks.iter().zip([in_progress, lingering, peak]) {
+            slot.store(n as u64, Ordering::Relaxed);
+        }
+    }
+
     pub fn record(
         &self,
         kind: RequestKind,
@@ -142,7 +153,20 @@ impl QueryMetrics {
             }
             coverage.push(&[("kind", k)], s.coverage.unwrap_or(f64::NAN));
         }
-        vec![duration, total, coverage]
+        let mut tasks = MetricFamily::new(
+            "astrolabe_overlay_tasks",
+            "Overlay tasks (one per query and zone this agent works on) held now: in progress, which --limits.pending-queries bounds, and finished ones lingering for late duplicates.",
+            Kind::Gauge,
+        );
+        let load = |i: usize| self.tasks[i].load(Ordering::Relaxed) as f64;
+        tasks.push(&[("state", "in_progress")], load(0));
+        tasks.push(&[("state", "lingering")], load(1));
+        let peak = MetricFamily::gauge(
+            "astrolabe_overlay_tasks_in_progress_peak",
+            "The most overlay tasks in progress at once since the agent started.",
+            load(2),
+        );
+        vec![duration, total, coverage, tasks, peak]
     }
 }
 

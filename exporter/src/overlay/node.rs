@@ -99,6 +99,8 @@ struct Child {
     silent: bool,
     /// The peers asked for it so far: suspects if it stays silent.
     asked_peers: Vec<SocketAddr>,
+    /// Contacts that refused the ask at their pending limit.
+    busy: usize,
     best: Option<Reply>,
 }
 
@@ -165,13 +167,23 @@ pub struct OverlayStats {
     pub reply_bytes: u64,
     pub retries: u64,
     pub malformed: u64,
-    /// Asks and reply assemblies refused at `max_pending`.
+    /// Requests, asks and reply assemblies refused at `max_pending`.
     pub pending_refused: u64,
+    /// Refusals (`Overloaded`) received from asked peers.
+    pub busy_replies: u64,
+    /// The most tasks in progress at once so far (not lingering ones).
+    pub live_peak: usize,
 }
 
 pub struct Overlay {
     cfg: OverlayConfig,
     tasks: BTreeMap<(u64, ZonePath), Task>,
+    /// Tasks in `tasks` still in progress: what `max_pending` bounds.
+    live: usize,
+    /// Finished tasks lingering for late duplicates, oldest first: at most
+    /// `max_pending` of them, the oldest forgotten early beyond that. A
+    /// burst of short queries must not fill the limit with finished work.
+    lingering: VecDeque<(u64, ZonePath)>,
     assemblies: HashMap<AssemblyKey, Assembly>,
     inbox: VecDeque<Internal>,
     next_qid: u64,
@@ -235,6 +247,8 @@ impl Overlay {
         Overlay {
             cfg,
             tasks: BTreeMap::new(),
+            live: 0,
+            lingering: VecDeque::new(),
             assemblies: HashMap::new(),
             inbox: VecDeque::new(),
             next_qid,
@@ -257,6 +271,23 @@ impl Overlay {
         self.tasks.len()
     }
 
+    /// Tasks in progress, which `max_pending` bounds.
+    pub fn live_count(&self) -> usize {
+        self.live
+    }
+
+    fn overloaded(&self) -> RequestError {
+        RequestError::Overloaded(self.cfg.max_pending.min(u32::MAX as usize) as u32)
+    }
+
+    /// Keeps a new task; every insertion goes through here.
+    fn insert_task(&mut self, key: (u64, ZonePath), task: Task) {
+        if self.tasks.insert(key, task).is_none() {
+            self.live += 1;
+            self.stats.live_peak = self.stats.live_peak.max(self.live);
+        }
+    }
+
     /// Starts a request for `zone` here; its answers come as
     /// `OverlayEffect::Answer` with the returned id. Errors found before
     /// anything is sent (bad SQL, a zone this agent knows cannot exist)
@@ -277,6 +308,13 @@ impl Overlay {
         }
         if zone != self.cfg.zone && !dir.ready() {
             return Err(self.not_ready());
+        }
+        // Refused now, not answered late as if hosts had timed out. The
+        // request's own sub-tasks here (one per level below the zone) are
+        // admitted with it, so `live` stays below max_pending plus the depth.
+        if self.live >= self.cfg.max_pending {
+            self.stats.pending_refused += 1;
+            return Err(self.overloaded());
         }
         // Ids: a per-agent sequence scrambled with the agent's seed, so two
         // agents' ids do not collide and a restarted agent starts afresh.
@@ -447,6 +485,10 @@ impl Overlay {
         let mut out = Vec::new();
         self.tasks
             .retain(|_, t| t.finished.is_none() || t.forget_at > now);
+        if self.lingering.len() > self.tasks.len() - self.live {
+            let tasks = &self.tasks;
+            self.lingering.retain(|k| tasks.contains_key(k));
+        }
         self.assemblies.retain(|_, a| a.started_ms + 5_000 > now);
         self.suspects.retain(|_, until| *until > now);
         let keys: Vec<(u64, ZonePath)> = self.tasks.keys().cloned().collect();
@@ -609,11 +651,24 @@ impl Overlay {
             }
             return;
         }
-        if from.is_some() && self.tasks.len() >= self.cfg.max_pending {
-            // Nothing is kept and nothing answered: the asker retries
-            // elsewhere or reports the zone missing.
-            self.stats.pending_refused += 1;
-            return;
+        if let Some(peer) = from.filter(|f| *f != self.cfg.addr) {
+            if self.live >= self.cfg.max_pending {
+                // Nothing is kept; the asker is told at once, and asks the
+                // zone's next contact instead of waiting for silence.
+                self.stats.pending_refused += 1;
+                let refusal = Reply {
+                    last: true,
+                    settled: true,
+                    outcome: Outcome::Error(self.overloaded()),
+                    answered: 0,
+                    expected: 0,
+                    missing: Vec::new(),
+                    missing_more: 0,
+                };
+                let chunks = chunk_reply(qid, &zone, 0, &refusal);
+                self.send_chunks(peer, chunks, out);
+                return;
+            }
         }
         let query = match request.as_ref() {
             Request::Query { sql } => match self.plan(sql) {
@@ -665,7 +720,7 @@ impl Overlay {
         }
         if zone == *own {
             task.leaf = true;
-            self.tasks.insert(key, task);
+            self.insert_task(key, task);
             out.push(OverlayEffect::Local { qid, request });
             return;
         }
@@ -729,6 +784,7 @@ impl Overlay {
                 heard: false,
                 silent: all_suspected,
                 asked_peers,
+                busy: 0,
                 best: None,
             });
         }
@@ -739,7 +795,7 @@ impl Overlay {
             let chunks = ack_chunks(qid, &zone, &task);
             self.send_chunks(from, chunks, out);
         }
-        self.tasks.insert(key.clone(), task);
+        self.insert_task(key.clone(), task);
         for (to, target) in asks {
             Self::ask(
                 &self.cfg,
@@ -798,7 +854,7 @@ impl Overlay {
             finished_reply: None,
             forget_at: 0,
         };
-        self.tasks.insert(key.clone(), task);
+        self.insert_task(key.clone(), task);
         self.progress(now, &key, out);
     }
 
@@ -831,6 +887,26 @@ impl Overlay {
                         .filter(|c| c.target == zone && !c.done())
                     {
                         c.next_retry = c.next_retry.min(now);
+                    }
+                    continue;
+                }
+                if matches!(reply.outcome, Outcome::Error(RequestError::Overloaded(_))) {
+                    // A contact at its limit: alive, so no suspect; its
+                    // zone's other contacts are asked at once, and once
+                    // all refused, the zone no longer holds the reply back.
+                    self.stats.busy_replies += 1;
+                    for c in task
+                        .children
+                        .iter_mut()
+                        .filter(|c| c.target == zone && !c.done())
+                    {
+                        c.heard = true;
+                        c.busy += 1;
+                        if c.busy < c.contacts.len() {
+                            c.next_retry = now;
+                        } else if c.best.is_none() {
+                            c.silent = true;
+                        }
                     }
                     continue;
                 }
@@ -1020,6 +1096,15 @@ impl Overlay {
             task.finished = Some(chunks.clone());
             task.finished_reply = Some(reply.clone());
             task.forget_at = now.max(task.deadline) + self.cfg.linger_ms;
+            self.live -= 1;
+            self.lingering.push_back(key.clone());
+            while self.lingering.len() > self.cfg.max_pending {
+                if let Some(old) = self.lingering.pop_front() {
+                    if self.tasks.get(&old).is_some_and(|t| t.finished.is_some()) {
+                        self.tasks.remove(&old);
+                    }
+                }
+            }
         }
         for p in parents {
             if p == self.cfg.addr {
@@ -1430,5 +1515,129 @@ mod limit_tests {
         };
         overlay.handle(0, peer, second, &NoTables);
         assert_eq!(overlay.stats().pending_refused, 14);
+    }
+
+    fn query() -> Request {
+        Request::Query {
+            sql: "SELECT count(*) AS n FROM host".into(),
+        }
+    }
+
+    /// A burst of short queries: finished tasks linger for late duplicates
+    /// but hold no slot, so every query is taken; with `max_pending` tasks
+    /// in progress the next request is refused at once, with the reason.
+    #[test]
+    fn finished_tasks_hold_no_slot_and_a_full_agent_refuses_at_once() {
+        let zone = ZonePath::parse("/a/h1").unwrap();
+        let me: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let mut cfg = OverlayConfig::new(me, zone.clone(), 7);
+        cfg.max_pending = 3;
+        let mut overlay = Overlay::new(cfg);
+        let q = Query::parse("SELECT count(*) AS n FROM host").unwrap();
+        for now in 0..100u64 {
+            let (qid, out) = overlay
+                .start(now, zone.clone(), query(), 2000, &NoTables)
+                .unwrap_or_else(|e| panic!("query {now} refused: {e}"));
+            assert!(out.iter().any(|e| matches!(e, OverlayEffect::Local { .. })));
+            let partial = q.local(&crate::overlay::query::LocalData::default());
+            let done = overlay.local_done(now, qid, Outcome::Query(partial), &NoTables);
+            assert!(done.iter().any(|e| matches!(e,
+                OverlayEffect::Answer { answer, .. } if answer.reply.last && answer.reply.answered == 1)));
+        }
+        assert_eq!(overlay.live_count(), 0);
+        assert!(overlay.task_count() <= 3, "{}", overlay.task_count());
+        assert_eq!(overlay.stats().pending_refused, 0);
+        for now in 0..3u64 {
+            overlay
+                .start(200 + now, zone.clone(), query(), 2000, &NoTables)
+                .unwrap();
+        }
+        let refused = overlay.start(300, zone.clone(), query(), 2000, &NoTables);
+        assert_eq!(refused.unwrap_err(), RequestError::Overloaded(3));
+        assert_eq!(overlay.stats().pending_refused, 1);
+        assert_eq!(overlay.stats().live_peak, 3);
+    }
+
+    /// `/x/e` asks for `/z`, whose contacts are 2, 3 and 4. A contact at
+    /// its limit says so at once, and the next contact is asked at once.
+    #[test]
+    fn a_refused_ask_is_answered_at_once_and_the_next_contact_is_asked() {
+        struct Dir;
+        impl Directory for Dir {
+            fn children(&self, z: &ZonePath) -> Option<Vec<ChildZone>> {
+                let addr = |i: u8| SocketAddr::from(([10, 0, 0, i], 7946));
+                match z.as_str() {
+                    "/" => Some(vec![
+                        ChildZone {
+                            zone: ZonePath::parse("/x").unwrap(),
+                            contacts: vec![addr(1)],
+                            members: 1,
+                        },
+                        ChildZone {
+                            zone: ZonePath::parse("/z").unwrap(),
+                            contacts: vec![addr(2), addr(3), addr(4)],
+                            members: 3,
+                        },
+                    ]),
+                    _ => None,
+                }
+            }
+        }
+        let addr = |i: u8| SocketAddr::from(([10, 0, 0, i], 7946));
+        let z = ZonePath::parse("/z").unwrap();
+        // The busy contact: one task in progress fills it.
+        let mut cfg = OverlayConfig::new(addr(2), ZonePath::parse("/z/a").unwrap(), 2);
+        cfg.max_pending = 1;
+        let mut busy = Overlay::new(cfg);
+        busy.start(0, ZonePath::parse("/z/a").unwrap(), query(), 2000, &Dir)
+            .unwrap();
+        let mut entry = Overlay::new(OverlayConfig::new(
+            addr(1),
+            ZonePath::parse("/x/e").unwrap(),
+            1,
+        ));
+        let (_, out) = entry.start(0, z.clone(), query(), 2000, &Dir).unwrap();
+        let asked: Vec<SocketAddr> = out
+            .iter()
+            .filter_map(|e| match e {
+                OverlayEffect::Send {
+                    to,
+                    message: OverlayMessage::Ask { .. },
+                } => Some(*to),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(asked, vec![addr(2), addr(3)]);
+        let ask = out
+            .into_iter()
+            .find_map(|e| match e {
+                OverlayEffect::Send { to, message } if to == addr(2) => Some(message),
+                _ => None,
+            })
+            .unwrap();
+        let refusal = busy.handle(5, addr(1), ask, &Dir);
+        assert_eq!(busy.stats().pending_refused, 1);
+        assert_eq!(busy.task_count(), 1, "a refused ask keeps nothing");
+        let mut asked_next = Vec::new();
+        for e in refusal {
+            let OverlayEffect::Send { to, message } = e else {
+                panic!("{e:?}")
+            };
+            assert_eq!(to, addr(1));
+            let more = entry.handle(10, addr(2), message, &Dir);
+            assert!(more.is_empty(), "{more:?}");
+        }
+        assert_eq!(entry.stats().busy_replies, 1);
+        assert!(entry.next_tick_ms().is_some_and(|t| t <= 10));
+        for e in entry.tick(10, &Dir) {
+            if let OverlayEffect::Send {
+                to,
+                message: OverlayMessage::Ask { .. },
+            } = e
+            {
+                asked_next.push(to);
+            }
+        }
+        assert_eq!(asked_next, vec![addr(4)]);
     }
 }
