@@ -80,6 +80,68 @@ fn nanos() -> u32 {
         .map_or(0, |d| d.subsec_nanos())
 }
 
+/// Everything an agent process is started with, kept so that a test can
+/// start it again exactly so (same ports, flags and variables): a restart.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    pub zone: String,
+    pub gossip: u16,
+    pub web: u16,
+    pub seeds: Vec<u16>,
+    pub dir: PathBuf,
+    /// `--gossip.interval`.
+    pub interval: String,
+    pub extra: Vec<String>,
+    /// Variables set for the process (besides `ASTROLABE_LOG=warn`).
+    pub env: Vec<(String, String)>,
+}
+
+impl Launch {
+    /// Free ports, 200 ms rounds, no variables.
+    pub fn new(zone: &str, seeds: &[u16], dir: &Path, extra: &[&str]) -> Launch {
+        Launch {
+            zone: zone.to_string(),
+            gossip: free_port(),
+            web: free_port(),
+            seeds: seeds.to_vec(),
+            dir: dir.to_path_buf(),
+            interval: "200ms".into(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            env: Vec::new(),
+        }
+    }
+
+    pub fn spawn(&self, stderr: Stdio) -> Agent {
+        std::fs::create_dir_all(&self.dir).unwrap();
+        let mut cmd = Command::new(BIN);
+        cmd.arg("agent")
+            .args(["--zone", &self.zone])
+            .args([
+                "--gossip.listen-address",
+                &format!("127.0.0.1:{}", self.gossip),
+            ])
+            .args(["--web.listen-address", &format!("127.0.0.1:{}", self.web)])
+            .args(["--gossip.interval", &self.interval])
+            .args(["--collector.textfile.directory", self.dir.to_str().unwrap()])
+            .args(&self.extra)
+            .env("ASTROLABE_LOG", "warn")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdout(Stdio::null())
+            .stderr(stderr);
+        for s in &self.seeds {
+            cmd.args(["--gossip.seed", &format!("127.0.0.1:{s}")]);
+        }
+        let child = cmd.spawn().expect("start agent");
+        Agent {
+            zone: self.zone.clone(),
+            gossip: self.gossip,
+            web: self.web,
+            dir: self.dir.clone(),
+            child: Some(child),
+        }
+    }
+}
+
 pub struct Agent {
     pub zone: String,
     pub gossip: u16,
@@ -101,31 +163,7 @@ impl Agent {
         extra: &[&str],
         stderr: Stdio,
     ) -> Agent {
-        let gossip = free_port();
-        let web = free_port();
-        std::fs::create_dir_all(dir).unwrap();
-        let mut cmd = Command::new(BIN);
-        cmd.arg("agent")
-            .args(["--zone", zone])
-            .args(["--gossip.listen-address", &format!("127.0.0.1:{gossip}")])
-            .args(["--web.listen-address", &format!("127.0.0.1:{web}")])
-            .args(["--gossip.interval", "200ms"])
-            .args(["--collector.textfile.directory", dir.to_str().unwrap()])
-            .args(extra)
-            .env("ASTROLABE_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(stderr);
-        for s in seeds {
-            cmd.args(["--gossip.seed", &format!("127.0.0.1:{s}")]);
-        }
-        let child = cmd.spawn().expect("start agent");
-        Agent {
-            zone: zone.to_string(),
-            gossip,
-            web,
-            dir: dir.to_path_buf(),
-            child: Some(child),
-        }
+        Launch::new(zone, seeds, dir, extra).spawn(stderr)
     }
 
     pub fn signal(&mut self, sig: &str) {
