@@ -411,10 +411,12 @@ fn list_variables_take_several_items_and_reach_the_agent() {
     // A just-started agent refuses requests (503) while it catches up
     // with its zones: a few rounds, also when it is alone.
     let mut noop = run("noop");
-    eventually(Duration::from_secs(10), || {
-        noop = run("noop");
-        !noop.stderr.contains("catching up")
-    });
+    if noop.stderr.contains("catching up") {
+        eventually(Duration::from_secs(10), || {
+            noop = run("noop");
+            !noop.stderr.contains("catching up")
+        });
+    }
     let mark = run("mark");
     let zones = http_get(web, "/api/v1/zones").unwrap_or_default();
     let _ = agent.kill();
