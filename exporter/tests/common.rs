@@ -257,6 +257,30 @@ pub fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
     check()
 }
 
+/// Runs `run` again while what it printed says the agent is still
+/// catching up after its start (it refuses requests with 503 for a few
+/// rounds, also when it is alone), for up to 10 s; only then.
+pub fn after_catch_up<T>(mut run: impl FnMut() -> T, stderr: impl Fn(&T) -> String) -> T {
+    let mut out = run();
+    if stderr(&out).contains("catching up") {
+        eventually(Duration::from_secs(10), || {
+            out = run();
+            !stderr(&out).contains("catching up")
+        });
+    }
+    out
+}
+
+/// `astrolabe_limit_refusals_total{limit="..."}` of an exposition.
+pub fn limit_refusals(metrics: &str, limit: &str) -> f64 {
+    let label = format!("limit=\"{limit}\"");
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("astrolabe_limit_refusals_total{") && l.contains(&label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 pub fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("astrolabe-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);

@@ -408,15 +408,7 @@ fn list_variables_take_several_items_and_reach_the_agent() {
     let no_host = !metrics.contains("astrolabe_zone_cpu_utilization_avg");
     let server = format!("http://127.0.0.1:{web}");
     let run = |command: &str| run_cli(&["command", "--server", &server, command], &[]);
-    // A just-started agent refuses requests (503) while it catches up
-    // with its zones: a few rounds, also when it is alone.
-    let mut noop = run("noop");
-    if noop.stderr.contains("catching up") {
-        eventually(Duration::from_secs(10), || {
-            noop = run("noop");
-            !noop.stderr.contains("catching up")
-        });
-    }
+    let noop = after_catch_up(|| run("noop"), |r| r.stderr.clone());
     let mark = run("mark");
     let zones = http_get(web, "/api/v1/zones").unwrap_or_default();
     let _ = agent.kill();

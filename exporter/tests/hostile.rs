@@ -180,16 +180,6 @@ use astrolabe::aggregate::State;
 use astrolabe::engine::{Envelope, Message};
 use astrolabe::zone::{Attributes, Body, Freshness, Hlc, Row, Value, ZonePath};
 
-/// `astrolabe_limit_refusals_total{limit="..."}` of an exposition.
-fn limit_refusals(metrics: &str, limit: &str) -> f64 {
-    let label = format!("limit=\"{limit}\"");
-    metrics
-        .lines()
-        .filter(|l| l.starts_with("astrolabe_limit_refusals_total{") && l.contains(&label))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 fn refused_rows(metrics: &str, reason: &str) -> f64 {
     let label = format!("reason=\"{reason}\"");
     metrics

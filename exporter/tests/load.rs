@@ -27,15 +27,6 @@ const SCRAPE_BOUND: Duration = Duration::from_secs(2);
 const SLOW_UPLOADS: usize = 300;
 const SLOWLORIS: usize = 200;
 
-fn limit_refusals(metrics: &str, limit: &str) -> f64 {
-    let label = format!("limit=\"{limit}\"");
-    metrics
-        .lines()
-        .filter(|l| l.starts_with("astrolabe_limit_refusals_total{") && l.contains(&label))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 fn root_members(agent: &Agent) -> Option<f64> {
     agent
         .get("/metrics")

@@ -55,15 +55,7 @@ fn command_via_cli(server: &str, zone: &str, key: &Path, command: &str) -> Value
     let args = [
         "command", "--server", server, "--zone", zone, "--json", "--key", key, command,
     ];
-    // A just-started agent refuses requests (503) while it catches up
-    // with its zones: a few rounds, also when it is alone.
-    let mut ran = run_cli(&args, &[]);
-    if ran.stderr.contains("catching up") {
-        eventually(Duration::from_secs(10), || {
-            ran = run_cli(&args, &[]);
-            !ran.stderr.contains("catching up")
-        });
-    }
+    let ran = after_catch_up(|| run_cli(&args, &[]), |r| r.stderr.clone());
     let v: Value = serde_json::from_str(&ran.stdout).unwrap();
     let not_run = ["failed", "refused", "not_configured"]
         .iter()
@@ -356,16 +348,7 @@ fn trusted_keys_come_from_flag_then_environment_then_file() {
                 .output()
                 .unwrap()
         };
-        // Past the catch-up of the just-started agent (503 until then).
-        let catching_up =
-            |o: &std::process::Output| String::from_utf8_lossy(&o.stderr).contains("catching up");
-        let mut out = command();
-        if catching_up(&out) {
-            eventually(Duration::from_secs(10), || {
-                out = command();
-                !catching_up(&out)
-            });
-        }
+        let out = after_catch_up(command, |o| String::from_utf8_lossy(&o.stderr).into_owned());
         let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
         let expected = if runs {
             (json!(1), json!(0))

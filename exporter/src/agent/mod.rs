@@ -461,11 +461,7 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
         match tokio::time::timeout(first_wait, attrs_rx.recv()).await {
             Ok(Some((attrs, families, collected))) => {
                 host = families;
-                let effects = engine.set_attributes(now(), attrs);
-                absent.collected();
-                for done in collected {
-                    let _ = done.send(());
-                }
+                let effects = take_sample(&mut engine, &mut absent, now(), attrs, collected);
                 send_all(&socket, security.as_deref(), effects).await;
             }
             _ => tracing::warn!(
@@ -551,14 +547,7 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
                 }
                 Some((attrs, families, collected)) = attrs_rx.recv() => {
                     host = families;
-                    let effects = engine.set_attributes(now(), attrs);
-                    absent.collected();
-                    // The fresh sample is this agent's row now: tell the
-                    // `collect` commands waiting for it.
-                    for done in collected {
-                        let _ = done.send(());
-                    }
-                    effects
+                    take_sample(&mut engine, &mut absent, now(), attrs, collected)
                 }
                 Some(control) = stop_rx.recv() => match control {
                     Stop::Leave => {
@@ -637,6 +626,23 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
         static_attrs: shared_attrs,
         host_collectors: opts.host_collectors,
     })
+}
+
+/// A fresh sample becomes this agent's row; the `collect` commands
+/// waiting for it are told.
+fn take_sample(
+    engine: &mut Engine,
+    absent: &mut absent::AbsentAttributes,
+    now: Now,
+    attrs: Attributes,
+    collected: Vec<tokio::sync::oneshot::Sender<()>>,
+) -> Vec<Effect> {
+    let effects = engine.set_attributes(now, attrs);
+    absent.collected();
+    for done in collected {
+        let _ = done.send(());
+    }
+    effects
 }
 
 async fn send_all(

@@ -43,11 +43,6 @@ impl<'a> Tables<'a> {
             ready: !engine.is_catching_up(),
         }
     }
-
-    /// Tables whose readiness the caller states (tests, tools).
-    pub fn new(tables: &'a [Table], ready: bool) -> Tables<'a> {
-        Tables { tables, ready }
-    }
 }
 
 impl Directory for Tables<'_> {

@@ -92,6 +92,17 @@ fn rounds_since(sim: &Sim, start_ms: u64) -> f64 {
     (sim.now_ms() - start_ms) as f64 / sim.cfg.interval_ms as f64
 }
 
+/// Runs until every live root equals the truth, at most `max_rounds`;
+/// the rounds it took.
+fn until_truth(sim: &mut Sim, max_rounds: u64) -> Option<f64> {
+    let pred = equals_truth(sim);
+    sim.set_predicate(pred);
+    let start = sim.now_ms();
+    let limit = start + max_rounds * sim.cfg.interval_ms;
+    sim.run_until_all_ok(limit)?;
+    Some(rounds_since(sim, start))
+}
+
 /// `count` crashes of random live agents, each followed by a join of a
 /// spare agent (`SimConfig::spares`), each measured until every live root
 /// equals the truth. Checkpoint failures go to `mismatch`.
@@ -101,7 +112,6 @@ pub fn run_churn(
     max_rounds: u64,
     mismatch: &mut Option<String>,
 ) -> Result<ChurnReport, String> {
-    let deadline = |sim: &Sim| sim.now_ms() + max_rounds * sim.cfg.interval_ms;
     let mut watch = FloorWatch {
         floor: sim.live_count() as u64,
         ..Default::default()
@@ -115,19 +125,15 @@ pub fn run_churn(
         sim.crash(victim);
         watch.floor -= 1;
         sim.watch = Some(watch.clone());
-        let pred = equals_truth(sim);
-        sim.set_predicate(pred);
-        let start = sim.now_ms();
-        let limit = deadline(sim);
-        if sim.run_until_all_ok(limit).is_none() {
+        let Some(rounds) = until_truth(sim, max_rounds) else {
             return Err(format!(
                 "crash {}: agent {victim} still in {} of {} roots after {max_rounds} rounds",
                 c + 1,
                 sim.live_count() - sim.ok_count(),
                 sim.live_count()
             ));
-        }
-        crash_rounds.push(rounds_since(sim, start));
+        };
+        crash_rounds.push(rounds);
         watch = sim.watch.take().unwrap_or_default();
         checkpoint(sim, &format!("after crash {}", c + 1), mismatch);
 
@@ -137,19 +143,15 @@ pub fn run_churn(
         watch.exempt.insert(joiner);
         sim.watch = Some(watch.clone());
         sim.start(joiner).map_err(|e| e.to_string())?;
-        let pred = equals_truth(sim);
-        sim.set_predicate(pred);
-        let start = sim.now_ms();
-        let limit = deadline(sim);
-        if sim.run_until_all_ok(limit).is_none() {
+        let Some(rounds) = until_truth(sim, max_rounds) else {
             return Err(format!(
                 "join {}: agent {joiner} counted in only {} of {} roots after {max_rounds} rounds",
                 c + 1,
                 sim.ok_count(),
                 sim.live_count()
             ));
-        }
-        join_rounds.push(rounds_since(sim, start));
+        };
+        join_rounds.push(rounds);
         watch = sim.watch.take().unwrap_or_default();
         watch.exempt.remove(&joiner);
         watch.floor += 1;
