@@ -14,6 +14,8 @@ pub mod limits;
 mod message;
 mod stats;
 mod table;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -552,6 +554,23 @@ impl Engine {
                 if is_own {
                     if let Ok(index) = found {
                         listed[index] = true;
+                        // The peer holds an older copy of our own row (our
+                        // leaf, or our zone seen from a sibling zone): we
+                        // are its best source, so answer like for any row.
+                        // Without this a leaf's heartbeats left it only on
+                        // its own digests, three datagrams each way, and at
+                        // 20% loss a live row could go unrefreshed for 18
+                        // rounds and expire (seed 6, docs/ALGORITHM.md).
+                        let peer_computes_it = k < leaf && *entry.name == *peers_own;
+                        if publishes_own && !peer_computes_it {
+                            answer_older_copy(
+                                table.at(index),
+                                entry,
+                                issued,
+                                &mut send,
+                                &mut refresh,
+                            );
+                        }
                     }
                     if k == leaf
                         && table
@@ -584,24 +603,11 @@ impl Engine {
                 };
                 listed[index] = true;
                 let mine = table.at(index);
-                let my_content = mine.content();
-                let my_freshness = mine.freshness();
-                let my_issued = my_freshness.issued;
+                let my_issued = mine.freshness().issued;
                 let tie = issued == my_issued && entry.check != mine.check();
-                if issued < my_issued || tie {
-                    if entry.content == my_content {
-                        refresh.push(Refresh {
-                            zone: mine.row.zone.clone(),
-                            freshness: my_freshness,
-                            issuer: mine.issuer(),
-                            content: my_content,
-                        });
-                    } else {
-                        send.push(mine.current());
-                    }
-                }
+                answer_older_copy(mine, entry, issued, &mut send, &mut refresh);
                 if issued > my_issued || tie {
-                    wanted.push((entry.name.clone(), my_content));
+                    wanted.push((entry.name.clone(), mine.content()));
                 }
             }
             // Rows the peer did not list at all.
@@ -1250,6 +1256,33 @@ impl Engine {
 /// The contacts that represent a zone in gossip: the first `k` of those
 /// its row lists. The overlay may ask all of them (more doors into a zone
 /// whose first contacts died), gossip uses these.
+/// Answers a digest entry whose copy is older than ours (or differs at the
+/// same age): a heartbeat if the peer holds our content, else the row.
+fn answer_older_copy(
+    mine: &table::Entry,
+    entry: &DigestEntry,
+    issued: crate::zone::Hlc,
+    send: &mut Vec<Arc<Row>>,
+    refresh: &mut Vec<Refresh>,
+) {
+    let my_freshness = mine.freshness();
+    let tie = issued == my_freshness.issued && entry.check != mine.check();
+    if issued >= my_freshness.issued && !tie {
+        return;
+    }
+    let my_content = mine.content();
+    if entry.content == my_content {
+        refresh.push(Refresh {
+            zone: mine.row.zone.clone(),
+            freshness: my_freshness,
+            issuer: mine.issuer(),
+            content: my_content,
+        });
+    } else {
+        send.push(mine.current());
+    }
+}
+
 fn representatives(row: &Row, k: usize) -> &[SocketAddr] {
     let contacts = row.contacts();
     &contacts[..contacts.len().min(k)]

@@ -23,7 +23,7 @@ pub use report::{run_benchmark, MinMax, SimOptions, SimReport};
 pub use tree::leaf_path;
 
 use crate::aggregate::AggregateSet;
-use crate::engine::{Effect, Engine, EngineConfig, Envelope, Now};
+use crate::engine::{Effect, Engine, EngineConfig, Envelope, Message, Now};
 use crate::zone::{Attributes, Row, Value, ZonePath};
 
 /// Virtual wall clock at simulation time zero (Nov 2023), so HLC values
@@ -238,6 +238,9 @@ pub struct Sim {
     live: usize,
     pub delivered: u64,
     pub dropped: u64,
+    /// Diagnostics: every datagram from or to this agent is described on
+    /// stderr with its fate (see the ignored trace tests).
+    pub trace: Option<usize>,
 }
 
 impl Sim {
@@ -309,6 +312,7 @@ impl Sim {
             live: 0,
             delivered: 0,
             dropped: 0,
+            trace: None,
             cfg,
         };
         for i in 0..sim.cfg.agents {
@@ -563,7 +567,18 @@ impl Sim {
                     continue;
                 }
             }
-            if self.net.loss > 0.0 && self.rng.random::<f64>() < self.net.loss {
+            let lost = self.net.loss > 0.0 && self.rng.random::<f64>() < self.net.loss;
+            if self.trace.is_some_and(|t| t == from || t == to) {
+                eprintln!(
+                    "  t={} {} -> {} {}{}",
+                    self.now,
+                    from,
+                    to,
+                    describe(&envelope.message),
+                    if lost { " LOST" } else { "" }
+                );
+            }
+            if lost {
                 self.dropped += 1;
                 continue;
             }
@@ -774,3 +789,47 @@ fn random_attributes(rng: &mut ChaCha8Rng) -> Attributes {
 }
 #[cfg(test)]
 mod tests;
+
+/// A one-line description of a message, for `Sim::trace`.
+fn describe(message: &Message) -> String {
+    match message {
+        Message::Digest { tables, .. } => {
+            let parts: Vec<String> = tables
+                .iter()
+                .map(|t| format!("{}:{}", t.zone, t.entries.len()))
+                .collect();
+            format!("Digest[{}]", parts.join(" "))
+        }
+        Message::Request(reqs) => {
+            let parts: Vec<String> = reqs
+                .iter()
+                .map(|r| {
+                    let names: Vec<&str> = r.wants.iter().map(|(n, _)| n.as_str()).collect();
+                    format!("{}:{}", r.zone, names.join(","))
+                })
+                .collect();
+            format!("Request[{}]", parts.join(" "))
+        }
+        Message::Rows(rows) | Message::Push(rows) => {
+            let kind = if matches!(message, Message::Push(_)) {
+                "Push"
+            } else {
+                "Rows"
+            };
+            let parts: Vec<String> = rows
+                .iter()
+                .map(|r| format!("{}@{:?}", r.zone, r.freshness.issued))
+                .collect();
+            format!("{kind}[{}]", parts.join(" "))
+        }
+        Message::Refresh(items) => {
+            let parts: Vec<String> = items
+                .iter()
+                .map(|r| format!("{}@{:?}", r.zone, r.freshness.issued))
+                .collect();
+            format!("Refresh[{}]", parts.join(" "))
+        }
+        Message::CertDigest { .. } => "CertDigest".into(),
+        Message::Certs { .. } => "Certs".into(),
+    }
+}

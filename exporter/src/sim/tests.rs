@@ -731,7 +731,9 @@ fn trace_stale_leaf() {
         .filter(|j| zone.contains(sim.path(*j)) && *j != host)
         .collect();
     let mut prev = sim.engine(host).unwrap().stats().clone();
+    let traced = env_or("SIM_TRACE_FROM", 1000.0) as usize..env_or("SIM_TRACE_TO", 0.0) as usize;
     for round in 0..70 {
+        sim.trace = traced.contains(&round).then_some(host);
         sim.run_for(ROUND);
         let e = sim.engine(host).unwrap();
         let st = e.stats().clone();
