@@ -93,6 +93,7 @@ fn queries_and_commands_over_twelve_agents() {
     assert_eq!(v["coverage"]["answered"], json!(12));
     assert_eq!(v["coverage"]["expected"], json!(12));
     assert_eq!(v["coverage"]["missing_zones"], json!([]));
+    assert_eq!(v["coverage"]["refused_zones"], json!([]));
     // A zone below, asked from an agent outside it.
     let (status, v) = query(
         web,

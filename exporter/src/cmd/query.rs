@@ -203,6 +203,12 @@ pub fn coverage_line(value: &Value) -> String {
             line.push_str(&format!(" and {more} more"));
         }
     }
+    let refused = c["refused_zones"].as_array().map_or(0, Vec::len);
+    if refused > 0 {
+        line.push_str(&format!(
+            "; {refused} of them refused (their agents are at --limits.pending-queries)"
+        ));
+    }
     if value["truncated"].as_bool() == Some(true) {
         line.push_str("; rows beyond the per-hop bound were dropped");
     }

@@ -168,11 +168,15 @@ async fn command(State(handle): State<OverlayHandle>, body: axum::body::Bytes) -
 fn coverage(a: &Answer) -> Json_ {
     let mut missing: Vec<String> = a.reply.missing.iter().map(|z| z.to_string()).collect();
     missing.sort();
+    let mut refused: Vec<String> = a.reply.refused.iter().map(|z| z.to_string()).collect();
+    refused.sort();
+    refused.dedup();
     json!({
         "answered": a.reply.answered,
         "expected": a.reply.expected,
         "missing_zones": missing,
         "missing_zones_not_listed": a.reply.missing_more,
+        "refused_zones": refused,
     })
 }
 

@@ -76,6 +76,11 @@ pub struct Reply {
     pub missing: Vec<ZonePath>,
     /// Missing zones beyond `MAX_MISSING`.
     pub missing_more: u32,
+    /// Of `missing`, the zones every contact of which refused the ask at
+    /// its `--limits.pending-queries` (alive, but too busy to answer), at
+    /// most `MAX_MISSING`. Last in the struct: a new field goes last so
+    /// the earlier ones keep their place on the wire.
+    pub refused: Vec<ZonePath>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -219,6 +224,7 @@ mod tests {
             expected: 4,
             missing: vec![ZonePath::parse("/a/b").unwrap()],
             missing_more: 0,
+            refused: Vec::new(),
         };
         let zone = ZonePath::parse("/a").unwrap();
         let chunks = chunk_reply(7, &zone, 1, &reply);
@@ -263,6 +269,7 @@ mod tests {
             expected: 1,
             missing: vec![],
             missing_more: 0,
+            refused: Vec::new(),
         };
         let chunks = chunk_reply(1, &ZonePath::root(), 1, &reply);
         assert!(chunks.len() <= MAX_CHUNKS);

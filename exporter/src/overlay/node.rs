@@ -105,6 +105,11 @@ struct Child {
 }
 
 impl Child {
+    /// Every contact of the zone refused the ask at its pending limit.
+    fn all_refused(&self) -> bool {
+        !self.contacts.is_empty() && self.busy >= self.contacts.len()
+    }
+
     fn done(&self) -> bool {
         self.best.as_ref().is_some_and(|r| r.last)
     }
@@ -664,6 +669,7 @@ impl Overlay {
                     expected: 0,
                     missing: Vec::new(),
                     missing_more: 0,
+                    refused: Vec::new(),
                 };
                 let chunks = chunk_reply(qid, &zone, 0, &refusal);
                 self.send_chunks(peer, chunks, out);
@@ -831,6 +837,7 @@ impl Overlay {
             expected: 0,
             missing: Vec::new(),
             missing_more: 0,
+            refused: Vec::new(),
         };
         let task = Task {
             request,
@@ -979,6 +986,7 @@ impl Overlay {
                     expected: 1,
                     missing: Vec::new(),
                     missing_more: 0,
+                    refused: Vec::new(),
                 },
                 None => Reply {
                     last: false,
@@ -988,6 +996,7 @@ impl Overlay {
                     expected: 1,
                     missing: Vec::new(),
                     missing_more: 0,
+                    refused: Vec::new(),
                 },
             };
         }
@@ -995,6 +1004,7 @@ impl Overlay {
         let (mut answered, mut expected) = (0u32, 0u32);
         let mut missing = Vec::new();
         let mut missing_more = 0u32;
+        let mut refused: Vec<ZonePath> = Vec::new();
         let mut last = true;
         for c in &task.children {
             match &c.best {
@@ -1016,6 +1026,8 @@ impl Overlay {
                         }
                     }
                     missing_more = missing_more.saturating_add(r.missing_more);
+                    let room = MAX_MISSING.saturating_sub(refused.len());
+                    refused.extend(r.refused.iter().take(room).cloned());
                     last &= r.last;
                 }
                 None => {
@@ -1024,6 +1036,9 @@ impl Overlay {
                         missing.push(c.target.clone());
                     } else {
                         missing_more += 1;
+                    }
+                    if c.all_refused() && refused.len() < MAX_MISSING {
+                        refused.push(c.target.clone());
                     }
                     last = false;
                 }
@@ -1037,6 +1052,7 @@ impl Overlay {
             expected,
             missing,
             missing_more,
+            refused,
         }
     }
 
@@ -1168,6 +1184,7 @@ fn ack_chunks(qid: u64, zone: &ZonePath, task: &Task) -> Vec<OverlayMessage> {
         expected: 0,
         missing: Vec::new(),
         missing_more: 0,
+        refused: Vec::new(),
     };
     chunk_reply(qid, zone, 0, &ack)
 }
@@ -1639,5 +1656,69 @@ mod limit_tests {
             }
         }
         assert_eq!(asked_next, vec![addr(4)]);
+    }
+
+    /// `/x/e` asks for `/z`, whose one contact is at its limit: the
+    /// answer lists `/z` as missing and as refused, so the caller can tell
+    /// a busy zone from a dead one.
+    #[test]
+    fn a_zone_whose_every_contact_refused_is_listed_as_refused() {
+        struct Dir;
+        impl Directory for Dir {
+            fn children(&self, z: &ZonePath) -> Option<Vec<ChildZone>> {
+                let addr = |i: u8| SocketAddr::from(([10, 0, 0, i], 7946));
+                match z.as_str() {
+                    "/" => Some(vec![
+                        ChildZone {
+                            zone: ZonePath::parse("/x").unwrap(),
+                            contacts: vec![addr(1)],
+                            members: 1,
+                        },
+                        ChildZone {
+                            zone: ZonePath::parse("/z").unwrap(),
+                            contacts: vec![addr(2)],
+                            members: 4,
+                        },
+                    ]),
+                    _ => None,
+                }
+            }
+        }
+        let addr = |i: u8| SocketAddr::from(([10, 0, 0, i], 7946));
+        let mut cfg = OverlayConfig::new(addr(2), ZonePath::parse("/z/a").unwrap(), 2);
+        cfg.max_pending = 1;
+        let mut busy = Overlay::new(cfg);
+        busy.start(0, ZonePath::parse("/z/a").unwrap(), query(), 2000, &Dir)
+            .unwrap();
+        let mut entry = Overlay::new(OverlayConfig::new(
+            addr(1),
+            ZonePath::parse("/x/e").unwrap(),
+            1,
+        ));
+        let z = ZonePath::parse("/z").unwrap();
+        let (_, out) = entry.start(0, z.clone(), query(), 2000, &Dir).unwrap();
+        for e in out {
+            if let OverlayEffect::Send { to, message } = e {
+                assert_eq!(to, addr(2));
+                for r in busy.handle(5, addr(1), message, &Dir) {
+                    if let OverlayEffect::Send { message, .. } = r {
+                        entry.handle(10, addr(2), message, &Dir);
+                    }
+                }
+            }
+        }
+        let answers: Vec<Reply> = entry
+            .tick(2000, &Dir)
+            .into_iter()
+            .filter_map(|e| match e {
+                OverlayEffect::Answer { answer, .. } => Some(answer.reply),
+                _ => None,
+            })
+            .collect();
+        let last = answers.last().expect("no answer at the deadline");
+        assert!(last.last);
+        assert_eq!((last.answered, last.expected), (0, 4));
+        assert_eq!(last.missing, vec![z.clone()]);
+        assert_eq!(last.refused, vec![z]);
     }
 }
