@@ -1,6 +1,7 @@
 //! Astrolabe exporter: hierarchical gossip aggregation of host metrics.
 //!
-//! See DESIGN.md (shared with the project owners) and docs/ALGORITHM.md.
+//! README.md describes the layout and use; docs/ALGORITHM.md the protocol
+//! (gossip, overlay, signatures) that the code is checked against.
 
 pub mod agent;
 pub mod aggregate;

@@ -65,16 +65,12 @@ pub struct CertState {
 
 /// FNV-1a over the postcard encodings, in (zone, name) order.
 fn set_hash<'a>(certs: impl Iterator<Item = &'a AggregateCertificate>) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut h = crate::zone::Fnv1a64::new();
     for c in certs {
-        for b in postcard::to_allocvec(c).unwrap_or_default() {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        h ^= 0xff;
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        h.write(&postcard::to_allocvec(c).unwrap_or_default());
+        h.write(&[0xff]);
     }
-    h
+    h.finish()
 }
 
 fn depth_of(cert: &AggregateCertificate) -> usize {

@@ -5,9 +5,12 @@ use std::net::SocketAddr;
 
 use crate::zone::{AgentId, ZonePath};
 
-/// Bytes reserved in every datagram for the transport's own framing
-/// (version, key id, nonce, authentication tag, replay counter). The engine
-/// packs its messages into `max_datagram_bytes - TRANSPORT_OVERHEAD_BYTES`.
+/// Bytes reserved in every datagram for the transport's own framing: the
+/// frame kind byte, and when gossip is sealed the seal's marker, 24-byte
+/// nonce (whose first 8 bytes are the sender's clock, the replay check)
+/// and 16-byte tag (`transport::crypto::SEAL_OVERHEAD`, 41 bytes), with
+/// room to spare. The engine packs its messages into
+/// `max_datagram_bytes - TRANSPORT_OVERHEAD_BYTES`.
 pub const TRANSPORT_OVERHEAD_BYTES: usize = 64;
 
 #[derive(Debug, Clone)]

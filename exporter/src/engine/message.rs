@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::zone::{varint_len, AgentId, Freshness, Hlc, Row, ZonePath};
+use crate::zone::{varint_len, AgentId, Fnv1a32, Freshness, Hlc, Row, ZonePath};
 
 /// A child's name in a table, as digests and requests carry it. Kept inline
 /// (up to 24 bytes) rather than behind a shared pointer: a digest lists
@@ -115,41 +115,21 @@ impl TableDigest {
 
 pub fn contacts_check(contacts: &[std::net::SocketAddr]) -> u32 {
     use std::fmt::Write;
-    /// FNV-1a over the text of the addresses, fed as it is formatted: the
-    /// same value as hashing `to_string()`, without allocating a string
-    /// per contact in every digest.
-    struct Fnv(u32);
-    impl Write for Fnv {
-        fn write_str(&mut self, s: &str) -> std::fmt::Result {
-            for b in s.bytes() {
-                self.0 ^= b as u32;
-                self.0 = self.0.wrapping_mul(0x0100_0193);
-            }
-            Ok(())
-        }
-    }
-    let mut h = Fnv(0x811c_9dc5);
+    // Each address's text, fed as it is formatted (no string per contact
+    // in every digest), then a separator byte.
+    let mut h = Fnv1a32::new();
     for c in contacts {
         let _ = write!(h, "{c}");
-        h.0 ^= 0xff;
-        h.0 = h.0.wrapping_mul(0x0100_0193);
+        h.write(&[0xff]);
     }
-    h.0
+    h.finish()
 }
 
 pub fn freshness_check(freshness: &Freshness, issuer: AgentId) -> u32 {
-    // FNV-1a: stable across platforms and versions, unlike std's hasher.
-    let mut h: u32 = 0x811c_9dc5;
-    for b in freshness
-        .inputs
-        .to_le_bytes()
-        .iter()
-        .chain(issuer.to_le_bytes().iter())
-    {
-        h ^= *b as u32;
-        h = h.wrapping_mul(0x0100_0193);
-    }
-    h
+    let mut h = Fnv1a32::new();
+    h.write(&freshness.inputs.to_le_bytes());
+    h.write(&issuer.to_le_bytes());
+    h.finish()
 }
 
 /// Exact postcard length of a message item, computed rather than encoded:

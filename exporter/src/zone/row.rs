@@ -105,7 +105,7 @@ impl SharedBody {
         self.derived.get_or_init(|| {
             let encoded = postcard::to_allocvec(&self.body).unwrap_or_default();
             let encoded_len = encoded.len();
-            let fingerprint = fnv1a64(&encoded);
+            let fingerprint = super::fnv1a64(&encoded);
             let values = match &self.body {
                 Body::Leaf(attrs) => attrs.clone(),
                 Body::Zone(states) => states
@@ -210,16 +210,6 @@ impl PartialEq for SharedBody {
     fn eq(&self, other: &Self) -> bool {
         self.body == other.body
     }
-}
-
-/// FNV-1a, 64 bits: stable across platforms and releases, unlike std's hasher.
-pub fn fnv1a64(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= *b as u64;
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
 }
 
 /// Length of `n` as a postcard varint (any unsigned integer width).
