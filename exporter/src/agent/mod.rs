@@ -346,8 +346,9 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
     type CollectDone = tokio::sync::oneshot::Sender<()>;
     let (attrs_tx, mut attrs_rx) =
         mpsc::channel::<(Attributes, Arc<Vec<MetricFamily>>, Vec<CollectDone>)>(4);
+    let host = astrolabe_collectors::Host::default();
     let mut collectors: Vec<Arc<dyn Collector>> = if opts.host_collectors {
-        astrolabe_collectors::default_collectors()
+        astrolabe_collectors::default_collectors(&host)
     } else {
         Vec::new()
     };
@@ -360,7 +361,9 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
         .filter_map(|g| astrolabe_collectors::ProcessGroup::parse(g).ok())
         .collect();
     if opts.host_collectors || !groups.is_empty() {
-        collectors.push(Arc::new(astrolabe_collectors::ProcessCollector { groups }));
+        collectors.push(Arc::new(astrolabe_collectors::ProcessCollector::new(
+            groups, host,
+        )));
     }
     if let Some((url, import)) = &opts.application {
         collectors.push(Arc::new(astrolabe_collectors::ApplicationCollector {
