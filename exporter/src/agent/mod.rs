@@ -39,6 +39,8 @@ pub struct AgentOptions {
     /// How often the collectors sample; None: every gossip round.
     pub collector_interval: Option<Duration>,
     pub host_collectors: bool,
+    /// Where the host collectors read the host (`--path.procfs`, ...).
+    pub host_paths: astrolabe_collectors::HostPaths,
     /// A local Prometheus endpoint and the metrics to import from it.
     pub application: Option<(String, Vec<String>)>,
     /// `name=regex` process groups.
@@ -346,7 +348,7 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
     type CollectDone = tokio::sync::oneshot::Sender<()>;
     let (attrs_tx, mut attrs_rx) =
         mpsc::channel::<(Attributes, Arc<Vec<MetricFamily>>, Vec<CollectDone>)>(4);
-    let host = astrolabe_collectors::Host::default();
+    let host = astrolabe_collectors::Host::new(opts.host_paths.clone());
     let mut collectors: Vec<Arc<dyn Collector>> = if opts.host_collectors {
         astrolabe_collectors::default_collectors(&host)
     } else {
