@@ -823,7 +823,7 @@ pub fn check_config(path: PathBuf) -> anyhow::Result<()> {
     let opts = options(&args)?;
     otlp_options(&args)?;
     let set = crate::aggregate::AggregateSet::with_system(
-        &[crate::agent::HOST_AGGREGATES],
+        &[crate::agent::host_aggregates()],
         &opts.aggregates,
     )
     .map_err(|e| anyhow::anyhow!("{}: {e}", args.named("aggregates")))?;

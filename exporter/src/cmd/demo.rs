@@ -77,9 +77,9 @@ fn live_view(agent: &RunningAgent) -> String {
                 z.row.members().to_string(),
                 num("reporting").map_or("-".into(), |v| format!("{v}")),
                 format!("{:.1}s", z.age_seconds),
-                num("cpu_utilization_avg")
+                num(crate::agent::column::CPU_UTILIZATION_AVG)
                     .map_or("-".into(), |v| format!("{:.1}%", v * 100.0)),
-                num("load1_max").map_or("-".into(), |v| format!("{v:.2}")),
+                num(crate::agent::column::LOAD1_MAX).map_or("-".into(), |v| format!("{v:.2}")),
             ]
         })
         .collect();
