@@ -1,9 +1,18 @@
-use procfs::{CurrentSI, KernelStats};
+use procfs::{ExplicitSystemInfo, FromReadSI, KernelStats};
 
-use crate::{Collector, CollectorError, Kind, MetricFamily};
+use crate::host::proc_error;
+use crate::{Collector, CollectorError, Host, Kind, MetricFamily};
 
 /// `node_cpu_seconds_total{cpu,mode}` and process counts from /proc/stat.
-pub struct CpuCollector;
+pub struct CpuCollector {
+    host: Host,
+}
+
+impl CpuCollector {
+    pub fn new(host: Host) -> Self {
+        CpuCollector { host }
+    }
+}
 
 impl Collector for CpuCollector {
     fn name(&self) -> &'static str {
@@ -16,8 +25,17 @@ impl Collector for CpuCollector {
     }
 
     fn collect(&self) -> Result<Vec<MetricFamily>, CollectorError> {
-        let stat = KernelStats::current().map_err(|e| CollectorError::Proc(e.to_string()))?;
-        let tps = procfs::ticks_per_second() as f64;
+        // The parser wants the system's constants for its `*_ms` helpers;
+        // the ticks are converted here, with the host's own tick rate.
+        let info = ExplicitSystemInfo {
+            boot_time_secs: 0,
+            ticks_per_second: self.host.ticks_per_second,
+            page_size: self.host.page_size,
+            is_little_endian: cfg!(target_endian = "little"),
+        };
+        let stat =
+            KernelStats::from_file(self.host.paths.proc("stat"), &info).map_err(proc_error)?;
+        let tps = self.host.ticks_per_second as f64;
         let mut seconds = MetricFamily::new(
             "node_cpu_seconds_total",
             "Seconds the CPUs spent in each mode.",
@@ -87,4 +105,15 @@ pub fn utilization(before: &MetricFamily, after: &MetricFamily) -> Option<f64> {
     let (b1, t1) = sums(after);
     let dt = t1 - t0;
     (dt > 0.0).then(|| ((b1 - b0) / dt).clamp(0.0, 1.0))
+}
+
+#[cfg(test)]
+mod fixture_tests {
+    use crate::{fixture, Collector};
+
+    #[test]
+    fn reads_the_fixture_proc_stat_as_the_golden_file() {
+        let families = super::CpuCollector::new(fixture::host()).collect().unwrap();
+        fixture::assert_golden("cpu", &families);
+    }
 }

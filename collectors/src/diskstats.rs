@@ -1,4 +1,7 @@
-use crate::{Collector, CollectorError, Kind, MetricFamily};
+use procfs::{DiskStats, FromRead};
+
+use crate::host::proc_error;
+use crate::{Collector, CollectorError, HostPaths, Kind, MetricFamily};
 
 /// Name, help, type and how to read the value from a disk's counters.
 type Spec = (
@@ -9,7 +12,15 @@ type Spec = (
 );
 
 /// `node_disk_*{device}` from /proc/diskstats (sectors are 512 bytes).
-pub struct DiskstatsCollector;
+pub struct DiskstatsCollector {
+    paths: HostPaths,
+}
+
+impl DiskstatsCollector {
+    pub fn new(paths: HostPaths) -> Self {
+        DiskstatsCollector { paths }
+    }
+}
 
 impl Collector for DiskstatsCollector {
     fn name(&self) -> &'static str {
@@ -22,7 +33,8 @@ impl Collector for DiskstatsCollector {
     }
 
     fn collect(&self) -> Result<Vec<MetricFamily>, CollectorError> {
-        let disks = procfs::diskstats().map_err(|e| CollectorError::Proc(e.to_string()))?;
+        let DiskStats(disks) =
+            DiskStats::from_file(self.paths.proc("diskstats")).map_err(proc_error)?;
         // Like node_exporter's default exclude: partitions of loop and ram devices.
         let disks: Vec<_> = disks
             .into_iter()
@@ -82,5 +94,18 @@ impl Collector for DiskstatsCollector {
                 f
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod fixture_tests {
+    use crate::{fixture, Collector};
+
+    #[test]
+    fn reads_the_fixture_diskstats_as_the_golden_file() {
+        let families = super::DiskstatsCollector::new(fixture::paths())
+            .collect()
+            .unwrap();
+        fixture::assert_golden("diskstats", &families);
     }
 }

@@ -1,6 +1,11 @@
 use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 
-use crate::{Collector, CollectorError, Kind, MetricFamily};
+use procfs::{FromRead, MountEntry};
+
+use crate::host::proc_error;
+use crate::{Collector, CollectorError, HostPaths, Kind, MetricFamily};
 
 /// Filesystem types node_exporter leaves out by default: pseudo and
 /// virtual filesystems with no space to run out of.
@@ -36,18 +41,42 @@ const IGNORED_TYPES: &[&str] = &[
 /// `node_filesystem_{size,free,avail}_bytes` and `node_filesystem_files{,_free}`
 /// from statvfs of every mount point. statvfs on a dead NFS server can hang;
 /// that hangs this collector only, which the runner then reports failed.
-pub struct FilesystemCollector;
-
-struct Usage {
-    size: f64,
-    free: f64,
-    avail: f64,
-    files: f64,
-    files_free: f64,
+///
+/// The mount table is the procfs root's `mounts`; mount point `M` is
+/// measured at the rootfs joined with `M`, and labelled `M`.
+pub struct FilesystemCollector {
+    paths: HostPaths,
+    /// statvfs(3), or a stand-in: a fixture's figures cannot come from the
+    /// live filesystem they happen to sit on.
+    usage: fn(&Path) -> Option<Usage>,
 }
 
-fn statvfs(path: &str) -> Option<Usage> {
-    let c = CString::new(path).ok()?;
+impl FilesystemCollector {
+    pub fn new(paths: HostPaths) -> Self {
+        FilesystemCollector {
+            paths,
+            usage: statvfs,
+        }
+    }
+
+    /// With `usage` in place of statvfs(3), for fixtures.
+    #[cfg(any(test, feature = "fixture"))]
+    pub(crate) fn with_usage(paths: HostPaths, usage: fn(&Path) -> Option<Usage>) -> Self {
+        FilesystemCollector { paths, usage }
+    }
+}
+
+/// What statvfs says of one filesystem, in bytes and file nodes.
+pub(crate) struct Usage {
+    pub size: f64,
+    pub free: f64,
+    pub avail: f64,
+    pub files: f64,
+    pub files_free: f64,
+}
+
+fn statvfs(path: &Path) -> Option<Usage> {
+    let c = CString::new(path.as_os_str().as_bytes()).ok()?;
     // SAFETY: `c` is a valid NUL-terminated path and `buf` a properly sized
     // out-parameter that statvfs fills before we read it.
     let mut buf: libc::statvfs = unsafe { std::mem::zeroed() };
@@ -70,7 +99,7 @@ impl Collector for FilesystemCollector {
     }
 
     fn collect(&self) -> Result<Vec<MetricFamily>, CollectorError> {
-        let mounts = procfs::mounts().map_err(|e| CollectorError::Proc(e.to_string()))?;
+        let mounts = Vec::<MountEntry>::from_file(self.paths.proc("mounts")).map_err(proc_error)?;
         let mut fams: Vec<MetricFamily> = [
             ("node_filesystem_size_bytes", "Filesystem size in bytes."),
             (
@@ -95,7 +124,7 @@ impl Collector for FilesystemCollector {
             if IGNORED_TYPES.contains(&m.fs_vfstype.as_str()) || !seen.insert(m.fs_file.clone()) {
                 continue;
             }
-            let Some(u) = statvfs(&m.fs_file) else {
+            let Some(u) = (self.usage)(&self.paths.rooted(&m.fs_file)) else {
                 continue;
             };
             let labels = [
@@ -111,5 +140,16 @@ impl Collector for FilesystemCollector {
             }
         }
         Ok(fams)
+    }
+}
+
+#[cfg(test)]
+mod fixture_tests {
+    use crate::{fixture, Collector};
+
+    #[test]
+    fn measures_the_fixture_mounts_under_the_rootfs_as_the_golden_file() {
+        let families = fixture::filesystem_collector().collect().unwrap();
+        fixture::assert_golden("filesystem", &families);
     }
 }

@@ -10,6 +10,9 @@ mod application;
 mod cpu;
 mod diskstats;
 mod filesystem;
+#[cfg(any(test, feature = "fixture"))]
+pub mod fixture;
+mod host;
 mod loadavg;
 mod meminfo;
 mod model;
@@ -23,6 +26,7 @@ pub use application::ApplicationCollector;
 pub use cpu::{utilization, CpuCollector};
 pub use diskstats::DiskstatsCollector;
 pub use filesystem::FilesystemCollector;
+pub use host::{Host, HostPaths};
 pub use loadavg::LoadavgCollector;
 pub use meminfo::MeminfoCollector;
 pub use model::{Kind, MetricFamily, Sample};
@@ -67,15 +71,16 @@ pub trait Collector: Send + Sync {
     }
 }
 
-/// The host collectors an agent runs by default.
-pub fn default_collectors() -> Vec<std::sync::Arc<dyn Collector>> {
+/// The host collectors an agent runs by default, reading `host`.
+pub fn default_collectors(host: &Host) -> Vec<std::sync::Arc<dyn Collector>> {
+    let paths = &host.paths;
     vec![
-        std::sync::Arc::new(CpuCollector),
-        std::sync::Arc::new(MeminfoCollector),
-        std::sync::Arc::new(LoadavgCollector),
-        std::sync::Arc::new(NetdevCollector),
-        std::sync::Arc::new(DiskstatsCollector),
-        std::sync::Arc::new(FilesystemCollector),
-        std::sync::Arc::new(PressureCollector),
+        std::sync::Arc::new(CpuCollector::new(host.clone())),
+        std::sync::Arc::new(MeminfoCollector::new(paths.clone())),
+        std::sync::Arc::new(LoadavgCollector::new(paths.clone())),
+        std::sync::Arc::new(NetdevCollector::new(paths.clone())),
+        std::sync::Arc::new(DiskstatsCollector::new(paths.clone())),
+        std::sync::Arc::new(FilesystemCollector::new(paths.clone())),
+        std::sync::Arc::new(PressureCollector::new(paths.clone())),
     ]
 }

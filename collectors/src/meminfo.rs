@@ -1,9 +1,18 @@
-use procfs::Current;
+use procfs::{FromRead, Meminfo};
 
-use crate::{Collector, CollectorError, MetricFamily};
+use crate::host::proc_error;
+use crate::{Collector, CollectorError, HostPaths, MetricFamily};
 
 /// `node_memory_*_bytes` from /proc/meminfo, named like node_exporter's.
-pub struct MeminfoCollector;
+pub struct MeminfoCollector {
+    paths: HostPaths,
+}
+
+impl MeminfoCollector {
+    pub fn new(paths: HostPaths) -> Self {
+        MeminfoCollector { paths }
+    }
+}
 
 impl Collector for MeminfoCollector {
     fn name(&self) -> &'static str {
@@ -16,7 +25,7 @@ impl Collector for MeminfoCollector {
     }
 
     fn collect(&self) -> Result<Vec<MetricFamily>, CollectorError> {
-        let m = procfs::Meminfo::current().map_err(|e| CollectorError::Proc(e.to_string()))?;
+        let m = Meminfo::from_file(self.paths.proc("meminfo")).map_err(proc_error)?;
         let mut out = vec![
             MetricFamily::gauge(
                 "node_memory_MemTotal_bytes",
@@ -57,5 +66,18 @@ impl Collector for MeminfoCollector {
             ));
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod fixture_tests {
+    use crate::{fixture, Collector};
+
+    #[test]
+    fn reads_the_fixture_meminfo_as_the_golden_file() {
+        let families = super::MeminfoCollector::new(fixture::paths())
+            .collect()
+            .unwrap();
+        fixture::assert_golden("meminfo", &families);
     }
 }

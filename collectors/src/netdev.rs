@@ -1,4 +1,8 @@
-use crate::{Collector, CollectorError, Kind, MetricFamily};
+use procfs::net::InterfaceDeviceStatus;
+use procfs::FromRead;
+
+use crate::host::proc_error;
+use crate::{Collector, CollectorError, HostPaths, Kind, MetricFamily};
 
 /// Name, help and how to read the value from a device's counters.
 type Spec = (
@@ -8,7 +12,15 @@ type Spec = (
 );
 
 /// `node_network_{receive,transmit}_*_total{device}` from /proc/net/dev.
-pub struct NetdevCollector;
+pub struct NetdevCollector {
+    paths: HostPaths,
+}
+
+impl NetdevCollector {
+    pub fn new(paths: HostPaths) -> Self {
+        NetdevCollector { paths }
+    }
+}
 
 impl Collector for NetdevCollector {
     fn name(&self) -> &'static str {
@@ -21,7 +33,8 @@ impl Collector for NetdevCollector {
     }
 
     fn collect(&self) -> Result<Vec<MetricFamily>, CollectorError> {
-        let devs = procfs::net::dev_status().map_err(|e| CollectorError::Proc(e.to_string()))?;
+        let InterfaceDeviceStatus(devs) =
+            InterfaceDeviceStatus::from_file(self.paths.proc("net/dev")).map_err(proc_error)?;
         let mut names: Vec<&String> = devs.keys().collect();
         names.sort();
         let specs: [Spec; 8] = [
@@ -76,5 +89,18 @@ impl Collector for NetdevCollector {
                 f
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod fixture_tests {
+    use crate::{fixture, Collector};
+
+    #[test]
+    fn reads_the_fixture_net_dev_as_the_golden_file() {
+        let families = super::NetdevCollector::new(fixture::paths())
+            .collect()
+            .unwrap();
+        fixture::assert_golden("netdev", &families);
     }
 }

@@ -154,7 +154,10 @@ mod tests {
 
     #[test]
     fn host_collectors_read_the_real_proc() {
-        let (families, outcomes) = run_all(&crate::default_collectors(), Duration::from_secs(5));
+        let (families, outcomes) = run_all(
+            &crate::default_collectors(&crate::Host::default()),
+            Duration::from_secs(5),
+        );
         assert!(outcomes.iter().all(|o| o.success), "{outcomes:?}");
         let find = |n: &str| {
             families
@@ -195,8 +198,10 @@ mod tests {
 
     #[test]
     fn an_in_line_collector_that_panics_fails_alone() {
-        let collectors: Vec<Arc<dyn Collector>> =
-            vec![Arc::new(Panics), Arc::new(crate::LoadavgCollector)];
+        let collectors: Vec<Arc<dyn Collector>> = vec![
+            Arc::new(Panics),
+            Arc::new(crate::LoadavgCollector::new(Default::default())),
+        ];
         let (families, outcomes) = run_all(&collectors, Duration::from_secs(5));
         assert!(families.iter().any(|f| f.name == "node_load1"));
         let failed = outcomes.iter().find(|o| o.name == "panics").unwrap();
@@ -213,9 +218,9 @@ mod tests {
     fn a_hung_collector_does_not_stall_the_others() {
         let collectors: Vec<Arc<dyn Collector>> = vec![
             Arc::new(Hangs),
-            Arc::new(crate::LoadavgCollector),
-            Arc::new(crate::MeminfoCollector),
-            Arc::new(crate::CpuCollector),
+            Arc::new(crate::LoadavgCollector::new(Default::default())),
+            Arc::new(crate::MeminfoCollector::new(Default::default())),
+            Arc::new(crate::CpuCollector::new(Default::default())),
         ];
         let t = Instant::now();
         let (families, outcomes) = run_all(&collectors, Duration::from_millis(300));

@@ -22,6 +22,8 @@ pub struct FileConfig {
     #[serde(default)]
     pub collector: CollectorSection,
     #[serde(default)]
+    pub path: PathSection,
+    #[serde(default)]
     pub aggregates: Vec<String>,
     #[serde(default)]
     pub attributes: BTreeMap<String, toml::Value>,
@@ -123,6 +125,17 @@ pub struct CollectorSection {
     /// `name=regex` process groups (`--collector.process.group`).
     #[serde(default)]
     pub process_groups: Vec<String>,
+}
+
+/// `[path]`: where the host collectors read the host, as node_exporter's
+/// `--path.*` flags (an agent in a container reads the host's at, say,
+/// `/host/proc`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PathSection {
+    pub procfs: Option<PathBuf>,
+    pub sysfs: Option<PathBuf>,
+    pub rootfs: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]

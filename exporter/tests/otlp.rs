@@ -322,6 +322,7 @@ fn options(zone: &str, seeds: Vec<SocketAddr>, work: i64) -> AgentOptions {
         collector_timeout: Duration::from_secs(5),
         collector_interval: None,
         host_collectors: true,
+        host_paths: Default::default(),
         application: None,
         process_groups: Vec::new(),
         gossip_security: None,

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use astrolabe_collectors::{Collector, MetricFamily, TextfileCollector};
 use tokio::sync::mpsc;
 
-pub use leaf::leaf_attributes;
+pub use leaf::{attr, leaf_attributes};
 
 use crate::aggregate::AggregateSet;
 use crate::engine::{Effect, Engine, EngineConfig, Now};
@@ -39,6 +39,8 @@ pub struct AgentOptions {
     /// How often the collectors sample; None: every gossip round.
     pub collector_interval: Option<Duration>,
     pub host_collectors: bool,
+    /// Where the host collectors read the host (`--path.procfs`, ...).
+    pub host_paths: astrolabe_collectors::HostPaths,
     /// A local Prometheus endpoint and the metrics to import from it.
     pub application: Option<(String, Vec<String>)>,
     /// `name=regex` process groups.
@@ -140,7 +142,7 @@ impl RunningAgent {
         trusted: &crate::security::TrustedKeys,
     ) -> Result<(), AgentError> {
         let system: &[&str] = if self.host_collectors {
-            &[HOST_AGGREGATES]
+            &[host_aggregates()]
         } else {
             &[]
         };
@@ -198,8 +200,72 @@ fn wall_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Zone summaries every agent computes from the host collectors' attributes.
-pub const HOST_AGGREGATES: &str = "SELECT avg(cpu_utilization) AS cpu_utilization_avg, max(cpu_utilization) AS cpu_utilization_max, quantile(0.95, cpu_utilization) AS cpu_utilization_p95, avg(memory_used_ratio) AS memory_used_ratio_avg, max(memory_used_ratio) AS memory_used_ratio_max, quantile(0.95, memory_used_ratio) AS memory_used_ratio_p95, max(load1) AS load1_max, avg(load1) AS load1_avg, sum(memory_available_bytes) AS memory_available_bytes_all, sum(processes_running) AS processes_running_all, min(filesystem_root_free_ratio) AS filesystem_root_free_ratio_min, sum(network_receive_bytes_per_second) AS network_receive_bytes_per_second_all, sum(network_transmit_bytes_per_second) AS network_transmit_bytes_per_second_all";
+/// Columns of the default aggregates that the landing page and the demo
+/// show, named once with the aggregates that compute them.
+pub mod column {
+    pub const CPU_UTILIZATION_AVG: &str = "cpu_utilization_avg";
+    pub const MEMORY_USED_RATIO_AVG: &str = "memory_used_ratio_avg";
+    pub const LOAD1_MAX: &str = "load1_max";
+}
+
+/// Zone summaries every agent computes from the host collectors'
+/// attributes: the function applied (up to its argument), the attribute
+/// and the column.
+const HOST_SUMMARIES: [(&str, &str, &str); 13] = [
+    ("avg(", attr::CPU_UTILIZATION, column::CPU_UTILIZATION_AVG),
+    ("max(", attr::CPU_UTILIZATION, "cpu_utilization_max"),
+    (
+        "quantile(0.95, ",
+        attr::CPU_UTILIZATION,
+        "cpu_utilization_p95",
+    ),
+    (
+        "avg(",
+        attr::MEMORY_USED_RATIO,
+        column::MEMORY_USED_RATIO_AVG,
+    ),
+    ("max(", attr::MEMORY_USED_RATIO, "memory_used_ratio_max"),
+    (
+        "quantile(0.95, ",
+        attr::MEMORY_USED_RATIO,
+        "memory_used_ratio_p95",
+    ),
+    ("max(", attr::LOAD1, column::LOAD1_MAX),
+    ("avg(", attr::LOAD1, "load1_avg"),
+    (
+        "sum(",
+        attr::MEMORY_AVAILABLE_BYTES,
+        "memory_available_bytes_all",
+    ),
+    ("sum(", attr::PROCESSES_RUNNING, "processes_running_all"),
+    (
+        "min(",
+        attr::FILESYSTEM_ROOT_FREE_RATIO,
+        "filesystem_root_free_ratio_min",
+    ),
+    (
+        "sum(",
+        attr::NETWORK_RECEIVE_BYTES_PER_SECOND,
+        "network_receive_bytes_per_second_all",
+    ),
+    (
+        "sum(",
+        attr::NETWORK_TRANSMIT_BYTES_PER_SECOND,
+        "network_transmit_bytes_per_second_all",
+    ),
+];
+
+/// The default aggregates as one SQL statement, built from `HOST_SUMMARIES`.
+pub fn host_aggregates() -> &'static str {
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SQL.get_or_init(|| {
+        let columns: Vec<String> = HOST_SUMMARIES
+            .iter()
+            .map(|(function, attribute, column)| format!("{function}{attribute}) AS {column}"))
+            .collect();
+        format!("SELECT {}", columns.join(", "))
+    })
+}
 
 /// Says at start-up what the agent's security leaves open: unauthenticated
 /// gossip, unsigned commands. The caller says it, once per process: the
@@ -229,7 +295,7 @@ pub fn log_security(
 
 pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
     let system: &[&str] = if opts.host_collectors {
-        &[HOST_AGGREGATES]
+        &[host_aggregates()]
     } else {
         &[]
     };
@@ -346,8 +412,9 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
     type CollectDone = tokio::sync::oneshot::Sender<()>;
     let (attrs_tx, mut attrs_rx) =
         mpsc::channel::<(Attributes, Arc<Vec<MetricFamily>>, Vec<CollectDone>)>(4);
+    let host = astrolabe_collectors::Host::new(opts.host_paths.clone());
     let mut collectors: Vec<Arc<dyn Collector>> = if opts.host_collectors {
-        astrolabe_collectors::default_collectors()
+        astrolabe_collectors::default_collectors(&host)
     } else {
         Vec::new()
     };
@@ -360,7 +427,9 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
         .filter_map(|g| astrolabe_collectors::ProcessGroup::parse(g).ok())
         .collect();
     if opts.host_collectors || !groups.is_empty() {
-        collectors.push(Arc::new(astrolabe_collectors::ProcessCollector { groups }));
+        collectors.push(Arc::new(astrolabe_collectors::ProcessCollector::new(
+            groups, host,
+        )));
     }
     if let Some((url, import)) = &opts.application {
         collectors.push(Arc::new(astrolabe_collectors::ApplicationCollector {
@@ -656,5 +725,19 @@ async fn send_all(
         if let Err(e) = socket.send_to(&bytes, to).await {
             tracing::debug!(%to, error = %e, "send failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod host_aggregate_tests {
+    /// Built from named attributes, the default aggregates are still the
+    /// statement they were written as: their columns are served as
+    /// `astrolabe_zone_<column>`, which dashboards and rules query.
+    #[test]
+    fn the_default_aggregates_are_the_statement_dashboards_rely_on() {
+        assert_eq!(
+            super::host_aggregates(),
+            "SELECT avg(cpu_utilization) AS cpu_utilization_avg, max(cpu_utilization) AS cpu_utilization_max, quantile(0.95, cpu_utilization) AS cpu_utilization_p95, avg(memory_used_ratio) AS memory_used_ratio_avg, max(memory_used_ratio) AS memory_used_ratio_max, quantile(0.95, memory_used_ratio) AS memory_used_ratio_p95, max(load1) AS load1_max, avg(load1) AS load1_avg, sum(memory_available_bytes) AS memory_available_bytes_all, sum(processes_running) AS processes_running_all, min(filesystem_root_free_ratio) AS filesystem_root_free_ratio_min, sum(network_receive_bytes_per_second) AS network_receive_bytes_per_second_all, sum(network_transmit_bytes_per_second) AS network_transmit_bytes_per_second_all"
+        );
     }
 }

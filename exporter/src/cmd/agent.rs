@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use astrolabe_collectors::HostPaths;
 use clap::{Args, Parser};
 
 use crate::config::FileConfig;
@@ -75,6 +76,9 @@ impl AgentArgs {
             "otlp_endpoint" => ("--otlp.endpoint", "[otlp] endpoint"),
             "otlp_protocol" => ("--otlp.protocol", "[otlp] protocol"),
             "log_format" => ("--log.format", "[log] format"),
+            "path_procfs" => ("--path.procfs", "[path] procfs"),
+            "path_sysfs" => ("--path.sysfs", "[path] sysfs"),
+            "path_rootfs" => ("--path.rootfs", "[path] rootfs"),
             other => (other, other),
         };
         if self.from_env.contains(id) {
@@ -231,6 +235,15 @@ pub struct AgentArgs {
     /// `collect` command samples at once in between.
     #[arg(long = "collector.interval", env = "ASTROLABE_COLLECTOR_INTERVAL", value_parser = parse_duration)]
     pub collector_interval: Option<Duration>,
+    /// Where the host's procfs is mounted, e.g. /host/proc for an agent in a container (node_exporter's flag).
+    #[arg(long = "path.procfs", env = "ASTROLABE_PATH_PROCFS", default_value_os_t = HostPaths::default().procfs)]
+    pub path_procfs: PathBuf,
+    /// Where the host's sysfs is mounted, e.g. /host/sys (node_exporter's flag; no collector reads it yet).
+    #[arg(long = "path.sysfs", env = "ASTROLABE_PATH_SYSFS", default_value_os_t = HostPaths::default().sysfs)]
+    pub path_sysfs: PathBuf,
+    /// Where the host's root filesystem is mounted, e.g. /host/root: mount point M is measured at this path joined with M and labelled M (node_exporter's flag).
+    #[arg(long = "path.rootfs", env = "ASTROLABE_PATH_ROOTFS", default_value_os_t = HostPaths::default().rootfs)]
+    pub path_rootfs: PathBuf,
     /// Do not run the host collectors (cpu, memory, load, network, disks, filesystems, pressure, processes).
     #[arg(long = "no-collector.host", env = "ASTROLABE_NO_COLLECTOR_HOST")]
     pub no_host_collectors: bool,
@@ -468,6 +481,16 @@ pub fn apply_file(args: &mut AgentArgs, matches: Option<&clap::ArgMatches>) -> a
     {
         args.no_host_collectors = !host;
     }
+    for (id, value, slot) in [
+        ("path_procfs", file.path.procfs, &mut args.path_procfs),
+        ("path_sysfs", file.path.sysfs, &mut args.path_sysfs),
+        ("path_rootfs", file.path.rootfs, &mut args.path_rootfs),
+    ] {
+        if let Some(v) = value.filter(|_| defaulted(id)) {
+            *slot = v;
+            take(id);
+        }
+    }
     if args.application_url.is_none() {
         args.application_url = file.collector.application_url;
     }
@@ -603,6 +626,7 @@ pub fn options(args: &AgentArgs) -> anyhow::Result<AgentOptions> {
         astrolabe_collectors::ProcessGroup::parse(g)
             .map_err(|e| anyhow::anyhow!("{}: {e}", args.named("process_groups")))?;
     }
+    let host_paths = host_paths(args)?;
     let mut actions = crate::overlay::actions::Actions {
         defined: Default::default(),
         timeout: args.action_timeout,
@@ -655,6 +679,7 @@ pub fn options(args: &AgentArgs) -> anyhow::Result<AgentOptions> {
         collector_timeout: args.collector_timeout,
         collector_interval: args.collector_interval,
         host_collectors: !args.no_host_collectors,
+        host_paths,
         application: args
             .application_url
             .clone()
@@ -675,6 +700,36 @@ pub fn options(args: &AgentArgs) -> anyhow::Result<AgentOptions> {
             http_read_timeout: args.web_read_timeout,
         },
         actions,
+    })
+}
+
+/// `--path.procfs`, `--path.sysfs` and `--path.rootfs`, each refused at
+/// start-up unless it is a directory: a mistyped host mount would
+/// otherwise only show as collectors failing every round.
+fn host_paths(args: &AgentArgs) -> anyhow::Result<HostPaths> {
+    for (id, path) in [
+        ("path_procfs", &args.path_procfs),
+        ("path_sysfs", &args.path_sysfs),
+        ("path_rootfs", &args.path_rootfs),
+    ] {
+        match std::fs::metadata(path) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => bail!("{} {}: not a directory", args.named(id), path.display()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                bail!("{} {}: no such directory", args.named(id), path.display())
+            }
+            Err(e) => bail!(
+                "{} {}: {}",
+                args.named(id),
+                path.display(),
+                crate::transport::os_reason(&e)
+            ),
+        }
+    }
+    Ok(HostPaths {
+        procfs: args.path_procfs.clone(),
+        sysfs: args.path_sysfs.clone(),
+        rootfs: args.path_rootfs.clone(),
     })
 }
 
@@ -768,7 +823,7 @@ pub fn check_config(path: PathBuf) -> anyhow::Result<()> {
     let opts = options(&args)?;
     otlp_options(&args)?;
     let set = crate::aggregate::AggregateSet::with_system(
-        &[crate::agent::HOST_AGGREGATES],
+        &[crate::agent::host_aggregates()],
         &opts.aggregates,
     )
     .map_err(|e| anyhow::anyhow!("{}: {e}", args.named("aggregates")))?;
@@ -878,5 +933,97 @@ mod tests {
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("1d").unwrap_err().contains("unknown unit"));
         assert!(parse_duration("abc").is_err());
+    }
+
+    /// What `agent` would make of `argv` (after the program name), with
+    /// the matches that say where each value came from.
+    fn parsed(argv: &[&str]) -> (AgentArgs, clap::ArgMatches) {
+        use clap::{CommandFactory, FromArgMatches};
+        let matches = AgentOnly::command()
+            .try_get_matches_from(std::iter::once("agent").chain(argv.iter().copied()))
+            .unwrap();
+        let mut args = AgentOnly::from_arg_matches(&matches).unwrap().args;
+        args.note_environment(&matches);
+        (args, matches)
+    }
+
+    fn fixture(sub: &str) -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../collectors/fixtures")
+            .join(sub)
+    }
+
+    #[test]
+    fn host_paths_default_to_the_hosts_own_and_follow_the_flags() {
+        let (args, _) = parsed(&["--zone", "/t/a"]);
+        assert_eq!(options(&args).unwrap().host_paths, HostPaths::default());
+        let (proc, sys, root) = (fixture("proc"), fixture("sys"), fixture("rootfs"));
+        let (args, _) = parsed(&[
+            "--zone",
+            "/t/a",
+            "--path.procfs",
+            proc.to_str().unwrap(),
+            "--path.sysfs",
+            sys.to_str().unwrap(),
+            "--path.rootfs",
+            root.to_str().unwrap(),
+        ]);
+        let paths = options(&args).unwrap().host_paths;
+        assert_eq!((paths.procfs, paths.sysfs, paths.rootfs), (proc, sys, root));
+        use clap::CommandFactory;
+        let command = AgentOnly::command();
+        for (id, variable) in [
+            ("path_procfs", "ASTROLABE_PATH_PROCFS"),
+            ("path_sysfs", "ASTROLABE_PATH_SYSFS"),
+            ("path_rootfs", "ASTROLABE_PATH_ROOTFS"),
+        ] {
+            let arg = command.get_arguments().find(|a| a.get_id() == id).unwrap();
+            assert_eq!(arg.get_env().unwrap(), variable);
+        }
+    }
+
+    #[test]
+    fn a_host_path_that_is_not_a_directory_is_refused_in_one_line_naming_the_flag() {
+        let (args, _) = parsed(&["--zone", "/t/a", "--path.procfs", "/nonexistent/proc"]);
+        let e = format!("{:#}", options(&args).unwrap_err());
+        assert_eq!(e, "--path.procfs /nonexistent/proc: no such directory");
+        let file = fixture("proc/loadavg");
+        let (args, _) = parsed(&["--zone", "/t/a", "--path.rootfs", file.to_str().unwrap()]);
+        let e = format!("{:#}", options(&args).unwrap_err());
+        assert_eq!(
+            e,
+            format!("--path.rootfs {}: not a directory", file.display())
+        );
+    }
+
+    #[test]
+    fn the_path_section_sets_the_host_paths_under_the_flags_and_errors_name_its_key() {
+        let dir =
+            std::env::temp_dir().join(format!("astrolabe-path-section-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("agent.toml");
+        let proc = fixture("proc");
+        std::fs::write(
+            &file,
+            format!(
+                "zone = \"/t/a\"\n[path]\nprocfs = {:?}\nsysfs = \"/nonexistent/sys\"\n",
+                proc.display().to_string()
+            ),
+        )
+        .unwrap();
+        let config = file.to_str().unwrap();
+        let (mut args, matches) = parsed(&["--config.file", config]);
+        apply_file(&mut args, Some(&matches)).unwrap();
+        let e = format!("{:#}", options(&args).unwrap_err());
+        assert_eq!(
+            e,
+            format!("{config}: [path] sysfs /nonexistent/sys: no such directory")
+        );
+        // The flag wins over the file.
+        let (mut args, matches) = parsed(&["--config.file", config, "--path.sysfs", "/"]);
+        apply_file(&mut args, Some(&matches)).unwrap();
+        let paths = options(&args).unwrap().host_paths;
+        assert_eq!((paths.procfs, paths.sysfs), (proc, PathBuf::from("/")));
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

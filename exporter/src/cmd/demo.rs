@@ -77,8 +77,9 @@ fn live_view(agent: &RunningAgent) -> String {
                 z.row.members().to_string(),
                 num("reporting").map_or("-".into(), |v| format!("{v}")),
                 format!("{:.1}s", z.age_seconds),
-                num("cpu_utilization_avg").map_or("-".into(), |v| format!("{:.1}%", v * 100.0)),
-                num("load1_max").map_or("-".into(), |v| format!("{v:.2}")),
+                num(crate::agent::column::CPU_UTILIZATION_AVG)
+                    .map_or("-".into(), |v| format!("{:.1}%", v * 100.0)),
+                num(crate::agent::column::LOAD1_MAX).map_or("-".into(), |v| format!("{v:.2}")),
             ]
         })
         .collect();
@@ -151,6 +152,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
                 collector_timeout: Duration::from_secs(5),
                 collector_interval: None,
                 host_collectors: !args.no_host_collectors,
+                host_paths: Default::default(),
                 application: None,
                 process_groups: Vec::new(),
                 gossip_security: (!args.no_gossip_encryption).then_some(security),

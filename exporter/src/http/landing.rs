@@ -6,6 +6,7 @@
 
 use std::fmt::Write;
 
+use crate::agent::{attr, column};
 use crate::view::View;
 use crate::zone::Value;
 
@@ -57,12 +58,14 @@ pub fn page(view: &View) -> String {
             row.zone.name().to_string()
         };
         let cpu = row
-            .value("cpu_utilization_avg")
-            .or_else(|| row.value("cpu_utilization"));
+            .value(column::CPU_UTILIZATION_AVG)
+            .or_else(|| row.value(attr::CPU_UTILIZATION));
         let mem = row
-            .value("memory_used_ratio_avg")
-            .or_else(|| row.value("memory_used_ratio"));
-        let load = row.value("load1_max").or_else(|| row.value("load1"));
+            .value(column::MEMORY_USED_RATIO_AVG)
+            .or_else(|| row.value(attr::MEMORY_USED_RATIO));
+        let load = row
+            .value(column::LOAD1_MAX)
+            .or_else(|| row.value(attr::LOAD1));
         let _ = writeln!(
             rows,
             "<tr data-zone=\"{path}\"><td class=\"zone\" style=\"padding-left:{pad}em\" title=\"{path}\">{name}</td><td class=\"num\">{members}</td><td class=\"num\">{reporting}</td><td class=\"num {fresh}\">{age:.1}s</td><td class=\"num\">{cpu}</td><td class=\"num\">{mem}</td><td class=\"num\">{load}</td></tr>",
@@ -168,9 +171,9 @@ td.partial{{color:#c53030;font-weight:600}}
       var age = z.age_seconds;
       cell(tr, age.toFixed(1) + "s", "num " + (age < {fresh} ? "fresh" : age < {stale} ? "aging" : "stale"));
       var a = z.attributes || {{}};
-      cell(tr, num(pick(a, "cpu_utilization_avg", "cpu_utilization"), true), "num");
-      cell(tr, num(pick(a, "memory_used_ratio_avg", "memory_used_ratio"), true), "num");
-      cell(tr, num(pick(a, "load1_max", "load1"), false), "num");
+      cell(tr, num(pick(a, "{cpu_avg}", "{cpu}"), true), "num");
+      cell(tr, num(pick(a, "{mem_avg}", "{mem}"), true), "num");
+      cell(tr, num(pick(a, "{load_max}", "{load}"), false), "num");
       body.appendChild(tr);
     }});
     var old = document.getElementById("zone-rows");
@@ -197,6 +200,12 @@ td.partial{{color:#c53030;font-weight:600}}
 </body></html>
 "##,
         zone = escape(&zone),
+        cpu_avg = column::CPU_UTILIZATION_AVG,
+        cpu = attr::CPU_UTILIZATION,
+        mem_avg = column::MEMORY_USED_RATIO_AVG,
+        mem = attr::MEMORY_USED_RATIO,
+        load_max = column::LOAD1_MAX,
+        load = attr::LOAD1,
         id = view.agent_id,
         version = env!("CARGO_PKG_VERSION"),
         fresh = FRESH_S,
