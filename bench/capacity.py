@@ -23,7 +23,8 @@ Several runs; each figure as min / median / max over the runs.
                                        needs prometheus-node-exporter)
 ASTROLABE_BIN, ASTROLABE_BENCH_PORT (default 31000; +2000 for gossip),
 RAMP (comma-separated rates, default 50,100,200,400,800), RAMP_SECONDS (5), BURST (2000),
-ZONES (default 3 up to 12 agents, else 10), AGENT_FLAGS (extra flags for the measured agent, e.g. "--limits.pending-queries 64").
+ZONES (default 3 up to 12 agents, else 10), AGENT_FLAGS (extra flags for the measured agent, e.g. "--limits.pending-queries 64"),
+PROCESSES=1 (the N-1 other agents as N-1 `astrolabe agent` processes instead of one `astrolabe demo`).
 """
 import http.client, json, os, re, shutil, statistics, subprocess, sys, tempfile, threading, time
 
@@ -37,6 +38,7 @@ NE = shutil.which("prometheus-node-exporter") or shutil.which("node_exporter")
 RAMP = [int(r) for r in os.environ.get("RAMP", "50,100,200,400,800").split(",")]
 RAMP_SECONDS = float(os.environ.get("RAMP_SECONDS", "5"))
 AGENT_FLAGS = os.environ.get("AGENT_FLAGS", "").split()
+PROCESSES = os.environ.get("PROCESSES", "") not in ("", "0")
 SQL = "SELECT count(*) FROM host"
 P99_BOUND_MS = 250
 
@@ -207,10 +209,23 @@ def main():
     tmp = tempfile.mkdtemp()
     procs = []
     try:
-        procs.append(subprocess.Popen(
-            [BIN, "demo", "--agents", str(AGENTS - 1), "--zones", os.environ.get("ZONES", "3" if AGENTS <= 12 else "10"),
-             "--gossip-port", str(GOSSIP), "--web-port", str(WEB), "--no-collector.host", "--no-gossip-encryption",
-             "--quiet", "--duration", "1h"], stdout=subprocess.DEVNULL, stderr=open(f"{tmp}/demo.log", "w")))
+        zones = int(os.environ.get("ZONES", "3" if AGENTS <= 12 else "10"))
+        if PROCESSES:
+            # One process per agent, as on a fleet: no agent's overlay work
+            # waits behind another's on a shared runtime thread.
+            for i in range(AGENTS - 1):
+                procs.append(subprocess.Popen(
+                    [BIN, "agent", "--zone", f"/demo/zone{i % zones}/agent{i}",
+                     "--gossip.listen-address", f"127.0.0.1:{GOSSIP + i}",
+                     "--web.listen-address", f"127.0.0.1:{WEB + i}", "--gossip.seed", f"127.0.0.1:{GOSSIP}",
+                     "--no-collector.host"],
+                    stdout=subprocess.DEVNULL, stderr=open(f"{tmp}/agent{i}.log", "w"),
+                    env={**os.environ, "ASTROLABE_LOG": "warn"}))
+        else:
+            procs.append(subprocess.Popen(
+                [BIN, "demo", "--agents", str(AGENTS - 1), "--zones", str(zones),
+                 "--gossip-port", str(GOSSIP), "--web-port", str(WEB), "--no-collector.host", "--no-gossip-encryption",
+                 "--quiet", "--duration", "1h"], stdout=subprocess.DEVNULL, stderr=open(f"{tmp}/demo.log", "w")))
         time.sleep(2)
         agent = subprocess.Popen(
             [BIN, "agent", "--zone", "/demo/zone0/measured", "--gossip.listen-address", f"127.0.0.1:{MEASURED_GOSSIP}",

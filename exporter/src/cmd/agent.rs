@@ -707,11 +707,18 @@ pub fn options(args: &AgentArgs) -> anyhow::Result<AgentOptions> {
 /// start-up unless it is a directory: a mistyped host mount would
 /// otherwise only show as collectors failing every round.
 fn host_paths(args: &AgentArgs) -> anyhow::Result<HostPaths> {
-    for (id, path) in [
-        ("path_procfs", &args.path_procfs),
-        ("path_sysfs", &args.path_sysfs),
-        ("path_rootfs", &args.path_rootfs),
+    let defaults = HostPaths::default();
+    for (id, path, default) in [
+        ("path_procfs", &args.path_procfs, &defaults.procfs),
+        ("path_sysfs", &args.path_sysfs, &defaults.sysfs),
+        ("path_rootfs", &args.path_rootfs, &defaults.rootfs),
     ] {
+        // Only a path the user chose is checked: a host (or sandbox)
+        // without /sys still starts, as node_exporter does, and a
+        // collector that cannot read its file says so when it runs.
+        if path == default {
+            continue;
+        }
         match std::fs::metadata(path) {
             Ok(m) if m.is_dir() => {}
             Ok(_) => bail!("{} {}: not a directory", args.named(id), path.display()),
