@@ -15,4 +15,5 @@ pub mod security;
 pub mod sim;
 pub mod transport;
 pub mod view;
+pub mod wall_clock;
 pub mod zone;

@@ -5,11 +5,12 @@ mod absent;
 mod leaf;
 pub mod resident;
 
+use crate::wall_clock::wall_ms;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use astrolabe_collectors::{Collector, MetricFamily, TextfileCollector};
 use tokio::sync::mpsc;
@@ -191,13 +192,6 @@ fn guess_advertise(bound: SocketAddr, seeds: &[SocketAddr]) -> Option<SocketAddr
     probe.connect(seed).ok()?;
     let local = probe.local_addr().ok()?;
     Some(SocketAddr::new(local.ip(), bound.port()))
-}
-
-fn wall_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// Columns of the default aggregates that the landing page and the demo

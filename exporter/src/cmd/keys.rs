@@ -12,8 +12,9 @@
 //! `/api/v1/keys` of every `--server`. Agents started with a keyring file
 //! write the change to it, so a restart keeps the rotated keyring.
 
+use crate::wall_clock::wall_ms;
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
@@ -146,13 +147,6 @@ fn url(server: &str) -> String {
         format!("http://{server}")
     };
     format!("{}/api/v1/keys", base.trim_end_matches('/'))
-}
-
-fn wall_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// Reads an answer body, bounded so a wrong server cannot flood us.

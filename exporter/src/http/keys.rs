@@ -7,6 +7,7 @@
 //! network in the clear (even over plain HTTP), and a captured request
 //! cannot be replayed. `astrolabe keys` is the client.
 
+use crate::wall_clock::wall_ms;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -57,13 +58,6 @@ fn answer(keys: Vec<String>) -> Json<KeysJson> {
 
 async fn list(State(sec): State<Arc<GossipSecurity>>) -> Json<KeysJson> {
     answer(sec.fingerprints())
-}
-
-fn wall_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 async fn change(State(sec): State<Arc<GossipSecurity>>, body: Bytes) -> Response {

@@ -1,6 +1,7 @@
 //! The overlay under tokio, for the agent: calls from HTTP handlers in,
 //! datagrams out, host answers computed off the event loop.
 
+use crate::wall_clock::wall_ms;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -76,14 +77,6 @@ pub struct OverlayRuntime {
     agent_commands: mpsc::UnboundedSender<AgentCommand>,
     /// Checks operator signatures before anything runs here.
     guard: CommandGuard,
-}
-
-/// Wall-clock milliseconds, for the signature window.
-fn wall_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 impl OverlayRuntime {
