@@ -75,6 +75,7 @@ pub(crate) struct Usage {
     pub files_free: f64,
 }
 
+#[allow(unsafe_code)] // the statvfs(3) call; SAFETY below
 fn statvfs(path: &Path) -> Option<Usage> {
     let c = CString::new(path.as_os_str().as_bytes()).ok()?;
     // SAFETY: `c` is a valid NUL-terminated path and `buf` a properly sized

@@ -6,6 +6,9 @@
 //! on threads with a deadline, so one that hangs (a stale NFS mount) is
 //! reported failed without holding up the others or the scrape.
 
+// Unsafe code only in filesystem.rs's statvfs call, with its SAFETY comment.
+#![deny(unsafe_code)]
+
 mod application;
 mod cpu;
 mod diskstats;

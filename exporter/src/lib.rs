@@ -3,6 +3,11 @@
 //! README.md describes the layout and use; docs/ALGORITHM.md the protocol
 //! (gossip, overlay, signatures) that the code is checked against.
 
+// Unsafe code only where a SAFETY comment says why it holds, each with a
+// local allow: releasing file pages (agent/resident.rs) and one
+// allocator tuning call (cmd/agent.rs).
+#![deny(unsafe_code)]
+
 pub mod agent;
 pub mod aggregate;
 pub mod cmd;

@@ -1,3 +1,6 @@
+// Unsafe code only in `lean_allocator`, with its SAFETY comments.
+#![deny(unsafe_code)]
+
 use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -19,6 +22,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// allocation, so the first arena is reserved with it; a `MIMALLOC_*`
 /// variable in the environment still wins.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)] // FFI to mimalloc and an .init_array entry; SAFETY below
 mod lean_allocator {
     use std::ffi::{c_char, c_int, c_long, CStr};
 

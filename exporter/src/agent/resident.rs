@@ -64,6 +64,7 @@ fn mappings(smaps: impl BufRead) -> Vec<Mapping> {
 /// Drops the read-only pages of the executable and its libraries from the
 /// resident set; returns the KiB that were resident in them. Linux only;
 /// elsewhere, nothing.
+#[allow(unsafe_code)] // madvise(2) on file mappings; SAFETY below
 pub fn release_startup_pages() -> u64 {
     #[cfg(target_os = "linux")]
     {

@@ -849,6 +849,7 @@ const STARTUP_SETTLES: Duration = Duration::from_secs(10);
 
 /// Collectors run on short-lived threads; glibc would give each its own
 /// malloc arena and keep the pages. Two arenas are plenty for an agent.
+#[allow(unsafe_code)] // one FFI call; SAFETY below
 fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only tunes the allocator; called before any thread starts.
