@@ -1477,6 +1477,36 @@ mod limit_tests {
         }
     }
 
+    fn addr(i: u8) -> SocketAddr {
+        SocketAddr::from(([10, 0, 0, i], 7946))
+    }
+
+    /// A tree of two zones under the root: `/x` (contact 1, one host) and
+    /// `/z` with the given contacts and hosts.
+    struct TwoZones {
+        z_contacts: Vec<SocketAddr>,
+        z_members: u64,
+    }
+
+    impl Directory for TwoZones {
+        fn children(&self, z: &ZonePath) -> Option<Vec<ChildZone>> {
+            (z.as_str() == "/").then(|| {
+                vec![
+                    ChildZone {
+                        zone: ZonePath::parse("/x").unwrap(),
+                        contacts: vec![addr(1)],
+                        members: 1,
+                    },
+                    ChildZone {
+                        zone: ZonePath::parse("/z").unwrap(),
+                        contacts: self.z_contacts.clone(),
+                        members: self.z_members,
+                    },
+                ]
+            })
+        }
+    }
+
     /// A peer asking (or sending reply parts) without end: tasks and
     /// assemblies stop at `max_pending`, the rest is refused and counted.
     #[test]
@@ -1579,41 +1609,23 @@ mod limit_tests {
     /// its limit says so at once, and the next contact is asked at once.
     #[test]
     fn a_refused_ask_is_answered_at_once_and_the_next_contact_is_asked() {
-        struct Dir;
-        impl Directory for Dir {
-            fn children(&self, z: &ZonePath) -> Option<Vec<ChildZone>> {
-                let addr = |i: u8| SocketAddr::from(([10, 0, 0, i], 7946));
-                match z.as_str() {
-                    "/" => Some(vec![
-                        ChildZone {
-                            zone: ZonePath::parse("/x").unwrap(),
-                            contacts: vec![addr(1)],
-                            members: 1,
-                        },
-                        ChildZone {
-                            zone: ZonePath::parse("/z").unwrap(),
-                            contacts: vec![addr(2), addr(3), addr(4)],
-                            members: 3,
-                        },
-                    ]),
-                    _ => None,
-                }
-            }
-        }
-        let addr = |i: u8| SocketAddr::from(([10, 0, 0, i], 7946));
+        let dir = TwoZones {
+            z_contacts: vec![addr(2), addr(3), addr(4)],
+            z_members: 3,
+        };
         let z = ZonePath::parse("/z").unwrap();
         // The busy contact: one task in progress fills it.
         let mut cfg = OverlayConfig::new(addr(2), ZonePath::parse("/z/a").unwrap(), 2);
         cfg.max_pending = 1;
         let mut busy = Overlay::new(cfg);
-        busy.start(0, ZonePath::parse("/z/a").unwrap(), query(), 2000, &Dir)
+        busy.start(0, ZonePath::parse("/z/a").unwrap(), query(), 2000, &dir)
             .unwrap();
         let mut entry = Overlay::new(OverlayConfig::new(
             addr(1),
             ZonePath::parse("/x/e").unwrap(),
             1,
         ));
-        let (_, out) = entry.start(0, z.clone(), query(), 2000, &Dir).unwrap();
+        let (_, out) = entry.start(0, z.clone(), query(), 2000, &dir).unwrap();
         let asked: Vec<SocketAddr> = out
             .iter()
             .filter_map(|e| match e {
@@ -1632,7 +1644,7 @@ mod limit_tests {
                 _ => None,
             })
             .unwrap();
-        let refusal = busy.handle(5, addr(1), ask, &Dir);
+        let refusal = busy.handle(5, addr(1), ask, &dir);
         assert_eq!(busy.stats().pending_refused, 1);
         assert_eq!(busy.task_count(), 1, "a refused ask keeps nothing");
         let mut asked_next = Vec::new();
@@ -1641,12 +1653,12 @@ mod limit_tests {
                 panic!("{e:?}")
             };
             assert_eq!(to, addr(1));
-            let more = entry.handle(10, addr(2), message, &Dir);
+            let more = entry.handle(10, addr(2), message, &dir);
             assert!(more.is_empty(), "{more:?}");
         }
         assert_eq!(entry.stats().busy_replies, 1);
         assert!(entry.next_tick_ms().is_some_and(|t| t <= 10));
-        for e in entry.tick(10, &Dir) {
+        for e in entry.tick(10, &dir) {
             if let OverlayEffect::Send {
                 to,
                 message: OverlayMessage::Ask { .. },
@@ -1663,32 +1675,14 @@ mod limit_tests {
     /// a busy zone from a dead one.
     #[test]
     fn a_zone_whose_every_contact_refused_is_listed_as_refused() {
-        struct Dir;
-        impl Directory for Dir {
-            fn children(&self, z: &ZonePath) -> Option<Vec<ChildZone>> {
-                let addr = |i: u8| SocketAddr::from(([10, 0, 0, i], 7946));
-                match z.as_str() {
-                    "/" => Some(vec![
-                        ChildZone {
-                            zone: ZonePath::parse("/x").unwrap(),
-                            contacts: vec![addr(1)],
-                            members: 1,
-                        },
-                        ChildZone {
-                            zone: ZonePath::parse("/z").unwrap(),
-                            contacts: vec![addr(2)],
-                            members: 4,
-                        },
-                    ]),
-                    _ => None,
-                }
-            }
-        }
-        let addr = |i: u8| SocketAddr::from(([10, 0, 0, i], 7946));
+        let dir = TwoZones {
+            z_contacts: vec![addr(2)],
+            z_members: 4,
+        };
         let mut cfg = OverlayConfig::new(addr(2), ZonePath::parse("/z/a").unwrap(), 2);
         cfg.max_pending = 1;
         let mut busy = Overlay::new(cfg);
-        busy.start(0, ZonePath::parse("/z/a").unwrap(), query(), 2000, &Dir)
+        busy.start(0, ZonePath::parse("/z/a").unwrap(), query(), 2000, &dir)
             .unwrap();
         let mut entry = Overlay::new(OverlayConfig::new(
             addr(1),
@@ -1696,19 +1690,19 @@ mod limit_tests {
             1,
         ));
         let z = ZonePath::parse("/z").unwrap();
-        let (_, out) = entry.start(0, z.clone(), query(), 2000, &Dir).unwrap();
+        let (_, out) = entry.start(0, z.clone(), query(), 2000, &dir).unwrap();
         for e in out {
             if let OverlayEffect::Send { to, message } = e {
                 assert_eq!(to, addr(2));
-                for r in busy.handle(5, addr(1), message, &Dir) {
+                for r in busy.handle(5, addr(1), message, &dir) {
                     if let OverlayEffect::Send { message, .. } = r {
-                        entry.handle(10, addr(2), message, &Dir);
+                        entry.handle(10, addr(2), message, &dir);
                     }
                 }
             }
         }
         let answers: Vec<Reply> = entry
-            .tick(2000, &Dir)
+            .tick(2000, &dir)
             .into_iter()
             .filter_map(|e| match e {
                 OverlayEffect::Answer { answer, .. } => Some(answer.reply),
