@@ -69,6 +69,24 @@ pub enum EngineError {
     RootZone(ZonePath),
 }
 
+/// The engine's state for one level of the tree besides its table (which
+/// stays in `Engine::tables`, so that `tables()` can lend them as a slice).
+#[derive(Debug, Clone, Default)]
+struct Level {
+    /// The table's own row changed and is to be pushed to the sibling zones.
+    pending_push: bool,
+    /// When the own row was last pushed: pushes are a push gap apart.
+    last_push_ms: Option<u64>,
+    /// When the table's parent row may next be recomputed for a growth of
+    /// membership, and whether such a recomputation is waiting.
+    growth_ready_ms: u64,
+    growth_deferred: bool,
+    /// Contacts of the table's zone (an ancestor of this agent) seen in
+    /// received rows: where to look for zone-mates when the agent knows
+    /// none yet.
+    hints: Vec<SocketAddr>,
+}
+
 pub struct Engine {
     cfg: EngineConfig,
     aggregates: Arc<AggregateSet>,
@@ -80,22 +98,16 @@ pub struct Engine {
     rng: ChaCha8Rng,
     body: Arc<SharedBody>,
     next_round_ms: u64,
-    pending_push: Vec<bool>,
-    last_push_ms: Vec<Option<u64>>,
+    /// What each table's level keeps beside the table: `levels[k]` goes
+    /// with `tables[k]`.
+    levels: Vec<Level>,
     forward_queue: BTreeMap<ZonePath, Arc<Row>>,
     forward_from_level: Option<usize>,
     forward_skip: Option<SocketAddr>,
     last_forward_ms: Option<u64>,
     last_merge_ms: Option<u64>,
-    /// Per table: when its parent row may next be recomputed for a growth
-    /// of membership, and whether such a recomputation is waiting.
-    growth_ready_ms: Vec<u64>,
-    growth_deferred: Vec<bool>,
     /// Encoded size of an envelope's sender fields, the same in every message.
     header_len: usize,
-    /// Contacts of this agent's own ancestors seen in received rows: where
-    /// to look for zone-mates when the agent knows none yet.
-    hints: Vec<Vec<SocketAddr>>,
     /// Agents of our own zones that others name as contacts but we do not
     /// know: gossiped with first, to merge split views of a zone.
     discover: Vec<SocketAddr>,
@@ -148,17 +160,13 @@ impl Engine {
             rng,
             body: SharedBody::new(Body::Tombstone),
             next_round_ms,
-            pending_push: vec![false; depth],
-            last_push_ms: vec![None; depth],
+            levels: vec![Level::default(); depth],
             forward_queue: BTreeMap::new(),
             forward_from_level: None,
             forward_skip: None,
             last_forward_ms: None,
             last_merge_ms: None,
-            growth_ready_ms: vec![0; depth],
-            growth_deferred: vec![false; depth],
             header_len: 0,
-            hints: vec![Vec::new(); depth],
             discover: Vec::new(),
             outbox: Vec::new(),
             stats: Stats::default(),
@@ -241,11 +249,11 @@ impl Engine {
     /// When `tick` wants to be called next.
     pub fn next_tick_ms(&self) -> u64 {
         let mut next = self.next_round_ms;
-        for (k, pending) in self.pending_push.iter().enumerate() {
+        for (k, level) in self.levels.iter().enumerate() {
             // A push held back while catching up goes once publishing
             // starts, at the end of a handled message or tick.
-            if *pending && self.publishes_own(k) {
-                let at = self.last_push_ms[k].map_or(0, |t| t + self.cfg.push_gap_ms);
+            if level.pending_push && self.publishes_own(k) {
+                let at = level.last_push_ms.map_or(0, |t| t + self.cfg.push_gap_ms);
                 next = next.min(at);
             }
         }
@@ -256,10 +264,10 @@ impl Engine {
         let merge_at = self
             .last_merge_ms
             .map_or(0, |t| t + self.cfg.recompute_gap_ms);
-        for (k, table) in self.tables.iter().enumerate() {
+        for (table, level) in self.tables.iter().zip(&self.levels) {
             if table.content_dirty {
-                let at = if self.growth_deferred[k] {
-                    merge_at.max(self.growth_ready_ms[k])
+                let at = if level.growth_deferred {
+                    merge_at.max(level.growth_ready_ms)
                 } else {
                     merge_at
                 };
@@ -433,10 +441,16 @@ impl Engine {
         if self.is_lonely() {
             // Look for zone-mates through the deepest ancestor contact seen.
             let hint = self
-                .hints
+                .levels
                 .iter()
                 .rev()
-                .map(|h| h.iter().copied().filter(|c| *c != me).collect::<Vec<_>>())
+                .map(|l| {
+                    l.hints
+                        .iter()
+                        .copied()
+                        .filter(|c| *c != me)
+                        .collect::<Vec<_>>()
+                })
                 .find(|h| !h.is_empty());
             match hint.as_ref().and_then(|h| h.choose(&mut self.rng)) {
                 Some(to) => partners.push((*to, leaf)),
@@ -759,7 +773,7 @@ impl Engine {
                     // Our own ancestor as someone else computed it: not
                     // taken in, but its contacts lead to zone-mates, and
                     // its count says how many we have yet to find.
-                    self.hints[k + 1] = row.contacts().to_vec();
+                    self.levels[k + 1].hints = row.contacts().to_vec();
                     self.catchup.seen_elsewhere(k, row.members());
                     self.note_unknown_contacts(k, row.contacts());
                 }
@@ -934,7 +948,7 @@ impl Engine {
             content_changed: true,
         } = self.tables[leaf].install(own, row, now.mono_ms)
         {
-            self.pending_push[leaf] = true;
+            self.levels[leaf].pending_push = true;
         }
     }
 
@@ -1032,7 +1046,7 @@ impl Engine {
                 self.tables[k - 1].pushed_in = true;
             }
             if pushes {
-                self.pending_push[k - 1] = true;
+                self.levels[k - 1].pending_push = true;
             }
         }
     }
@@ -1055,17 +1069,17 @@ impl Engine {
         };
         let members: u64 = self.tables[k].rows().map(|r| r.members()).sum();
         if members <= previous.members() {
-            self.growth_deferred[k] = false;
+            self.levels[k].growth_deferred = false;
             return false;
         }
-        if now.mono_ms < self.growth_ready_ms[k] {
-            self.growth_deferred[k] = true;
+        if now.mono_ms < self.levels[k].growth_ready_ms {
+            self.levels[k].growth_deferred = true;
             return true;
         }
-        self.growth_deferred[k] = false;
+        self.levels[k].growth_deferred = false;
         let gap = self.cfg.growth_gap_ms.max(1);
         let to_boundary = gap - now.wall_ms % gap;
-        self.growth_ready_ms[k] = now.mono_ms + to_boundary;
+        self.levels[k].growth_ready_ms = now.mono_ms + to_boundary;
         false
     }
 
@@ -1086,14 +1100,18 @@ impl Engine {
     /// table goes to one contact of every sibling zone in it.
     fn flush_pushes(&mut self, now: Now) {
         for k in 0..self.tables.len() {
-            if !self.pending_push[k] || !self.publishes_own(k) {
+            let level = &self.levels[k];
+            if !level.pending_push || !self.publishes_own(k) {
                 continue;
             }
-            if self.last_push_ms[k].is_some_and(|t| now.mono_ms < t + self.cfg.push_gap_ms) {
+            if level
+                .last_push_ms
+                .is_some_and(|t| now.mono_ms < t + self.cfg.push_gap_ms)
+            {
                 continue;
             }
-            self.pending_push[k] = false;
-            self.last_push_ms[k] = Some(now.mono_ms);
+            self.levels[k].pending_push = false;
+            self.levels[k].last_push_ms = Some(now.mono_ms);
             let Some(row) = self.tables[k].own_row().cloned() else {
                 continue;
             };
