@@ -87,6 +87,17 @@ struct Level {
     hints: Vec<SocketAddr>,
 }
 
+/// What a digest is answered with, gathered table by table.
+#[derive(Default)]
+struct DigestAnswer {
+    send: Vec<Arc<Row>>,
+    refresh: Vec<Refresh>,
+    requests: Vec<TableRequest>,
+    /// The peer holds a copy of our own leaf row as new as ours (from
+    /// before a restart): ours is issued again, above it.
+    bump_own: bool,
+}
+
 pub struct Engine {
     cfg: EngineConfig,
     aggregates: Arc<AggregateSet>,
@@ -535,37 +546,56 @@ impl Engine {
         lonely: bool,
         parts: Vec<TableDigest>,
     ) {
-        let leaf = self.leaf_table();
-        let mut send: Vec<Arc<Row>> = Vec::new();
-        let mut refresh: Vec<Refresh> = Vec::new();
-        let mut requests: Vec<TableRequest> = Vec::new();
-        let mut bump_own = false;
+        let mut answer = DigestAnswer::default();
         for part in parts {
             let Some(k) = self.table_index(&part.zone, shared) else {
                 self.stats.refuse(Refusal::NotShared);
                 continue;
             };
-            // The peer computes its own ancestors' rows itself.
-            let peers_own = sender_zone.ancestor(k + 1);
-            let peers_own = peers_own.as_ref().map(|z| z.name()).unwrap_or("");
-            let table = &self.tables[k];
-            let mut wanted = Vec::new();
-            // The peer lists a row we do not hold at all (`catchup`).
-            let mut lacking = false;
-            let publishes_own = self.publishes_own(k);
-            // Which of our rows the peer listed, by index.
-            let mut listed = vec![false; table.len()];
-            let own_index = table.find(&table.own).ok();
-            for entry in &part.entries {
-                let issued = part.issued_of(entry);
-                // One lookup per entry: the own child is recognised by its
-                // index (or, when not held, by its name).
-                let found = table.find(&entry.name);
-                let is_own = match found {
-                    Ok(index) => Some(index) == own_index,
-                    Err(_) => table.is_own(&entry.name),
-                };
-                if is_own {
+            self.answer_digest_part(now, k, sender_zone, lonely, &part, &mut answer);
+        }
+        if answer.bump_own {
+            self.issue_own_row(now);
+        }
+        self.send_rows(from, answer.send);
+        self.send_refresh(from, answer.refresh);
+        self.send_requests(from, answer.requests);
+    }
+
+    /// Compares one table's part of a peer's digest with table `k`, entry
+    /// by entry, and gathers the answer.
+    fn answer_digest_part(
+        &mut self,
+        now: Now,
+        k: usize,
+        sender_zone: &ZonePath,
+        lonely: bool,
+        part: &TableDigest,
+        answer: &mut DigestAnswer,
+    ) {
+        let leaf = self.leaf_table();
+        // The peer computes its own ancestors' rows itself.
+        let peers_own = sender_zone.ancestor(k + 1);
+        let peers_own = peers_own.as_ref().map(|z| z.name()).unwrap_or("");
+        let table = &self.tables[k];
+        let mut wanted = Vec::new();
+        // The peer lists a row we do not hold at all (`catchup`).
+        let mut lacking = false;
+        let publishes_own = self.publishes_own(k);
+        // Which of our rows the peer listed, by index.
+        let mut listed = vec![false; table.len()];
+        let own_index = table.find(&table.own).ok();
+        for entry in &part.entries {
+            let issued = part.issued_of(entry);
+            // One lookup per entry: the own child is recognised by its
+            // index (or, when not held, by its name).
+            let found = table.find(&entry.name);
+            let is_own = match found {
+                Ok(index) => Some(index) == own_index,
+                Err(_) => table.is_own(&entry.name),
+            };
+            match found {
+                _ if is_own => {
                     if let Ok(index) = found {
                         listed[index] = true;
                         // The peer holds an older copy of our own row (our
@@ -577,13 +607,7 @@ impl Engine {
                         // rounds and expire (seed 6, docs/ALGORITHM.md).
                         let peer_computes_it = k < leaf && *entry.name == *peers_own;
                         if publishes_own && !peer_computes_it {
-                            answer_older_copy(
-                                table.at(index),
-                                entry,
-                                issued,
-                                &mut send,
-                                &mut refresh,
-                            );
+                            answer_older_copy(table.at(index), entry, issued, answer);
                         }
                     }
                     if k == leaf
@@ -593,73 +617,43 @@ impl Engine {
                     {
                         // A copy of our own row from before a restart.
                         self.clock.observe(now.wall_ms, issued);
-                        bump_own = true;
-                    }
-                    continue;
-                }
-                let index = match found {
-                    Ok(index) => index,
-                    Err(_) => {
-                        let newer_than_forgotten = table.wants(
-                            &entry.name,
-                            Freshness {
-                                issued,
-                                inputs: u128::MAX,
-                            },
-                            AgentId::MAX,
-                        );
-                        if newer_than_forgotten {
-                            wanted.push((entry.name.clone(), 0));
-                            lacking = true;
-                        }
-                        continue;
-                    }
-                };
-                listed[index] = true;
-                let mine = table.at(index);
-                let my_issued = mine.freshness().issued;
-                let tie = issued == my_issued && entry.check != mine.check();
-                answer_older_copy(mine, entry, issued, &mut send, &mut refresh);
-                if issued > my_issued || tie {
-                    wanted.push((entry.name.clone(), mine.content()));
-                }
-            }
-            // Rows the peer did not list at all.
-            for (index, (name, e)) in table.entries().enumerate() {
-                if listed[index] {
-                    continue;
-                }
-                let is_peers_own = k < leaf && **name == *peers_own;
-                let withheld = !publishes_own && *name == table.own;
-                if !is_peers_own && !withheld && part.covers(name) {
-                    send.push(e.current());
-                }
-            }
-            // The peer's own zone as others see it, if they see other
-            // contacts: it may lead the peer to zone-mates it lacks.
-            if k < leaf {
-                if let Some(e) = table.get(peers_own) {
-                    if lonely || contacts_check(e.row.contacts()) != part.own_contacts {
-                        send.push(e.current());
+                        answer.bump_own = true;
                     }
                 }
-            }
-            if !wanted.is_empty() {
-                requests.push(TableRequest {
-                    zone: part.zone.clone(),
-                    wants: wanted,
-                });
-            }
-            if !lacking {
-                self.catchup.covered(k, part.lo.as_ref(), part.hi.as_ref());
+                Ok(index) => {
+                    listed[index] = true;
+                    if let Some(want) = answer_held_entry(table.at(index), entry, issued, answer) {
+                        wanted.push(want);
+                    }
+                }
+                Err(_) => {
+                    if wants_unknown_entry(table, entry, issued) {
+                        wanted.push((entry.name.clone(), 0));
+                        lacking = true;
+                    }
+                }
             }
         }
-        if bump_own {
-            self.issue_own_row(now);
+        let peer_computes = (k < leaf).then_some(peers_own);
+        send_unlisted(table, part, &listed, peer_computes, !publishes_own, answer);
+        // The peer's own zone as others see it, if they see other
+        // contacts: it may lead the peer to zone-mates it lacks.
+        if k < leaf {
+            if let Some(e) = table.get(peers_own) {
+                if lonely || contacts_check(e.row.contacts()) != part.own_contacts {
+                    answer.send.push(e.current());
+                }
+            }
         }
-        self.send_rows(from, send);
-        self.send_refresh(from, refresh);
-        self.send_requests(from, requests);
+        if !wanted.is_empty() {
+            answer.requests.push(TableRequest {
+                zone: part.zone.clone(),
+                wants: wanted,
+            });
+        }
+        if !lacking {
+            self.catchup.covered(k, part.lo.as_ref(), part.hi.as_ref());
+        }
     }
 
     fn on_request(&mut self, from: SocketAddr, shared: usize, requests: Vec<TableRequest>) {
@@ -1271,17 +1265,13 @@ impl Engine {
     }
 }
 
-/// The contacts that represent a zone in gossip: the first `k` of those
-/// its row lists. The overlay may ask all of them (more doors into a zone
-/// whose first contacts died), gossip uses these.
 /// Answers a digest entry whose copy is older than ours (or differs at the
 /// same age): a heartbeat if the peer holds our content, else the row.
 fn answer_older_copy(
     mine: &table::Entry,
     entry: &DigestEntry,
     issued: crate::zone::Hlc,
-    send: &mut Vec<Arc<Row>>,
-    refresh: &mut Vec<Refresh>,
+    answer: &mut DigestAnswer,
 ) {
     let my_freshness = mine.freshness();
     let tie = issued == my_freshness.issued && entry.check != mine.check();
@@ -1290,17 +1280,72 @@ fn answer_older_copy(
     }
     let my_content = mine.content();
     if entry.content == my_content {
-        refresh.push(Refresh {
+        answer.refresh.push(Refresh {
             zone: mine.row.zone.clone(),
             freshness: my_freshness,
             issuer: mine.issuer(),
             content: my_content,
         });
     } else {
-        send.push(mine.current());
+        answer.send.push(mine.current());
     }
 }
 
+/// Answers a digest entry for a row we hold that is not our own: as for
+/// any row if the peer's copy is older, and it is what to ask for (with
+/// our content, so an equal one comes back as a heartbeat) if the peer's
+/// copy is newer or differs at the same age.
+fn answer_held_entry(
+    mine: &table::Entry,
+    entry: &DigestEntry,
+    issued: crate::zone::Hlc,
+    answer: &mut DigestAnswer,
+) -> Option<(Name, u32)> {
+    let my_issued = mine.freshness().issued;
+    let tie = issued == my_issued && entry.check != mine.check();
+    answer_older_copy(mine, entry, issued, answer);
+    (issued > my_issued || tie).then(|| (entry.name.clone(), mine.content()))
+}
+
+/// Whether to ask for a row the peer lists and we do not hold: unless it
+/// is no newer than one we forgot (a tombstone or an expired row).
+fn wants_unknown_entry(table: &Table, entry: &DigestEntry, issued: crate::zone::Hlc) -> bool {
+    table.wants(
+        &entry.name,
+        Freshness {
+            issued,
+            inputs: u128::MAX,
+        },
+        AgentId::MAX,
+    )
+}
+
+/// Sends the rows the peer did not list at all, where its digest part
+/// covers them: not the peer's own zone (`peer_computes`), whose row it
+/// computes itself, nor our own when it is `withheld`.
+fn send_unlisted(
+    table: &Table,
+    part: &TableDigest,
+    listed: &[bool],
+    peer_computes: Option<&str>,
+    withheld: bool,
+    answer: &mut DigestAnswer,
+) {
+    for (index, (name, e)) in table.entries().enumerate() {
+        if listed[index] {
+            continue;
+        }
+        let is_peers_own = peer_computes.is_some_and(|p| **name == *p);
+        let withheld = withheld && *name == table.own;
+        if !is_peers_own && !withheld && part.covers(name) {
+            answer.send.push(e.current());
+        }
+    }
+}
+
+/// The contacts that represent a zone in gossip: the first `k` of those
+/// its row lists. The overlay may ask all of them (more doors into a zone
+/// whose first contacts died), gossip uses these.
 fn representatives(row: &Row, k: usize) -> &[SocketAddr] {
     let contacts = row.contacts();
     &contacts[..contacts.len().min(k)]
