@@ -69,6 +69,35 @@ pub enum EngineError {
     RootZone(ZonePath),
 }
 
+/// The engine's state for one level of the tree besides its table (which
+/// stays in `Engine::tables`, so that `tables()` can lend them as a slice).
+#[derive(Debug, Clone, Default)]
+struct Level {
+    /// The table's own row changed and is to be pushed to the sibling zones.
+    pending_push: bool,
+    /// When the own row was last pushed: pushes are a push gap apart.
+    last_push_ms: Option<u64>,
+    /// When the table's parent row may next be recomputed for a growth of
+    /// membership, and whether such a recomputation is waiting.
+    growth_ready_ms: u64,
+    growth_deferred: bool,
+    /// Contacts of the table's zone (an ancestor of this agent) seen in
+    /// received rows: where to look for zone-mates when the agent knows
+    /// none yet.
+    hints: Vec<SocketAddr>,
+}
+
+/// What a digest is answered with, gathered table by table.
+#[derive(Default)]
+struct DigestAnswer {
+    send: Vec<Arc<Row>>,
+    refresh: Vec<Refresh>,
+    requests: Vec<TableRequest>,
+    /// The peer holds a copy of our own leaf row as new as ours (from
+    /// before a restart): ours is issued again, above it.
+    bump_own: bool,
+}
+
 pub struct Engine {
     cfg: EngineConfig,
     aggregates: Arc<AggregateSet>,
@@ -80,22 +109,16 @@ pub struct Engine {
     rng: ChaCha8Rng,
     body: Arc<SharedBody>,
     next_round_ms: u64,
-    pending_push: Vec<bool>,
-    last_push_ms: Vec<Option<u64>>,
+    /// What each table's level keeps beside the table: `levels[k]` goes
+    /// with `tables[k]`.
+    levels: Vec<Level>,
     forward_queue: BTreeMap<ZonePath, Arc<Row>>,
     forward_from_level: Option<usize>,
     forward_skip: Option<SocketAddr>,
     last_forward_ms: Option<u64>,
     last_merge_ms: Option<u64>,
-    /// Per table: when its parent row may next be recomputed for a growth
-    /// of membership, and whether such a recomputation is waiting.
-    growth_ready_ms: Vec<u64>,
-    growth_deferred: Vec<bool>,
     /// Encoded size of an envelope's sender fields, the same in every message.
     header_len: usize,
-    /// Contacts of this agent's own ancestors seen in received rows: where
-    /// to look for zone-mates when the agent knows none yet.
-    hints: Vec<Vec<SocketAddr>>,
     /// Agents of our own zones that others name as contacts but we do not
     /// know: gossiped with first, to merge split views of a zone.
     discover: Vec<SocketAddr>,
@@ -148,17 +171,13 @@ impl Engine {
             rng,
             body: SharedBody::new(Body::Tombstone),
             next_round_ms,
-            pending_push: vec![false; depth],
-            last_push_ms: vec![None; depth],
+            levels: vec![Level::default(); depth],
             forward_queue: BTreeMap::new(),
             forward_from_level: None,
             forward_skip: None,
             last_forward_ms: None,
             last_merge_ms: None,
-            growth_ready_ms: vec![0; depth],
-            growth_deferred: vec![false; depth],
             header_len: 0,
-            hints: vec![Vec::new(); depth],
             discover: Vec::new(),
             outbox: Vec::new(),
             stats: Stats::default(),
@@ -241,11 +260,11 @@ impl Engine {
     /// When `tick` wants to be called next.
     pub fn next_tick_ms(&self) -> u64 {
         let mut next = self.next_round_ms;
-        for (k, pending) in self.pending_push.iter().enumerate() {
+        for (k, level) in self.levels.iter().enumerate() {
             // A push held back while catching up goes once publishing
             // starts, at the end of a handled message or tick.
-            if *pending && self.publishes_own(k) {
-                let at = self.last_push_ms[k].map_or(0, |t| t + self.cfg.push_gap_ms);
+            if level.pending_push && self.publishes_own(k) {
+                let at = level.last_push_ms.map_or(0, |t| t + self.cfg.push_gap_ms);
                 next = next.min(at);
             }
         }
@@ -256,10 +275,10 @@ impl Engine {
         let merge_at = self
             .last_merge_ms
             .map_or(0, |t| t + self.cfg.recompute_gap_ms);
-        for (k, table) in self.tables.iter().enumerate() {
+        for (table, level) in self.tables.iter().zip(&self.levels) {
             if table.content_dirty {
-                let at = if self.growth_deferred[k] {
-                    merge_at.max(self.growth_ready_ms[k])
+                let at = if level.growth_deferred {
+                    merge_at.max(level.growth_ready_ms)
                 } else {
                     merge_at
                 };
@@ -433,10 +452,16 @@ impl Engine {
         if self.is_lonely() {
             // Look for zone-mates through the deepest ancestor contact seen.
             let hint = self
-                .hints
+                .levels
                 .iter()
                 .rev()
-                .map(|h| h.iter().copied().filter(|c| *c != me).collect::<Vec<_>>())
+                .map(|l| {
+                    l.hints
+                        .iter()
+                        .copied()
+                        .filter(|c| *c != me)
+                        .collect::<Vec<_>>()
+                })
                 .find(|h| !h.is_empty());
             match hint.as_ref().and_then(|h| h.choose(&mut self.rng)) {
                 Some(to) => partners.push((*to, leaf)),
@@ -521,37 +546,56 @@ impl Engine {
         lonely: bool,
         parts: Vec<TableDigest>,
     ) {
-        let leaf = self.leaf_table();
-        let mut send: Vec<Arc<Row>> = Vec::new();
-        let mut refresh: Vec<Refresh> = Vec::new();
-        let mut requests: Vec<TableRequest> = Vec::new();
-        let mut bump_own = false;
+        let mut answer = DigestAnswer::default();
         for part in parts {
             let Some(k) = self.table_index(&part.zone, shared) else {
                 self.stats.refuse(Refusal::NotShared);
                 continue;
             };
-            // The peer computes its own ancestors' rows itself.
-            let peers_own = sender_zone.ancestor(k + 1);
-            let peers_own = peers_own.as_ref().map(|z| z.name()).unwrap_or("");
-            let table = &self.tables[k];
-            let mut wanted = Vec::new();
-            // The peer lists a row we do not hold at all (`catchup`).
-            let mut lacking = false;
-            let publishes_own = self.publishes_own(k);
-            // Which of our rows the peer listed, by index.
-            let mut listed = vec![false; table.len()];
-            let own_index = table.find(&table.own).ok();
-            for entry in &part.entries {
-                let issued = part.issued_of(entry);
-                // One lookup per entry: the own child is recognised by its
-                // index (or, when not held, by its name).
-                let found = table.find(&entry.name);
-                let is_own = match found {
-                    Ok(index) => Some(index) == own_index,
-                    Err(_) => table.is_own(&entry.name),
-                };
-                if is_own {
+            self.answer_digest_part(now, k, sender_zone, lonely, &part, &mut answer);
+        }
+        if answer.bump_own {
+            self.issue_own_row(now);
+        }
+        self.send_rows(from, answer.send);
+        self.send_refresh(from, answer.refresh);
+        self.send_requests(from, answer.requests);
+    }
+
+    /// Compares one table's part of a peer's digest with table `k`, entry
+    /// by entry, and gathers the answer.
+    fn answer_digest_part(
+        &mut self,
+        now: Now,
+        k: usize,
+        sender_zone: &ZonePath,
+        lonely: bool,
+        part: &TableDigest,
+        answer: &mut DigestAnswer,
+    ) {
+        let leaf = self.leaf_table();
+        // The peer computes its own ancestors' rows itself.
+        let peers_own = sender_zone.ancestor(k + 1);
+        let peers_own = peers_own.as_ref().map(|z| z.name()).unwrap_or("");
+        let table = &self.tables[k];
+        let mut wanted = Vec::new();
+        // The peer lists a row we do not hold at all (`catchup`).
+        let mut lacking = false;
+        let publishes_own = self.publishes_own(k);
+        // Which of our rows the peer listed, by index.
+        let mut listed = vec![false; table.len()];
+        let own_index = table.find(&table.own).ok();
+        for entry in &part.entries {
+            let issued = part.issued_of(entry);
+            // One lookup per entry: the own child is recognised by its
+            // index (or, when not held, by its name).
+            let found = table.find(&entry.name);
+            let is_own = match found {
+                Ok(index) => Some(index) == own_index,
+                Err(_) => table.is_own(&entry.name),
+            };
+            match found {
+                _ if is_own => {
                     if let Ok(index) = found {
                         listed[index] = true;
                         // The peer holds an older copy of our own row (our
@@ -563,13 +607,7 @@ impl Engine {
                         // rounds and expire (seed 6, docs/ALGORITHM.md).
                         let peer_computes_it = k < leaf && *entry.name == *peers_own;
                         if publishes_own && !peer_computes_it {
-                            answer_older_copy(
-                                table.at(index),
-                                entry,
-                                issued,
-                                &mut send,
-                                &mut refresh,
-                            );
+                            answer_older_copy(table.at(index), entry, issued, answer);
                         }
                     }
                     if k == leaf
@@ -579,73 +617,43 @@ impl Engine {
                     {
                         // A copy of our own row from before a restart.
                         self.clock.observe(now.wall_ms, issued);
-                        bump_own = true;
-                    }
-                    continue;
-                }
-                let index = match found {
-                    Ok(index) => index,
-                    Err(_) => {
-                        let newer_than_forgotten = table.wants(
-                            &entry.name,
-                            Freshness {
-                                issued,
-                                inputs: u128::MAX,
-                            },
-                            AgentId::MAX,
-                        );
-                        if newer_than_forgotten {
-                            wanted.push((entry.name.clone(), 0));
-                            lacking = true;
-                        }
-                        continue;
-                    }
-                };
-                listed[index] = true;
-                let mine = table.at(index);
-                let my_issued = mine.freshness().issued;
-                let tie = issued == my_issued && entry.check != mine.check();
-                answer_older_copy(mine, entry, issued, &mut send, &mut refresh);
-                if issued > my_issued || tie {
-                    wanted.push((entry.name.clone(), mine.content()));
-                }
-            }
-            // Rows the peer did not list at all.
-            for (index, (name, e)) in table.entries().enumerate() {
-                if listed[index] {
-                    continue;
-                }
-                let is_peers_own = k < leaf && **name == *peers_own;
-                let withheld = !publishes_own && *name == table.own;
-                if !is_peers_own && !withheld && part.covers(name) {
-                    send.push(e.current());
-                }
-            }
-            // The peer's own zone as others see it, if they see other
-            // contacts: it may lead the peer to zone-mates it lacks.
-            if k < leaf {
-                if let Some(e) = table.get(peers_own) {
-                    if lonely || contacts_check(e.row.contacts()) != part.own_contacts {
-                        send.push(e.current());
+                        answer.bump_own = true;
                     }
                 }
-            }
-            if !wanted.is_empty() {
-                requests.push(TableRequest {
-                    zone: part.zone.clone(),
-                    wants: wanted,
-                });
-            }
-            if !lacking {
-                self.catchup.covered(k, part.lo.as_ref(), part.hi.as_ref());
+                Ok(index) => {
+                    listed[index] = true;
+                    if let Some(want) = answer_held_entry(table.at(index), entry, issued, answer) {
+                        wanted.push(want);
+                    }
+                }
+                Err(_) => {
+                    if wants_unknown_entry(table, entry, issued) {
+                        wanted.push((entry.name.clone(), 0));
+                        lacking = true;
+                    }
+                }
             }
         }
-        if bump_own {
-            self.issue_own_row(now);
+        let peer_computes = (k < leaf).then_some(peers_own);
+        send_unlisted(table, part, &listed, peer_computes, !publishes_own, answer);
+        // The peer's own zone as others see it, if they see other
+        // contacts: it may lead the peer to zone-mates it lacks.
+        if k < leaf {
+            if let Some(e) = table.get(peers_own) {
+                if lonely || contacts_check(e.row.contacts()) != part.own_contacts {
+                    answer.send.push(e.current());
+                }
+            }
         }
-        self.send_rows(from, send);
-        self.send_refresh(from, refresh);
-        self.send_requests(from, requests);
+        if !wanted.is_empty() {
+            answer.requests.push(TableRequest {
+                zone: part.zone.clone(),
+                wants: wanted,
+            });
+        }
+        if !lacking {
+            self.catchup.covered(k, part.lo.as_ref(), part.hi.as_ref());
+        }
     }
 
     fn on_request(&mut self, from: SocketAddr, shared: usize, requests: Vec<TableRequest>) {
@@ -759,7 +767,7 @@ impl Engine {
                     // Our own ancestor as someone else computed it: not
                     // taken in, but its contacts lead to zone-mates, and
                     // its count says how many we have yet to find.
-                    self.hints[k + 1] = row.contacts().to_vec();
+                    self.levels[k + 1].hints = row.contacts().to_vec();
                     self.catchup.seen_elsewhere(k, row.members());
                     self.note_unknown_contacts(k, row.contacts());
                 }
@@ -934,7 +942,7 @@ impl Engine {
             content_changed: true,
         } = self.tables[leaf].install(own, row, now.mono_ms)
         {
-            self.pending_push[leaf] = true;
+            self.levels[leaf].pending_push = true;
         }
     }
 
@@ -1032,7 +1040,7 @@ impl Engine {
                 self.tables[k - 1].pushed_in = true;
             }
             if pushes {
-                self.pending_push[k - 1] = true;
+                self.levels[k - 1].pending_push = true;
             }
         }
     }
@@ -1055,17 +1063,17 @@ impl Engine {
         };
         let members: u64 = self.tables[k].rows().map(|r| r.members()).sum();
         if members <= previous.members() {
-            self.growth_deferred[k] = false;
+            self.levels[k].growth_deferred = false;
             return false;
         }
-        if now.mono_ms < self.growth_ready_ms[k] {
-            self.growth_deferred[k] = true;
+        if now.mono_ms < self.levels[k].growth_ready_ms {
+            self.levels[k].growth_deferred = true;
             return true;
         }
-        self.growth_deferred[k] = false;
+        self.levels[k].growth_deferred = false;
         let gap = self.cfg.growth_gap_ms.max(1);
         let to_boundary = gap - now.wall_ms % gap;
-        self.growth_ready_ms[k] = now.mono_ms + to_boundary;
+        self.levels[k].growth_ready_ms = now.mono_ms + to_boundary;
         false
     }
 
@@ -1086,14 +1094,18 @@ impl Engine {
     /// table goes to one contact of every sibling zone in it.
     fn flush_pushes(&mut self, now: Now) {
         for k in 0..self.tables.len() {
-            if !self.pending_push[k] || !self.publishes_own(k) {
+            let level = &self.levels[k];
+            if !level.pending_push || !self.publishes_own(k) {
                 continue;
             }
-            if self.last_push_ms[k].is_some_and(|t| now.mono_ms < t + self.cfg.push_gap_ms) {
+            if level
+                .last_push_ms
+                .is_some_and(|t| now.mono_ms < t + self.cfg.push_gap_ms)
+            {
                 continue;
             }
-            self.pending_push[k] = false;
-            self.last_push_ms[k] = Some(now.mono_ms);
+            self.levels[k].pending_push = false;
+            self.levels[k].last_push_ms = Some(now.mono_ms);
             let Some(row) = self.tables[k].own_row().cloned() else {
                 continue;
             };
@@ -1253,17 +1265,13 @@ impl Engine {
     }
 }
 
-/// The contacts that represent a zone in gossip: the first `k` of those
-/// its row lists. The overlay may ask all of them (more doors into a zone
-/// whose first contacts died), gossip uses these.
 /// Answers a digest entry whose copy is older than ours (or differs at the
 /// same age): a heartbeat if the peer holds our content, else the row.
 fn answer_older_copy(
     mine: &table::Entry,
     entry: &DigestEntry,
     issued: crate::zone::Hlc,
-    send: &mut Vec<Arc<Row>>,
-    refresh: &mut Vec<Refresh>,
+    answer: &mut DigestAnswer,
 ) {
     let my_freshness = mine.freshness();
     let tie = issued == my_freshness.issued && entry.check != mine.check();
@@ -1272,17 +1280,72 @@ fn answer_older_copy(
     }
     let my_content = mine.content();
     if entry.content == my_content {
-        refresh.push(Refresh {
+        answer.refresh.push(Refresh {
             zone: mine.row.zone.clone(),
             freshness: my_freshness,
             issuer: mine.issuer(),
             content: my_content,
         });
     } else {
-        send.push(mine.current());
+        answer.send.push(mine.current());
     }
 }
 
+/// Answers a digest entry for a row we hold that is not our own: as for
+/// any row if the peer's copy is older, and it is what to ask for (with
+/// our content, so an equal one comes back as a heartbeat) if the peer's
+/// copy is newer or differs at the same age.
+fn answer_held_entry(
+    mine: &table::Entry,
+    entry: &DigestEntry,
+    issued: crate::zone::Hlc,
+    answer: &mut DigestAnswer,
+) -> Option<(Name, u32)> {
+    let my_issued = mine.freshness().issued;
+    let tie = issued == my_issued && entry.check != mine.check();
+    answer_older_copy(mine, entry, issued, answer);
+    (issued > my_issued || tie).then(|| (entry.name.clone(), mine.content()))
+}
+
+/// Whether to ask for a row the peer lists and we do not hold: unless it
+/// is no newer than one we forgot (a tombstone or an expired row).
+fn wants_unknown_entry(table: &Table, entry: &DigestEntry, issued: crate::zone::Hlc) -> bool {
+    table.wants(
+        &entry.name,
+        Freshness {
+            issued,
+            inputs: u128::MAX,
+        },
+        AgentId::MAX,
+    )
+}
+
+/// Sends the rows the peer did not list at all, where its digest part
+/// covers them: not the peer's own zone (`peer_computes`), whose row it
+/// computes itself, nor our own when it is `withheld`.
+fn send_unlisted(
+    table: &Table,
+    part: &TableDigest,
+    listed: &[bool],
+    peer_computes: Option<&str>,
+    withheld: bool,
+    answer: &mut DigestAnswer,
+) {
+    for (index, (name, e)) in table.entries().enumerate() {
+        if listed[index] {
+            continue;
+        }
+        let is_peers_own = peer_computes.is_some_and(|p| **name == *p);
+        let withheld = withheld && *name == table.own;
+        if !is_peers_own && !withheld && part.covers(name) {
+            answer.send.push(e.current());
+        }
+    }
+}
+
+/// The contacts that represent a zone in gossip: the first `k` of those
+/// its row lists. The overlay may ask all of them (more doors into a zone
+/// whose first contacts died), gossip uses these.
 fn representatives(row: &Row, k: usize) -> &[SocketAddr] {
     let contacts = row.contacts();
     &contacts[..contacts.len().min(k)]

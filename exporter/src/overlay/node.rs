@@ -120,7 +120,31 @@ impl Child {
     }
 }
 
-impl Task {
+/// What a task does, which decides where its reply comes from. A task
+/// is one of these from its start to its end.
+#[derive(Debug)]
+enum TaskKind {
+    /// For this host's own zone: it answers for itself (`local_done`),
+    /// `None` until it has.
+    Leaf { local: Option<Outcome> },
+    /// For a zone above this host, or one on the way to a zone elsewhere:
+    /// it asks contacts of child zones (or of the next zone towards the
+    /// target) and merges the best reply per child.
+    Inner(Fanout),
+    /// Its outcome is known at once: an error found here.
+    Fixed(Reply),
+}
+
+/// The children an inner task asks, and what their responses taught it.
+#[derive(Debug)]
+struct Fanout {
+    children: Vec<Child>,
+    /// The slowest first response (ack or reply) of a child so far: the
+    /// round trip this task's children need, which sets the silence limit.
+    slowest_response_ms: Option<u64>,
+}
+
+impl Fanout {
     /// How long a child may stay unheard before it is called silent: half
     /// again the slowest first response of its siblings, known once most
     /// of them (all but a quarter) responded, so that a few fast answers
@@ -130,6 +154,63 @@ impl Task {
         let unheard = self.children.iter().filter(|c| !c.heard).count();
         (unheard <= (self.children.len() / 4).max(1)).then(|| silence_ms(slowest))
     }
+
+    /// The children due to be asked again, each through its next contact:
+    /// where the asks go. A child still unheard is silent by now, and the
+    /// peers asked for it become suspects.
+    fn retries_due(
+        &mut self,
+        now: u64,
+        budget: u64,
+        own: SocketAddr,
+        suspects: &mut HashMap<SocketAddr, u64>,
+    ) -> Vec<(SocketAddr, ZonePath)> {
+        let silence = self.silence_limit();
+        let mut sends = Vec::new();
+        for c in self.children.iter_mut() {
+            if c.done() || c.next_retry > now || c.contacts.is_empty() {
+                continue;
+            }
+            if !c.heard {
+                c.silent = true;
+                for peer in c.asked_peers.drain(..) {
+                    if suspects.len() < MAX_SUSPECTS {
+                        suspects.insert(peer, now + SUSPECT_MS);
+                    }
+                }
+            }
+            // A silent child is asked again soon through its next
+            // contact (backing off while it stays silent); one that
+            // answered is asked again only to repair a lost reply.
+            let wait = match silence {
+                Some(s) if !c.heard => (s << c.retries.min(8)).min(retry_ms(budget)),
+                _ => retry_ms(budget),
+            };
+            let to = c.contacts[c.asked % c.contacts.len()];
+            if to != own {
+                c.asked_peers.push(to);
+            }
+            c.asked += 1;
+            c.retries += 1;
+            c.asked_at = now;
+            c.next_retry = now + wait;
+            sends.push((to, c.target.clone()));
+        }
+        sends
+    }
+}
+
+/// Whether a task still works, or has sent its last reply and lingers.
+#[derive(Debug)]
+enum Phase {
+    InProgress,
+    /// Its last reply, kept with its chunks for late duplicates of the ask
+    /// until `forget_at`.
+    Finished {
+        chunks: Vec<OverlayMessage>,
+        reply: Reply,
+        forget_at: u64,
+    },
 }
 
 #[derive(Debug)]
@@ -137,30 +218,63 @@ struct Task {
     request: Arc<Request>,
     query: Option<Arc<Query>>,
     parents: Vec<SocketAddr>,
+    /// Started here (`start`): every reply also goes to the caller, as an
+    /// `OverlayEffect::Answer`.
     entry: bool,
     started: u64,
     deadline: u64,
-    children: Vec<Child>,
-    /// A host's own answer (leaf task).
-    local: Option<Outcome>,
-    leaf: bool,
-    /// Fixed outcome (an error found here).
-    fixed: Option<Reply>,
+    kind: TaskKind,
     version: u32,
     /// Hosts answered in the last reply sent, whether it was settled, and
     /// when it went.
     sent_answered: Option<u32>,
     sent_settled: bool,
     sent_at: u64,
-    /// The slowest first response (ack or reply) of a child so far: the
-    /// round trip this task's children need, which sets the silence limit.
-    slowest_response_ms: Option<u64>,
     first_answer_at: Option<u64>,
     /// A child's reply improved since the last reply went up.
     improved: bool,
-    finished: Option<Vec<OverlayMessage>>,
-    finished_reply: Option<Reply>,
-    forget_at: u64,
+    phase: Phase,
+}
+
+impl Task {
+    /// A task in progress, asked by `from` (none: started here).
+    fn new(
+        now: u64,
+        from: Option<SocketAddr>,
+        request: Arc<Request>,
+        query: Option<Arc<Query>>,
+        deadline: u64,
+        kind: TaskKind,
+    ) -> Task {
+        Task {
+            request,
+            query,
+            parents: from.into_iter().collect(),
+            entry: from.is_none(),
+            started: now,
+            deadline,
+            kind,
+            version: 0,
+            sent_answered: None,
+            sent_settled: false,
+            sent_at: now,
+            first_answer_at: None,
+            improved: false,
+            phase: Phase::InProgress,
+        }
+    }
+
+    fn is_finished(&self) -> bool {
+        matches!(self.phase, Phase::Finished { .. })
+    }
+
+    /// The children it asks (none for a leaf or fixed task).
+    fn children(&self) -> &[Child] {
+        match &self.kind {
+            TaskKind::Inner(fanout) => &fanout.children,
+            _ => &[],
+        }
+    }
 }
 
 /// Counters for the simulator and the agent's metrics.
@@ -202,6 +316,16 @@ pub struct Overlay {
     /// around dead nodes, remembered from one request to the next. Any
     /// datagram from a peer clears it.
     suspects: HashMap<SocketAddr, u64>,
+}
+
+/// A request for one zone arriving at this node, from a peer's ask or
+/// this node's own (`from`), or from `start` (no `from`).
+struct Opening {
+    from: Option<SocketAddr>,
+    qid: u64,
+    zone: ZonePath,
+    request: Arc<Request>,
+    budget_ms: u32,
 }
 
 enum Internal {
@@ -329,16 +453,14 @@ impl Overlay {
             .wrapping_add(0x1405_7b7e_f767_814f);
         let qid = self.next_qid;
         let mut out = Vec::new();
-        self.open(
-            now,
-            None,
+        let opening = Opening {
+            from: None,
             qid,
             zone,
-            Arc::new(request),
-            timeout_ms.min(u32::MAX as u64) as u32,
-            dir,
-            &mut out,
-        );
+            request: Arc::new(request),
+            budget_ms: timeout_ms.min(u32::MAX as u64) as u32,
+        };
+        self.open(now, opening, dir, &mut out);
         self.drain(now, dir, &mut out);
         Ok((qid, out))
     }
@@ -453,10 +575,14 @@ impl Overlay {
     ) -> Vec<OverlayEffect> {
         let mut out = Vec::new();
         let key = (qid, self.cfg.zone.clone());
-        if let Some(task) = self.tasks.get_mut(&key) {
-            if task.local.is_none() {
-                task.local = Some(outcome);
-            }
+        if let Some(Task {
+            kind: TaskKind::Leaf {
+                local: local @ None,
+            },
+            ..
+        }) = self.tasks.get_mut(&key)
+        {
+            *local = Some(outcome);
         }
         self.progress(now, &key, &mut out);
         self.drain(now, dir, &mut out);
@@ -468,12 +594,12 @@ impl Overlay {
         let mut next: Option<u64> = None;
         let mut at = |t: u64| next = Some(next.map_or(t, |n: u64| n.min(t)));
         for task in self.tasks.values() {
-            if task.finished.is_some() {
-                at(task.forget_at);
+            if let Phase::Finished { forget_at, .. } = task.phase {
+                at(forget_at);
                 continue;
             }
             at(task.deadline);
-            for c in &task.children {
+            for c in task.children() {
                 if !c.done() {
                     at(c.next_retry);
                 }
@@ -488,8 +614,10 @@ impl Overlay {
     /// Retries, flushes, deadlines and forgetting.
     pub fn tick(&mut self, now: u64, dir: &dyn Directory) -> Vec<OverlayEffect> {
         let mut out = Vec::new();
-        self.tasks
-            .retain(|_, t| t.finished.is_none() || t.forget_at > now);
+        self.tasks.retain(|_, t| match t.phase {
+            Phase::InProgress => true,
+            Phase::Finished { forget_at, .. } => forget_at > now,
+        });
         if self.lingering.len() > self.tasks.len() - self.live {
             let tasks = &self.tasks;
             self.lingering.retain(|k| tasks.contains_key(k));
@@ -498,44 +626,20 @@ impl Overlay {
         self.suspects.retain(|_, until| *until > now);
         let keys: Vec<(u64, ZonePath)> = self.tasks.keys().cloned().collect();
         for key in keys {
-            let mut sends = Vec::new();
             if let Some(task) = self.tasks.get_mut(&key) {
-                if task.finished.is_some() {
+                if task.is_finished() {
                     continue;
                 }
                 let budget = self.cfg.child_share_percent * task.deadline.saturating_sub(now) / 100;
-                let silence = task.silence_limit();
-                for c in task.children.iter_mut() {
-                    if c.done() || c.next_retry > now || c.contacts.is_empty() {
-                        continue;
+                // A leaf or fixed task asks nobody: only its deadline may be up.
+                let sends = match &mut task.kind {
+                    TaskKind::Inner(fanout) => {
+                        fanout.retries_due(now, budget, self.cfg.addr, &mut self.suspects)
                     }
-                    if !c.heard {
-                        c.silent = true;
-                        for peer in c.asked_peers.drain(..) {
-                            if self.suspects.len() < MAX_SUSPECTS {
-                                self.suspects.insert(peer, now + SUSPECT_MS);
-                            }
-                        }
-                    }
-                    // A silent child is asked again soon through its next
-                    // contact (backing off while it stays silent); one that
-                    // answered is asked again only to repair a lost reply.
-                    let wait = match silence {
-                        Some(s) if !c.heard => (s << c.retries.min(8)).min(retry_ms(budget)),
-                        _ => retry_ms(budget),
-                    };
-                    let to = c.contacts[c.asked % c.contacts.len()];
-                    if to != self.cfg.addr {
-                        c.asked_peers.push(to);
-                    }
-                    c.asked += 1;
-                    c.retries += 1;
-                    c.asked_at = now;
-                    c.next_retry = now + wait;
-                    self.stats.retries += 1;
-                    sends.push((to, c.target.clone(), budget));
-                }
-                for (to, target, budget) in sends {
+                    _ => Vec::new(),
+                };
+                self.stats.retries += sends.len() as u64;
+                for (to, target) in sends {
                     let request = task.request.clone();
                     Self::ask(
                         &self.cfg,
@@ -603,76 +707,43 @@ impl Overlay {
                     zone,
                     request,
                     budget_ms,
-                } => self.open(now, Some(from), qid, zone, request, budget_ms, dir, out),
+                } => {
+                    let opening = Opening {
+                        from: Some(from),
+                        qid,
+                        zone,
+                        request,
+                        budget_ms,
+                    };
+                    self.open(now, opening, dir, out)
+                }
                 Internal::Reply { qid, zone, reply } => self.on_reply(now, qid, zone, reply, out),
             }
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn open(
-        &mut self,
-        now: u64,
-        from: Option<SocketAddr>,
-        qid: u64,
-        zone: ZonePath,
-        request: Arc<Request>,
-        budget_ms: u32,
-        dir: &dyn Directory,
-        out: &mut Vec<OverlayEffect>,
-    ) {
+    /// A request for one zone arrives here: from `start` or an ask.
+    fn open(&mut self, now: u64, ask: Opening, dir: &dyn Directory, out: &mut Vec<OverlayEffect>) {
+        let Opening {
+            from,
+            qid,
+            zone,
+            request,
+            budget_ms,
+        } = ask;
         // No caller may wait longer than the API allows, so no peer's ask
         // may hold a pending slot longer (a u32 budget is 49 days).
         let budget_ms = budget_ms.min(super::http::MAX_TIMEOUT_MS as u32);
         let key = (qid, zone.clone());
-        if let Some(task) = self.tasks.get_mut(&key) {
+        if self.tasks.contains_key(&key) {
             if let Some(from) = from {
-                if !task.parents.contains(&from) {
-                    task.parents.push(from);
-                }
-                // A repeated ask: the reply was lost, or this is a new parent.
-                let latest = match (&task.finished, &task.finished_reply) {
-                    (Some(chunks), Some(reply)) => Some((chunks.clone(), reply.clone())),
-                    _ if task.sent_answered.is_some() => {
-                        let reply = Self::current(task);
-                        Some((chunk_reply(qid, &key.1, task.version, &reply), reply))
-                    }
-                    _ => None,
-                };
-                match latest {
-                    Some((chunks, reply)) => {
-                        if from == self.cfg.addr {
-                            self.inbox.push_back(Internal::Reply { qid, zone, reply });
-                        } else {
-                            self.send_chunks(from, chunks, out);
-                        }
-                    }
-                    None if !task.leaf => {
-                        let chunks = ack_chunks(qid, &key.1, task);
-                        self.send_chunks(from, chunks, out);
-                    }
-                    None => {}
-                }
+                self.answer_again(from, &key, out);
             }
             return;
         }
         if let Some(peer) = from.filter(|f| *f != self.cfg.addr) {
             if self.live >= self.cfg.max_pending {
-                // Nothing is kept; the asker is told at once, and asks the
-                // zone's next contact instead of waiting for silence.
-                self.stats.pending_refused += 1;
-                let refusal = Reply {
-                    last: true,
-                    settled: true,
-                    outcome: Outcome::Error(self.overloaded()),
-                    answered: 0,
-                    expected: 0,
-                    missing: Vec::new(),
-                    missing_more: 0,
-                    refused: Vec::new(),
-                };
-                let chunks = chunk_reply(qid, &zone, 0, &refusal);
-                self.send_chunks(peer, chunks, out);
+                self.refuse(peer, qid, &zone, out);
                 return;
             }
         }
@@ -681,40 +752,12 @@ impl Overlay {
                 Ok(q) => Some(q),
                 Err(e) => {
                     // Only a peer with another parser gets here.
-                    self.fixed(
-                        now,
-                        from,
-                        key,
-                        request,
-                        Outcome::Error(RequestError::BadQuery(e.0)),
-                        out,
-                    );
+                    let e = RequestError::BadQuery(e.0);
+                    self.fixed(now, from, key, request, Outcome::Error(e), out);
                     return;
                 }
             },
             Request::Command { .. } => None,
-        };
-        let mut task = Task {
-            request: request.clone(),
-            query,
-            parents: from.into_iter().collect(),
-            entry: from.is_none(),
-            started: now,
-            deadline: now + budget_ms as u64,
-            children: Vec::new(),
-            local: None,
-            leaf: false,
-            fixed: None,
-            version: 0,
-            sent_answered: None,
-            sent_settled: false,
-            sent_at: now,
-            slowest_response_ms: None,
-            first_answer_at: None,
-            improved: false,
-            finished: None,
-            finished_reply: None,
-            forget_at: 0,
         };
         let own = &self.cfg.zone;
         if zone != *own && !dir.ready() {
@@ -724,76 +767,27 @@ impl Overlay {
             self.fixed(now, from, key, request, Outcome::Error(e), out);
             return;
         }
+        let deadline = now + budget_ms as u64;
         if zone == *own {
-            task.leaf = true;
+            let kind = TaskKind::Leaf { local: None };
+            let task = Task::new(now, from, request.clone(), query, deadline, kind);
             self.insert_task(key, task);
             out.push(OverlayEffect::Local { qid, request });
             return;
         }
-        // Which zones to ask: Z's children when this agent is inside Z,
-        // else the zone on the way to Z.
-        let plan: Option<Vec<(ZonePath, ChildZone)>> = if zone.contains(own) {
-            dir.children(&zone)
-                .map(|cs| cs.into_iter().map(|c| (c.zone.clone(), c)).collect())
-        } else {
-            let depth = zone.common_depth(own);
-            let via = zone.ancestor(depth + 1);
-            let parent = zone.ancestor(depth);
-            match (via, parent) {
-                (Some(via), Some(parent)) => dir
-                    .children(&parent)
-                    .and_then(|cs| cs.into_iter().find(|c| c.zone == via))
-                    .map(|c| vec![(zone.clone(), c)]),
-                _ => None,
-            }
-        };
-        let Some(plan) = plan else {
-            self.fixed(
-                now,
-                from,
-                key,
-                request,
-                Outcome::Error(RequestError::UnknownZone(zone.to_string())),
-                out,
-            );
+        let Some(plan) = self.zones_to_ask(&zone, dir) else {
+            let e = RequestError::UnknownZone(zone.to_string());
+            self.fixed(now, from, key, request, Outcome::Error(e), out);
             return;
         };
         let budget = self.cfg.child_share_percent * budget_ms as u64 / 100;
-        let mut asks = Vec::new();
-        for (target, c) in plan {
-            let mut contacts = c.contacts.clone();
-            // Itself first: answering its own part costs no message; then
-            // the contacts not suspected of being dead, in their order.
-            let own = self.cfg.addr;
-            let suspected = |a: &SocketAddr| self.suspects.get(a).is_some_and(|u| *u > now);
-            contacts.sort_by_key(|a| (*a != own, suspected(a)));
-            let all_suspected = !contacts.is_empty() && contacts.iter().all(suspected);
-            let first = contacts.len().min(self.cfg.fanout.max(1));
-            for to in &contacts[..first] {
-                asks.push((*to, target.clone()));
-            }
-            let asked_peers = contacts[..first]
-                .iter()
-                .copied()
-                .filter(|a| *a != own)
-                .collect();
-            let floor = if c.zone == target { c.members } else { 0 };
-            task.children.push(Child {
-                target,
-                contacts,
-                floor,
-                members: c.members,
-                asked: first,
-                asked_at: now,
-                retries: 0,
-                next_retry: now + retry_ms(budget),
-                heard: false,
-                silent: all_suspected,
-                asked_peers,
-                busy: 0,
-                best: None,
-            });
-        }
+        let (children, asks) = self.first_asks(now, plan, budget);
+        let fanout = Fanout {
+            children,
+            slowest_response_ms: None,
+        };
+        let kind = TaskKind::Inner(fanout);
+        let task = Task::new(now, from, request.clone(), query, deadline, kind);
         // Acknowledge at once: the asker learns this contact is alive, and
         // from the round trip how long to wait before calling a sibling of
         // ours silent and asking its next contact.
@@ -819,6 +813,147 @@ impl Overlay {
         self.progress(now, &key, out);
     }
 
+    /// A repeated ask for a task held here: the reply was lost, or this is
+    /// a new parent. It gets the latest reply, or an acknowledgement.
+    fn answer_again(
+        &mut self,
+        from: SocketAddr,
+        key: &(u64, ZonePath),
+        out: &mut Vec<OverlayEffect>,
+    ) {
+        let Some(task) = self.tasks.get_mut(key) else {
+            return;
+        };
+        let (qid, zone) = key;
+        if !task.parents.contains(&from) {
+            task.parents.push(from);
+        }
+        let latest = match &task.phase {
+            Phase::Finished { chunks, reply, .. } => Some((chunks.clone(), reply.clone())),
+            Phase::InProgress if task.sent_answered.is_some() => {
+                let reply = Self::current(task);
+                Some((chunk_reply(*qid, zone, task.version, &reply), reply))
+            }
+            Phase::InProgress => None,
+        };
+        match latest {
+            Some((chunks, reply)) => {
+                if from == self.cfg.addr {
+                    self.inbox.push_back(Internal::Reply {
+                        qid: *qid,
+                        zone: zone.clone(),
+                        reply,
+                    });
+                } else {
+                    self.send_chunks(from, chunks, out);
+                }
+            }
+            None if !matches!(task.kind, TaskKind::Leaf { .. }) => {
+                let chunks = ack_chunks(*qid, zone, task);
+                self.send_chunks(from, chunks, out);
+            }
+            None => {}
+        }
+    }
+
+    /// Refuses a peer's ask at the pending limit. Nothing is kept; the
+    /// asker is told at once, and asks the zone's next contact instead of
+    /// waiting for silence.
+    fn refuse(
+        &mut self,
+        peer: SocketAddr,
+        qid: u64,
+        zone: &ZonePath,
+        out: &mut Vec<OverlayEffect>,
+    ) {
+        self.stats.pending_refused += 1;
+        let refusal = Reply {
+            last: true,
+            settled: true,
+            outcome: Outcome::Error(self.overloaded()),
+            answered: 0,
+            expected: 0,
+            missing: Vec::new(),
+            missing_more: 0,
+            refused: Vec::new(),
+        };
+        let chunks = chunk_reply(qid, zone, 0, &refusal);
+        self.send_chunks(peer, chunks, out);
+    }
+
+    /// Which zones to ask for `zone`, each with the row it is reached
+    /// through: its children when this agent is inside it, else the zone
+    /// on the way to it. `None`: this agent knows no way there.
+    fn zones_to_ask(
+        &self,
+        zone: &ZonePath,
+        dir: &dyn Directory,
+    ) -> Option<Vec<(ZonePath, ChildZone)>> {
+        let own = &self.cfg.zone;
+        if zone.contains(own) {
+            dir.children(zone)
+                .map(|cs| cs.into_iter().map(|c| (c.zone.clone(), c)).collect())
+        } else {
+            let depth = zone.common_depth(own);
+            let via = zone.ancestor(depth + 1);
+            let parent = zone.ancestor(depth);
+            match (via, parent) {
+                (Some(via), Some(parent)) => dir
+                    .children(&parent)
+                    .and_then(|cs| cs.into_iter().find(|c| c.zone == via))
+                    .map(|c| vec![(zone.clone(), c)]),
+                _ => None,
+            }
+        }
+    }
+
+    /// The children of a new inner task and the asks that go at once:
+    /// `fanout` contacts of each, in the order they are tried.
+    fn first_asks(
+        &self,
+        now: u64,
+        plan: Vec<(ZonePath, ChildZone)>,
+        budget: u64,
+    ) -> (Vec<Child>, Vec<(SocketAddr, ZonePath)>) {
+        let mut children = Vec::new();
+        let mut asks = Vec::new();
+        for (target, c) in plan {
+            let mut contacts = c.contacts.clone();
+            // Itself first: answering its own part costs no message; then
+            // the contacts not suspected of being dead, in their order.
+            let own = self.cfg.addr;
+            let suspected = |a: &SocketAddr| self.suspects.get(a).is_some_and(|u| *u > now);
+            contacts.sort_by_key(|a| (*a != own, suspected(a)));
+            let all_suspected = !contacts.is_empty() && contacts.iter().all(suspected);
+            let first = contacts.len().min(self.cfg.fanout.max(1));
+            for to in &contacts[..first] {
+                asks.push((*to, target.clone()));
+            }
+            let asked_peers = contacts[..first]
+                .iter()
+                .copied()
+                .filter(|a| *a != own)
+                .collect();
+            let floor = if c.zone == target { c.members } else { 0 };
+            children.push(Child {
+                target,
+                contacts,
+                floor,
+                members: c.members,
+                asked: first,
+                asked_at: now,
+                retries: 0,
+                next_retry: now + retry_ms(budget),
+                heard: false,
+                silent: all_suspected,
+                asked_peers,
+                busy: 0,
+                best: None,
+            });
+        }
+        (children, asks)
+    }
+
     /// A task whose reply is known at once (an error found here).
     fn fixed(
         &mut self,
@@ -839,28 +974,7 @@ impl Overlay {
             missing_more: 0,
             refused: Vec::new(),
         };
-        let task = Task {
-            request,
-            query: None,
-            parents: from.into_iter().collect(),
-            entry: from.is_none(),
-            started: now,
-            deadline: now,
-            children: Vec::new(),
-            local: None,
-            leaf: false,
-            fixed: Some(reply),
-            version: 0,
-            sent_answered: None,
-            sent_settled: false,
-            sent_at: now,
-            slowest_response_ms: None,
-            first_answer_at: None,
-            improved: false,
-            finished: None,
-            finished_reply: None,
-            forget_at: 0,
-        };
+        let task = Task::new(now, from, request, None, now, TaskKind::Fixed(reply));
         self.insert_task(key.clone(), task);
         self.progress(now, &key, out);
     }
@@ -879,16 +993,20 @@ impl Overlay {
             if *q != qid {
                 break;
             }
-            if task.finished.is_none() && task.children.iter().any(|c| c.target == zone) {
+            if !task.is_finished() && task.children().iter().any(|c| c.target == zone) {
                 keys.push((*q, z.clone()));
             }
         }
         for key in keys {
             if let Some(task) = self.tasks.get_mut(&key) {
+                // Only inner tasks have children.
+                let TaskKind::Inner(fanout) = &mut task.kind else {
+                    continue;
+                };
                 if matches!(reply.outcome, Outcome::Error(RequestError::NotReady(_))) {
                     // A contact that has just started: alive, but not an
                     // answer. Ask the zone's next contact now.
-                    for c in task
+                    for c in fanout
                         .children
                         .iter_mut()
                         .filter(|c| c.target == zone && !c.done())
@@ -902,7 +1020,7 @@ impl Overlay {
                     // zone's other contacts are asked at once, and once
                     // all refused, the zone no longer holds the reply back.
                     self.stats.busy_replies += 1;
-                    for c in task
+                    for c in fanout
                         .children
                         .iter_mut()
                         .filter(|c| c.target == zone && !c.done())
@@ -921,13 +1039,13 @@ impl Overlay {
                 // An empty interim reply is only ever an acknowledgement.
                 let ack = reply.answered == 0 && !reply.last && !is_error;
                 let mut newly_heard = false;
-                for c in task.children.iter_mut().filter(|c| c.target == zone) {
+                for c in fanout.children.iter_mut().filter(|c| c.target == zone) {
                     if !c.heard {
                         c.heard = true;
                         newly_heard = true;
                         let rtt = now.saturating_sub(c.asked_at);
-                        if task.slowest_response_ms.is_none_or(|s| rtt > s) {
-                            task.slowest_response_ms = Some(rtt);
+                        if fanout.slowest_response_ms.is_none_or(|s| rtt > s) {
+                            fanout.slowest_response_ms = Some(rtt);
                         }
                     }
                     if ack {
@@ -953,8 +1071,8 @@ impl Overlay {
                 // are called silent (and asked again) after a short wait
                 // instead of a fifth of the budget.
                 if newly_heard {
-                    if let Some(s) = task.silence_limit() {
-                        for c in task.children.iter_mut().filter(|c| !c.heard) {
+                    if let Some(s) = fanout.silence_limit() {
+                        for c in fanout.children.iter_mut().filter(|c| !c.heard) {
                             c.next_retry = c.next_retry.min(c.asked_at + s);
                         }
                     }
@@ -973,40 +1091,41 @@ impl Overlay {
 
     /// The task's reply as it stands.
     fn current(task: &Task) -> Reply {
-        if let Some(r) = &task.fixed {
-            return r.clone();
-        }
-        if task.leaf {
-            return match &task.local {
-                Some(o) => Reply {
-                    last: true,
-                    settled: true,
-                    outcome: o.clone(),
-                    answered: 1,
-                    expected: 1,
-                    missing: Vec::new(),
-                    missing_more: 0,
-                    refused: Vec::new(),
-                },
-                None => Reply {
-                    last: false,
-                    settled: false,
-                    outcome: empty_outcome(task),
-                    answered: 0,
-                    expected: 1,
-                    missing: Vec::new(),
-                    missing_more: 0,
-                    refused: Vec::new(),
-                },
-            };
-        }
+        let fanout = match &task.kind {
+            TaskKind::Fixed(r) => return r.clone(),
+            TaskKind::Leaf { local } => {
+                return match local {
+                    Some(o) => Reply {
+                        last: true,
+                        settled: true,
+                        outcome: o.clone(),
+                        answered: 1,
+                        expected: 1,
+                        missing: Vec::new(),
+                        missing_more: 0,
+                        refused: Vec::new(),
+                    },
+                    None => Reply {
+                        last: false,
+                        settled: false,
+                        outcome: empty_outcome(task),
+                        answered: 0,
+                        expected: 1,
+                        missing: Vec::new(),
+                        missing_more: 0,
+                        refused: Vec::new(),
+                    },
+                }
+            }
+            TaskKind::Inner(fanout) => fanout,
+        };
         let mut outcome: Option<Outcome> = None;
         let (mut answered, mut expected) = (0u32, 0u32);
         let mut missing = Vec::new();
         let mut missing_more = 0u32;
         let mut refused: Vec<ZonePath> = Vec::new();
         let mut last = true;
-        for c in &task.children {
+        for c in &fanout.children {
             match &c.best {
                 Some(r) => {
                     merge_outcome(task.query.as_deref(), &mut outcome, &r.outcome);
@@ -1046,7 +1165,7 @@ impl Overlay {
         }
         Reply {
             last,
-            settled: last || task.children.iter().all(Child::quiet),
+            settled: last || fanout.children.iter().all(Child::quiet),
             outcome: outcome.unwrap_or_else(|| empty_outcome(task)),
             answered,
             expected,
@@ -1065,7 +1184,7 @@ impl Overlay {
         let Some(task) = self.tasks.get_mut(key) else {
             return;
         };
-        if task.finished.is_some() {
+        if task.is_finished() {
             return;
         }
         let mut reply = Self::current(task);
@@ -1109,14 +1228,16 @@ impl Overlay {
         let chunks = chunk_reply(qid, &zone, task.version, &reply);
         let parents = task.parents.clone();
         if reply.last {
-            task.finished = Some(chunks.clone());
-            task.finished_reply = Some(reply.clone());
-            task.forget_at = now.max(task.deadline) + self.cfg.linger_ms;
+            task.phase = Phase::Finished {
+                chunks: chunks.clone(),
+                reply: reply.clone(),
+                forget_at: now.max(task.deadline) + self.cfg.linger_ms,
+            };
             self.live -= 1;
             self.lingering.push_back(key.clone());
             while self.lingering.len() > self.cfg.max_pending {
                 if let Some(old) = self.lingering.pop_front() {
-                    if self.tasks.get(&old).is_some_and(|t| t.finished.is_some()) {
+                    if self.tasks.get(&old).is_some_and(Task::is_finished) {
                         self.tasks.remove(&old);
                     }
                 }
