@@ -1602,6 +1602,22 @@ mod limit_tests {
         SocketAddr::from(([10, 0, 0, i], 7946))
     }
 
+    /// Contact 2 of `/z`, full (`max_pending` 1, one task in progress),
+    /// and an entry agent in `/x`.
+    fn busy_contact_and_entry(dir: &TwoZones) -> (Overlay, Overlay) {
+        let mut cfg = OverlayConfig::new(addr(2), ZonePath::parse("/z/a").unwrap(), 2);
+        cfg.max_pending = 1;
+        let mut busy = Overlay::new(cfg);
+        busy.start(0, ZonePath::parse("/z/a").unwrap(), query(), 2000, dir)
+            .unwrap();
+        let entry = Overlay::new(OverlayConfig::new(
+            addr(1),
+            ZonePath::parse("/x/e").unwrap(),
+            1,
+        ));
+        (busy, entry)
+    }
+
     /// A tree of two zones under the root: `/x` (contact 1, one host) and
     /// `/z` with the given contacts and hosts.
     struct TwoZones {
@@ -1735,17 +1751,7 @@ mod limit_tests {
             z_members: 3,
         };
         let z = ZonePath::parse("/z").unwrap();
-        // The busy contact: one task in progress fills it.
-        let mut cfg = OverlayConfig::new(addr(2), ZonePath::parse("/z/a").unwrap(), 2);
-        cfg.max_pending = 1;
-        let mut busy = Overlay::new(cfg);
-        busy.start(0, ZonePath::parse("/z/a").unwrap(), query(), 2000, &dir)
-            .unwrap();
-        let mut entry = Overlay::new(OverlayConfig::new(
-            addr(1),
-            ZonePath::parse("/x/e").unwrap(),
-            1,
-        ));
+        let (mut busy, mut entry) = busy_contact_and_entry(&dir);
         let (_, out) = entry.start(0, z.clone(), query(), 2000, &dir).unwrap();
         let asked: Vec<SocketAddr> = out
             .iter()
@@ -1800,16 +1806,7 @@ mod limit_tests {
             z_contacts: vec![addr(2)],
             z_members: 4,
         };
-        let mut cfg = OverlayConfig::new(addr(2), ZonePath::parse("/z/a").unwrap(), 2);
-        cfg.max_pending = 1;
-        let mut busy = Overlay::new(cfg);
-        busy.start(0, ZonePath::parse("/z/a").unwrap(), query(), 2000, &dir)
-            .unwrap();
-        let mut entry = Overlay::new(OverlayConfig::new(
-            addr(1),
-            ZonePath::parse("/x/e").unwrap(),
-            1,
-        ));
+        let (mut busy, mut entry) = busy_contact_and_entry(&dir);
         let z = ZonePath::parse("/z").unwrap();
         let (_, out) = entry.start(0, z.clone(), query(), 2000, &dir).unwrap();
         for e in out {
