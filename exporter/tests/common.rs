@@ -271,14 +271,21 @@ pub fn after_catch_up<T>(mut run: impl FnMut() -> T, stderr: impl Fn(&T) -> Stri
     out
 }
 
-/// `astrolabe_limit_refusals_total{limit="..."}` of an exposition.
-pub fn limit_refusals(metrics: &str, limit: &str) -> f64 {
-    let label = format!("limit=\"{limit}\"");
+/// The sum of `metric`'s samples whose label `label` is `value`, in an
+/// exposition (every other label summed over).
+pub fn labelled_sum(metrics: &str, metric: &str, label: &str, value: &str) -> f64 {
+    let prefix = format!("{metric}{{");
+    let pair = format!("{label}=\"{value}\"");
     metrics
         .lines()
-        .filter(|l| l.starts_with("astrolabe_limit_refusals_total{") && l.contains(&label))
+        .filter(|l| l.starts_with(&prefix) && l.contains(&pair))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+/// `astrolabe_limit_refusals_total{limit="..."}` of an exposition.
+pub fn limit_refusals(metrics: &str, limit: &str) -> f64 {
+    labelled_sum(metrics, "astrolabe_limit_refusals_total", "limit", limit)
 }
 
 pub fn temp_dir(name: &str) -> PathBuf {
@@ -349,14 +356,12 @@ pub fn percent_encode(s: &str) -> String {
 
 /// `astrolabe_gossip_dropped_datagrams_total{reason="..."}` of an exposition.
 pub fn dropped(metrics: &str, reason: &str) -> f64 {
-    let label = format!("reason=\"{reason}\"");
-    metrics
-        .lines()
-        .filter(|l| {
-            l.starts_with("astrolabe_gossip_dropped_datagrams_total{") && l.contains(&label)
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    labelled_sum(
+        metrics,
+        "astrolabe_gossip_dropped_datagrams_total",
+        "reason",
+        reason,
+    )
 }
 
 /// POSTs a JSON body over HTTP/1.0; the status (0 if none) and the body.

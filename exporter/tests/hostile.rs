@@ -181,12 +181,12 @@ use astrolabe::engine::{Envelope, Message};
 use astrolabe::zone::{Attributes, Body, Freshness, Hlc, Row, Value, ZonePath};
 
 fn refused_rows(metrics: &str, reason: &str) -> f64 {
-    let label = format!("reason=\"{reason}\"");
-    metrics
-        .lines()
-        .filter(|l| l.starts_with("astrolabe_gossip_refused_rows_total{") && l.contains(&label))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    common::labelled_sum(
+        metrics,
+        "astrolabe_gossip_refused_rows_total",
+        "reason",
+        reason,
+    )
 }
 
 fn wall_ms() -> u64 {

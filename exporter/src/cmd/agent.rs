@@ -703,9 +703,9 @@ pub fn options(args: &AgentArgs) -> anyhow::Result<AgentOptions> {
     })
 }
 
-/// `--path.procfs`, `--path.sysfs` and `--path.rootfs`, each refused at
-/// start-up unless it is a directory: a mistyped host mount would
-/// otherwise only show as collectors failing every round.
+/// `--path.procfs`, `--path.sysfs` and `--path.rootfs`; one the user set
+/// is refused at start-up unless it is a directory: a mistyped host mount
+/// would otherwise only show as collectors failing every round.
 fn host_paths(args: &AgentArgs) -> anyhow::Result<HostPaths> {
     let defaults = HostPaths::default();
     for (id, path, default) in [
@@ -713,9 +713,9 @@ fn host_paths(args: &AgentArgs) -> anyhow::Result<HostPaths> {
         ("path_sysfs", &args.path_sysfs, &defaults.sysfs),
         ("path_rootfs", &args.path_rootfs, &defaults.rootfs),
     ] {
-        // Only a path the user chose is checked: a host (or sandbox)
-        // without /sys still starts, as node_exporter does, and a
-        // collector that cannot read its file says so when it runs.
+        // A default is not checked: a host (or sandbox) without /sys
+        // still starts, as node_exporter does, and a collector that
+        // cannot read its file says so when it runs.
         if path == default {
             continue;
         }

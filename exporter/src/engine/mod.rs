@@ -606,8 +606,12 @@ impl Engine {
                         // 20% loss a live row could go unrefreshed for 18
                         // rounds and expire (seed 6, docs/ALGORITHM.md).
                         let peer_computes_it = k < leaf && *entry.name == *peers_own;
-                        if publishes_own && !peer_computes_it {
-                            answer_older_copy(table.at(index), entry, issued, answer);
+                        let mine = table.at(index);
+                        if publishes_own
+                            && !peer_computes_it
+                            && compare_copies(mine, entry, issued).0
+                        {
+                            send_ours(mine, entry, answer);
                         }
                     }
                     if k == leaf
@@ -1265,24 +1269,27 @@ impl Engine {
     }
 }
 
-/// Answers a digest entry whose copy is older than ours (or differs at the
-/// same age): a heartbeat if the peer holds our content, else the row.
-fn answer_older_copy(
+/// How the peer's copy of a row (`issued`, as its digest entry says)
+/// stands against ours: (ours is newer, the peer's is newer). At the same
+/// age with another check the order is unknown, and both hold.
+fn compare_copies(
     mine: &table::Entry,
     entry: &DigestEntry,
     issued: crate::zone::Hlc,
-    answer: &mut DigestAnswer,
-) {
-    let my_freshness = mine.freshness();
-    let tie = issued == my_freshness.issued && entry.check != mine.check();
-    if issued >= my_freshness.issued && !tie {
-        return;
-    }
+) -> (bool, bool) {
+    let my_issued = mine.freshness().issued;
+    let tie = issued == my_issued && entry.check != mine.check();
+    (issued < my_issued || tie, issued > my_issued || tie)
+}
+
+/// Sends our copy for an older one: a heartbeat if the peer holds our
+/// content, else the row.
+fn send_ours(mine: &table::Entry, entry: &DigestEntry, answer: &mut DigestAnswer) {
     let my_content = mine.content();
     if entry.content == my_content {
         answer.refresh.push(Refresh {
             zone: mine.row.zone.clone(),
-            freshness: my_freshness,
+            freshness: mine.freshness(),
             issuer: mine.issuer(),
             content: my_content,
         });
@@ -1291,20 +1298,21 @@ fn answer_older_copy(
     }
 }
 
-/// Answers a digest entry for a row we hold that is not our own: as for
-/// any row if the peer's copy is older, and it is what to ask for (with
-/// our content, so an equal one comes back as a heartbeat) if the peer's
-/// copy is newer or differs at the same age.
+/// Answers a digest entry for a row we hold that is not our own: ours if
+/// the peer's copy is older, and it is what to ask for (with our content,
+/// so an equal one comes back as a heartbeat) if the peer's copy is newer;
+/// both when the order is unknown.
 fn answer_held_entry(
     mine: &table::Entry,
     entry: &DigestEntry,
     issued: crate::zone::Hlc,
     answer: &mut DigestAnswer,
 ) -> Option<(Name, u32)> {
-    let my_issued = mine.freshness().issued;
-    let tie = issued == my_issued && entry.check != mine.check();
-    answer_older_copy(mine, entry, issued, answer);
-    (issued > my_issued || tie).then(|| (entry.name.clone(), mine.content()))
+    let (ours_newer, theirs_newer) = compare_copies(mine, entry, issued);
+    if ours_newer {
+        send_ours(mine, entry, answer);
+    }
+    theirs_newer.then(|| (entry.name.clone(), mine.content()))
 }
 
 /// Whether to ask for a row the peer lists and we do not hold: unless it

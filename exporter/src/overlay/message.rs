@@ -83,6 +83,34 @@ pub struct Reply {
     pub refused: Vec<ZonePath>,
 }
 
+impl Reply {
+    /// A reply that answers for no host yet and names no missing or
+    /// refused zone: an acknowledgement, or the start of one; others are
+    /// built from it with `..Reply::new(outcome)`.
+    pub fn new(outcome: Outcome) -> Reply {
+        Reply {
+            last: false,
+            settled: false,
+            outcome,
+            answered: 0,
+            expected: 0,
+            missing: Vec::new(),
+            missing_more: 0,
+            refused: Vec::new(),
+        }
+    }
+
+    /// The last word of a task that answers for no host: an error found
+    /// where it was asked, or a refusal.
+    pub fn finished(outcome: Outcome) -> Reply {
+        Reply {
+            last: true,
+            settled: true,
+            ..Reply::new(outcome)
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum OverlayMessage {
     /// Answer for `zone` within `budget_ms`.

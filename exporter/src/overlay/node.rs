@@ -867,16 +867,7 @@ impl Overlay {
         out: &mut Vec<OverlayEffect>,
     ) {
         self.stats.pending_refused += 1;
-        let refusal = Reply {
-            last: true,
-            settled: true,
-            outcome: Outcome::Error(self.overloaded()),
-            answered: 0,
-            expected: 0,
-            missing: Vec::new(),
-            missing_more: 0,
-            refused: Vec::new(),
-        };
+        let refusal = Reply::finished(Outcome::Error(self.overloaded()));
         let chunks = chunk_reply(qid, zone, 0, &refusal);
         self.send_chunks(peer, chunks, out);
     }
@@ -964,16 +955,7 @@ impl Overlay {
         outcome: Outcome,
         out: &mut Vec<OverlayEffect>,
     ) {
-        let reply = Reply {
-            last: true,
-            settled: true,
-            outcome,
-            answered: 0,
-            expected: 0,
-            missing: Vec::new(),
-            missing_more: 0,
-            refused: Vec::new(),
-        };
+        let reply = Reply::finished(outcome);
         let task = Task::new(now, from, request, None, now, TaskKind::Fixed(reply));
         self.insert_task(key.clone(), task);
         self.progress(now, &key, out);
@@ -1096,24 +1078,13 @@ impl Overlay {
             TaskKind::Leaf { local } => {
                 return match local {
                     Some(o) => Reply {
-                        last: true,
-                        settled: true,
-                        outcome: o.clone(),
                         answered: 1,
                         expected: 1,
-                        missing: Vec::new(),
-                        missing_more: 0,
-                        refused: Vec::new(),
+                        ..Reply::finished(o.clone())
                     },
                     None => Reply {
-                        last: false,
-                        settled: false,
-                        outcome: empty_outcome(task),
-                        answered: 0,
                         expected: 1,
-                        missing: Vec::new(),
-                        missing_more: 0,
-                        refused: Vec::new(),
+                        ..Reply::new(empty_outcome(task))
                     },
                 }
             }
@@ -1297,17 +1268,7 @@ fn silence_ms(slowest_response_ms: u64) -> u64 {
 /// The acknowledgement of an ask: an empty interim reply (version 0, which
 /// no real reply uses), sent before any work is done.
 fn ack_chunks(qid: u64, zone: &ZonePath, task: &Task) -> Vec<OverlayMessage> {
-    let ack = Reply {
-        last: false,
-        settled: false,
-        outcome: empty_outcome(task),
-        answered: 0,
-        expected: 0,
-        missing: Vec::new(),
-        missing_more: 0,
-        refused: Vec::new(),
-    };
-    chunk_reply(qid, zone, 0, &ack)
+    chunk_reply(qid, zone, 0, &Reply::new(empty_outcome(task)))
 }
 
 #[cfg(test)]
