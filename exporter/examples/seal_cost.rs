@@ -4,14 +4,15 @@
 
 use std::time::Instant;
 
-use astrolabe::transport::crypto::{GossipSecurity, Key, Keyring, SEAL_OVERHEAD};
+use astrolabe::transport::keyring::{GossipSecurity, Key, Keyring, SEAL_OVERHEAD};
 
 fn main() {
-    let ring = Keyring::new(vec![Key::generate()]).unwrap_or_else(|e| panic!("{e}"));
+    let ring =
+        Keyring::new(vec![Key::generate(&mut rand::rng())]).unwrap_or_else(|e| panic!("{e}"));
     // A keyring of three keys during a rotation: opening tries them in turn.
     let rotating = Keyring::new(vec![
-        Key::generate(),
-        Key::generate(),
+        Key::generate(&mut rand::rng()),
+        Key::generate(&mut rand::rng()),
         ring.primary().clone(),
     ])
     .unwrap_or_else(|e| panic!("{e}"));
@@ -24,7 +25,7 @@ fn main() {
         let t = Instant::now();
         let mut sealed = Vec::new();
         for i in 0..n {
-            sealed = ring.seal(i, &plain);
+            sealed = ring.seal(i, rand::random(), &plain);
         }
         let seal = t.elapsed().as_secs_f64() / n as f64 * 1e6;
         let t = Instant::now();
@@ -43,7 +44,9 @@ fn main() {
     let sec = GossipSecurity::new(ring.clone(), None, 60_000);
     let plain = vec![7u8; 1336];
     let n = 20_000u64;
-    let batch: Vec<Vec<u8>> = (0..n).map(|i| ring.seal(1_000_000 + i, &plain)).collect();
+    let batch: Vec<Vec<u8>> = (0..n)
+        .map(|i| ring.seal(1_000_000 + i, rand::random(), &plain))
+        .collect();
     let t = Instant::now();
     for d in &batch {
         std::hint::black_box(sec.open(1_000_000 + n, d).ok());

@@ -1,5 +1,10 @@
 //! Astrolabe exporter: hierarchical gossip aggregation of host metrics.
 //!
+//! This crate is the edge: the agent's runtime, HTTP, OTLP, the CLI and
+//! every file. The sans-IO core (zones, aggregates, the engine, the
+//! overlay, the wire codec, signatures, the simulator) is the
+//! `astrolabe-core` crate, re-exported here under the same paths.
+//!
 //! README.md describes the layout and use; docs/ALGORITHM.md the protocol
 //! (gossip, overlay, signatures) that the code is checked against.
 
@@ -9,16 +14,14 @@
 #![deny(unsafe_code)]
 
 pub mod agent;
-pub mod aggregate;
 pub mod cmd;
 pub mod config;
-pub mod engine;
 pub mod http;
 pub mod otel;
 pub mod overlay;
 pub mod security;
-pub mod sim;
 pub mod transport;
 pub mod view;
 pub mod wall_clock;
-pub mod zone;
+
+pub use astrolabe_core::{aggregate, engine, sim, zone};

@@ -167,7 +167,7 @@ fn a_hostile_sender_cannot_hurt_a_cluster_in_the_clear() {
 
 #[test]
 fn a_hostile_sender_cannot_hurt_an_encrypted_cluster() {
-    let key = astrolabe::transport::crypto::Key::generate().to_base64();
+    let key = astrolabe::transport::keyring::Key::generate(&mut rand::rng()).to_base64();
     hostile_run("hostile-sealed", Some(&key));
 }
 

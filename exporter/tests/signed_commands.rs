@@ -16,7 +16,7 @@ use std::time::Duration;
 use astrolabe::overlay::{Outcome, OverlayMessage, Request};
 use astrolabe::security::command::seal_command;
 use astrolabe::security::OperatorKey;
-use astrolabe::transport::crypto::{GossipSecurity, Key, Keyring};
+use astrolabe::transport::keyring::{GossipSecurity, Key, Keyring};
 use astrolabe::zone::ZonePath;
 use base64::Engine as _;
 use common::*;
@@ -88,8 +88,8 @@ fn only_commands_signed_by_a_trusted_operator_key_run() {
     let good_public = generate_operator_key(&good_path);
     let wrong_path = dir.join("stranger.key");
     let _wrong_public = generate_operator_key(&wrong_path);
-    let good = OperatorKey::load(&good_path).unwrap();
-    let gossip_key = Key::generate().to_base64();
+    let good = astrolabe::security::key_file::load(&good_path).unwrap();
+    let gossip_key = Key::generate(&mut rand::rng()).to_base64();
 
     // A bad trusted key stops start-up with one line naming it.
     let out = Command::new(BIN)

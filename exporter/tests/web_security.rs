@@ -112,7 +112,7 @@ fn basic_auth_and_tls_with_curl() {
             "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\nbasic_auth_users:\n  prometheus: {hash}\n"
         ),
     );
-    let gossip_key = astrolabe::transport::crypto::Key::generate().to_base64();
+    let gossip_key = astrolabe::transport::keyring::Key::generate(&mut rand::rng()).to_base64();
     let agent = Agent::spawn(
         "/w/h1",
         &[],
@@ -156,7 +156,7 @@ fn basic_auth_and_tls_with_curl() {
             .args([
                 "keys",
                 "install",
-                &astrolabe::transport::crypto::Key::generate().to_base64(),
+                &astrolabe::transport::keyring::Key::generate(&mut rand::rng()).to_base64(),
             ])
             .args([
                 "--server",
@@ -365,7 +365,7 @@ fn metrics_unauthenticated_opens_only_metrics_and_health() {
         "agent.toml",
         "[web]\nmetrics_unauthenticated = true\n",
     );
-    let gossip_key = astrolabe::transport::crypto::Key::generate().to_base64();
+    let gossip_key = astrolabe::transport::keyring::Key::generate(&mut rand::rng()).to_base64();
     let common = [
         "--no-collector.host",
         "--web.config.file",

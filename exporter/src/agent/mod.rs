@@ -19,7 +19,7 @@ pub use leaf::{attr, leaf_attributes};
 
 use crate::aggregate::AggregateSet;
 use crate::engine::{Effect, Engine, EngineConfig, Now};
-use crate::transport::crypto::GossipSecurity;
+use crate::transport::keyring::GossipSecurity;
 use crate::transport::{self, DropReason};
 use crate::view::{View, ViewCell};
 use crate::zone::{AgentId, Attributes, Value, ZonePath};

@@ -649,13 +649,13 @@ pub fn options(args: &AgentArgs) -> anyhow::Result<AgentOptions> {
     } else {
         "gossip_key"
     };
-    let gossip_security = crate::transport::crypto::load_keyring(
+    let gossip_security = crate::transport::keyring::load_keyring(
         args.gossip_key.as_deref(),
         args.gossip_keyring_file.as_deref(),
     )
     .map_err(|e| anyhow::anyhow!("{}: {e}", args.named(keyring_setting)))?
     .map(|ring| {
-        std::sync::Arc::new(crate::transport::crypto::GossipSecurity::new(
+        std::sync::Arc::new(crate::transport::keyring::GossipSecurity::new(
             ring,
             args.gossip_keyring_file.clone(),
             args.gossip_replay_window.as_millis() as u64,

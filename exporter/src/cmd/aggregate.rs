@@ -12,7 +12,6 @@ use serde_json::Value;
 use super::agent::parse_duration;
 use super::query::{check, render_table, request};
 use crate::security::certificate::{AggregateCertificate, MAX_NAME_BYTES};
-use crate::security::OperatorKey;
 
 #[derive(Debug, Args)]
 pub struct AggregateArgs {
@@ -73,7 +72,7 @@ fn now_ms() -> u64 {
 }
 
 fn post_certificate(signing: &Signing, name: &str, sql: Option<String>) -> anyhow::Result<String> {
-    let key = OperatorKey::load(&signing.key)?;
+    let key = crate::security::key_file::load(&signing.key)?;
     let issued = now_ms();
     let expires = issued.saturating_add(signing.expires.as_millis() as u64);
     let cert = AggregateCertificate::signed_by(&key, &signing.zone, name, sql, issued, expires);

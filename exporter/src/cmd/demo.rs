@@ -102,20 +102,19 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
         let mut agents = Vec::new();
         // The demo's gossip is encrypted too, under a key of its own.
-        let keyring =
-            crate::transport::crypto::Keyring::new(
-                vec![crate::transport::crypto::Key::generate()],
-            )?;
-        let security_of_demo = crate::transport::crypto::GossipSecurity::new(
+        let keyring = crate::transport::keyring::Keyring::new(vec![
+            crate::transport::keyring::Key::generate(&mut rand::rng()),
+        ])?;
+        let security_of_demo = crate::transport::keyring::GossipSecurity::new(
             keyring.clone(),
             None,
-            crate::transport::crypto::DEFAULT_REPLAY_WINDOW_MS,
+            crate::transport::keyring::DEFAULT_REPLAY_WINDOW_MS,
         );
         for i in 0..args.agents {
-            let security = Arc::new(crate::transport::crypto::GossipSecurity::new(
+            let security = Arc::new(crate::transport::keyring::GossipSecurity::new(
                 keyring.clone(),
                 None,
-                crate::transport::crypto::DEFAULT_REPLAY_WINDOW_MS,
+                crate::transport::keyring::DEFAULT_REPLAY_WINDOW_MS,
             ));
             let zone = ZonePath::parse(&format!("/demo/zone{}/agent{i}", i % args.zones))?;
             let gossip = SocketAddr::new(

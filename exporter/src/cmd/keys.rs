@@ -20,7 +20,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 
 use crate::http::keys::{KeysJson, NO_KEYRING};
-use crate::transport::crypto::{load_keyring, Key, KeyCommand, KeyOp, Keyring};
+use crate::transport::keyring::{load_keyring, Key, KeyCommand, KeyOp, Keyring};
 
 #[derive(Debug, Args)]
 pub struct KeysArgs {
@@ -175,7 +175,7 @@ fn describe(text: &str) -> String {
 pub fn run(args: KeysArgs) -> anyhow::Result<()> {
     match args.command {
         KeysCommand::Generate => {
-            println!("{}", Key::generate().to_base64());
+            println!("{}", Key::generate(&mut rand::rng()).to_base64());
             Ok(())
         }
         KeysCommand::List(s) => {
@@ -232,7 +232,7 @@ fn change(op: KeyOp, c: Change) -> anyhow::Result<()> {
     let mut failed = Vec::new();
     for server in &c.servers.servers {
         // Sealed per agent: each seal is accepted once (replay protection).
-        let sealed = ring.seal(wall_ms(), &body);
+        let sealed = ring.seal(wall_ms(), rand::random(), &body);
         let mut req = http
             .post(&url(server))
             .header("content-type", "application/octet-stream");

@@ -6,8 +6,6 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
-use crate::security::OperatorKey;
-
 #[derive(Debug, Args)]
 pub struct OperatorKeyArgs {
     #[command(subcommand)]
@@ -33,8 +31,8 @@ pub enum OperatorKeyAction {
 pub fn run(args: OperatorKeyArgs) -> anyhow::Result<()> {
     match args.action {
         OperatorKeyAction::Generate { out } => {
-            let key = OperatorKey::generate()?;
-            key.save(&out)?;
+            let key = crate::security::key_file::generate()?;
+            crate::security::key_file::save(&key, &out)?;
             eprintln!(
                 "private key written to {}; give agents the public key with --security.trusted-key:",
                 out.display()
@@ -42,7 +40,7 @@ pub fn run(args: OperatorKeyArgs) -> anyhow::Result<()> {
             println!("{}", key.public_base64());
         }
         OperatorKeyAction::Public { key } => {
-            println!("{}", OperatorKey::load(&key)?.public_base64());
+            println!("{}", crate::security::key_file::load(&key)?.public_base64());
         }
     }
     Ok(())

@@ -252,7 +252,7 @@ pub fn run_command(args: CommandArgs) -> anyhow::Result<()> {
     let mut body = json!({"zone": args.target.zone, "command": args.command, "args": args.args, "timeout_ms": args.target.timeout_ms});
     if let Some(path) = &args.key {
         // Signed here: only the signature travels, never the private key.
-        let key = crate::security::OperatorKey::load(path)?;
+        let key = crate::security::key_file::load(path)?;
         let issued_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)

@@ -3,13 +3,15 @@
 //! / max of every figure.
 
 use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
 use serde_json::Value as Json;
 
 use crate::sim::churn::RestartKind;
 use crate::sim::overlay::{run_queries, OverlaySim, QueryRun};
-use crate::sim::{run_benchmark, SimConfig, SimOptions, SimReport};
+use crate::sim::{run_benchmark, Observer, SimConfig, SimOptions, SimReport};
 
 #[derive(Debug, Args)]
 pub struct SimArgs {
@@ -143,7 +145,7 @@ pub fn run(args: SimArgs) -> anyhow::Result<()> {
         }
         (true, Some(seeds)) => query_sweep(&args, &seeds),
         (false, None) => {
-            let report = run_benchmark(&options(&args, args.seed, !args.quiet))?;
+            let report = run_benchmark(&options(&args, args.seed), &mut Stderr::new(!args.quiet))?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             match &report.root_mismatch {
                 Some(m) => anyhow::bail!("wrong root: {m}"),
@@ -163,9 +165,11 @@ fn config(args: &SimArgs, seed: u64) -> SimConfig {
     config
 }
 
-fn options(args: &SimArgs, seed: u64, progress: bool) -> SimOptions {
+fn options(args: &SimArgs, seed: u64) -> SimOptions {
     let mut opts = SimOptions::new(config(args, seed), args.max_rounds, args.changes);
-    opts.progress = progress;
+    // ASTROLABE_SIM_TRACE=1: one stderr line per virtual round of the cold
+    // start with what all agents sent in it.
+    opts.trace_rounds = std::env::var_os("ASTROLABE_SIM_TRACE").is_some();
     opts.churn = args.churn;
     opts.restarts = args.restarts;
     opts.restart_kind = match args.restart_kind {
@@ -303,7 +307,7 @@ fn gossip_sweep(args: &SimArgs, seeds: &[u64]) -> anyhow::Result<()> {
         if !args.quiet {
             eprintln!("sim: seed {seed} ({} of {})", n + 1, seeds.len());
         }
-        match run_benchmark(&options(args, *seed, false)) {
+        match run_benchmark(&options(args, *seed), &mut Stderr::new(false)) {
             Ok(report) => {
                 if let Some(m) = &report.root_mismatch {
                     eprintln!("sim: seed {seed}: wrong root: {m}");
@@ -478,4 +482,75 @@ fn query_sweep(args: &SimArgs, seeds: &[u64]) -> anyhow::Result<()> {
         print_table(&header, &rows);
     }
     Ok(())
+}
+
+/// Progress on stderr (one updating line on a terminal, a line every two
+/// seconds otherwise), the run's wall time and this process's peak RSS.
+struct Stderr {
+    enabled: bool,
+    tty: bool,
+    last: Option<Instant>,
+    started: Instant,
+}
+
+impl Stderr {
+    fn new(enabled: bool) -> Stderr {
+        Stderr {
+            enabled,
+            tty: std::io::stderr().is_terminal(),
+            last: None,
+            started: Instant::now(),
+        }
+    }
+}
+
+impl Observer for Stderr {
+    fn progress(&mut self, force: bool, line: &dyn Fn() -> String) {
+        let due = self
+            .last
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(2));
+        if !self.enabled || !(force || due) {
+            return;
+        }
+        self.last = Some(Instant::now());
+        let mut err = std::io::stderr().lock();
+        if self.tty {
+            let _ = write!(err, "\r\x1b[2K{}", line());
+        } else {
+            let _ = writeln!(err, "{}", line());
+        }
+        let _ = err.flush();
+    }
+
+    fn done(&mut self) {
+        if self.enabled && self.tty {
+            eprintln!();
+        }
+    }
+
+    fn trace(&mut self, line: String) {
+        eprintln!("{line}");
+    }
+
+    fn wall_seconds(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+
+    fn peak_rss_bytes(&self) -> u64 {
+        peak_rss_bytes()
+    }
+}
+
+/// Peak resident set of this process (VmHWM), in bytes; 0 if unknown.
+pub fn peak_rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
 }

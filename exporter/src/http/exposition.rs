@@ -220,7 +220,9 @@ fn agent_families(view: &View) -> Vec<MetricFamily> {
     ]
     .into_iter()
     .chain(view.queries.families())
-    .chain(std::iter::once(view.signatures.family()))
+    .chain(std::iter::once(crate::security::refusals_family(
+        &view.signatures,
+    )))
     .chain(std::iter::once(view.collisions.family()))
     .chain(view.otlp.families())
     .collect()

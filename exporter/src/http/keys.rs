@@ -18,7 +18,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
-use crate::transport::crypto::{CommandError, GossipSecurity, KeyError};
+use crate::transport::keyring::{CommandError, GossipSecurity, KeyError};
 
 /// The answer to both methods.
 #[derive(Debug, Serialize, Deserialize)]

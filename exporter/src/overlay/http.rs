@@ -21,7 +21,7 @@ use crate::http::to_json;
 use crate::zone::ZonePath;
 
 pub const DEFAULT_TIMEOUT_MS: u64 = 2000;
-pub const MAX_TIMEOUT_MS: u64 = 60_000;
+pub use super::message::MAX_TIMEOUT_MS;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

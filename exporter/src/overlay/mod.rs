@@ -1,15 +1,9 @@
-//! On-demand queries and commands (MON): a short-lived overlay along the
-//! zone hierarchy for one request, with partial results and coverage.
+//! On-demand queries and commands at the edge: the core's sans-IO overlay
+//! (`astrolabe_core::overlay`), plus its tokio runtime, HTTP API, local
+//! data sources, actions and metrics.
 
-pub mod command;
-pub mod directory;
-pub mod message;
-mod node;
-pub mod query;
+pub use astrolabe_core::overlay::*;
 
-pub use directory::{ChildZone, Directory, Tables};
-pub use message::{Outcome, OverlayMessage, Reply, Request, RequestError};
-pub use node::{Answer, Overlay, OverlayConfig, OverlayEffect, OverlayStats};
 pub mod actions;
 pub mod http;
 pub mod local;

@@ -213,7 +213,8 @@ fn a_clean_leave_is_seen_at_once_and_never_undone() {
 fn the_same_seed_gives_the_same_report() {
     let run = || {
         let opts = SimOptions::new(SimConfig::new(120, 6, 42), 60, 3);
-        let mut report = serde_json::to_value(run_benchmark(&opts).unwrap()).unwrap();
+        let mut report =
+            serde_json::to_value(run_benchmark(&opts, &mut super::Quiet).unwrap()).unwrap();
         // The only fields measured on the host, not in virtual time.
         for volatile in ["wall_seconds", "peak_rss_bytes"] {
             report.as_object_mut().unwrap().remove(volatile);
@@ -242,8 +243,11 @@ fn the_report_does_not_depend_on_the_number_of_threads() {
             .num_threads(threads)
             .build()
             .unwrap();
-        let mut report =
-            serde_json::to_value(pool.install(|| run_benchmark(&opts)).unwrap()).unwrap();
+        let mut report = serde_json::to_value(
+            pool.install(|| run_benchmark(&opts, &mut super::Quiet))
+                .unwrap(),
+        )
+        .unwrap();
         for volatile in ["wall_seconds", "peak_rss_bytes"] {
             report.as_object_mut().unwrap().remove(volatile);
         }

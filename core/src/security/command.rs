@@ -174,7 +174,7 @@ mod tests {
     use super::*;
 
     fn setup() -> (OperatorKey, CommandGuard, Arc<SignatureRefusals>) {
-        let key = OperatorKey::generate().unwrap();
+        let key = crate::security::operator::test_key();
         let refusals = Arc::new(SignatureRefusals::default());
         let trusted = TrustedKeys::parse(&[key.public_base64()]).unwrap();
         let guard = CommandGuard::new(trusted, 60_000, refusals.clone());
@@ -232,7 +232,7 @@ mod tests {
             RefusalReason::Expired
         );
         // Another operator's key.
-        let stranger = OperatorKey::generate().unwrap();
+        let stranger = crate::security::operator::test_key();
         let forged = seal_command(&stranger, "/", "collect", &[], now, 46);
         assert_eq!(
             refused(&mut guard, "collect", &[], Some(&forged)),

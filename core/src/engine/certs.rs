@@ -470,8 +470,8 @@ mod tests {
 
     #[test]
     fn a_key_taken_out_of_the_trusted_list_takes_its_certificates_with_it() {
-        let old = OperatorKey::generate().unwrap();
-        let new = OperatorKey::generate().unwrap();
+        let old = crate::security::operator::test_key();
+        let new = crate::security::operator::test_key();
         let both = TrustedKeys::parse(&[old.public_base64(), new.public_base64()]).unwrap();
         let refusals = Arc::new(SignatureRefusals::default());
         let mut net = Net::new(&both, &refusals);
@@ -526,7 +526,7 @@ mod tests {
         assert_eq!(net.engines[3].certificates().len(), 2);
 
         // A key added by a reload is taken from then on.
-        let late = OperatorKey::generate().unwrap();
+        let late = crate::security::operator::test_key();
         let cert = signed(&late, "c", "peak_late", net.now);
         assert_eq!(
             net.engines[4]
@@ -544,7 +544,7 @@ mod tests {
 
     #[test]
     fn a_signed_certificate_reaches_every_agent_of_its_zone_and_no_other() {
-        let key = OperatorKey::generate().unwrap();
+        let key = crate::security::operator::test_key();
         let trusted = TrustedKeys::parse(&[key.public_base64()]).unwrap();
         let refusals = Arc::new(SignatureRefusals::default());
         let mut net = Net::new(&trusted, &refusals);

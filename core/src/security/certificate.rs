@@ -160,7 +160,7 @@ mod tests {
 
     #[test]
     fn certificates_check_signature_time_and_sql() {
-        let key = OperatorKey::generate().unwrap();
+        let key = crate::security::operator::test_key();
         let trusted = TrustedKeys::parse(&[key.public_base64()]).unwrap();
         let good = cert(&key, Some("SELECT max(load1) AS load1_peak_eu"));
         assert_eq!(good.check(&trusted, NOW), Ok(()));
@@ -185,7 +185,7 @@ mod tests {
             good.check(&trusted, NOW + 3_600_000),
             Err(RefusalReason::Expired)
         );
-        let stranger = OperatorKey::generate().unwrap();
+        let stranger = crate::security::operator::test_key();
         assert_eq!(
             cert(&stranger, Some("SELECT max(load1) AS x")).check(&trusted, NOW),
             Err(RefusalReason::UntrustedKey)

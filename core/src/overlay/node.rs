@@ -733,7 +733,7 @@ impl Overlay {
         } = ask;
         // No caller may wait longer than the API allows, so no peer's ask
         // may hold a pending slot longer (a u32 budget is 49 days).
-        let budget_ms = budget_ms.min(super::http::MAX_TIMEOUT_MS as u32);
+        let budget_ms = budget_ms.min(super::message::MAX_TIMEOUT_MS as u32);
         let key = (qid, zone.clone());
         if self.tasks.contains_key(&key) {
             if let Some(from) = from {
@@ -1631,7 +1631,7 @@ mod limit_tests {
         assert_eq!(overlay.stats().pending_refused, 7);
         // Asked for 49 days, the tasks end by the API's longest timeout
         // plus the linger, and free their slots.
-        let freed = super::super::http::MAX_TIMEOUT_MS + overlay.cfg.linger_ms + 1_000;
+        let freed = super::super::message::MAX_TIMEOUT_MS + overlay.cfg.linger_ms + 1_000;
         for now in (0..=freed).step_by(1_000) {
             overlay.tick(now, &NoTables);
         }

@@ -22,17 +22,16 @@
 //! dropped (`replay`). Only datagrams that opened are remembered, so an
 //! outsider cannot fill the memory; it is capped all the same.
 //!
-//! Everything here is sans-IO: the caller passes the wall clock.
+//! Everything here is sans-IO: the caller passes the wall clock and the
+//! random bytes; the exporter's `transport::keyring` keeps the keyring
+//! file and draws them.
 
 use std::collections::{HashSet, VecDeque};
-use std::path::{Path, PathBuf};
-use std::sync::{Mutex, RwLock};
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
-use rand::RngCore;
 use sha2::{Digest, Sha256};
 
 /// First byte of a sealed datagram. Plain frames start with a small
@@ -88,9 +87,11 @@ impl std::fmt::Debug for Key {
 }
 
 impl Key {
-    pub fn generate() -> Key {
+    /// A new key from `rng`, which must be a cryptographic generator
+    /// seeded from the operating system (the caller's choice).
+    pub fn generate(rng: &mut impl rand::CryptoRng) -> Key {
         let mut k = [0u8; KEY_LEN];
-        rand::rng().fill_bytes(&mut k);
+        rng.fill_bytes(&mut k);
         Key(k)
     }
 
@@ -183,11 +184,12 @@ impl Keyring {
         Ok(())
     }
 
-    /// Seals `plain` under the primary key, stamped with `wall_ms`.
-    pub fn seal(&self, wall_ms: u64, plain: &[u8]) -> Vec<u8> {
+    /// Seals `plain` under the primary key, stamped with `wall_ms`;
+    /// `random` is the nonce's random half, fresh for every datagram.
+    pub fn seal(&self, wall_ms: u64, random: [u8; 16], plain: &[u8]) -> Vec<u8> {
         let mut nonce = [0u8; NONCE_LEN];
         nonce[..8].copy_from_slice(&wall_ms.to_be_bytes());
-        rand::rng().fill_bytes(&mut nonce[8..]);
+        nonce[8..].copy_from_slice(&random);
         let sealed = self
             .primary()
             .cipher()
@@ -238,50 +240,6 @@ impl Keyring {
             }
         }
         Err(OpenError::Decrypt)
-    }
-
-    /// Serf's keyring file: a JSON array of base64 keys, the primary first.
-    pub fn load_file(path: &Path) -> Result<Keyring, KeyError> {
-        let err = |reason: String| KeyError::File {
-            path: path.display().to_string(),
-            reason,
-        };
-        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-        let list: Vec<String> = serde_json::from_str(&text)
-            .map_err(|e| err(format!("expected a JSON array of base64 keys: {e}")))?;
-        let keys = list
-            .iter()
-            .map(|k| Key::parse(k))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| err(e.to_string()))?;
-        Keyring::new(keys).map_err(|e| err(e.to_string()))
-    }
-
-    /// Writes the keyring atomically, readable by its owner only.
-    pub fn save_file(&self, path: &Path) -> Result<(), KeyError> {
-        let err = |reason: String| KeyError::File {
-            path: path.display().to_string(),
-            reason,
-        };
-        let list: Vec<String> = self.keys.iter().map(Key::to_base64).collect();
-        let text = serde_json::to_string_pretty(&list).map_err(|e| err(e.to_string()))?;
-        let tmp = path.with_extension("tmp");
-        {
-            use std::io::Write;
-            use std::os::unix::fs::OpenOptionsExt;
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)
-                .map_err(|e| err(e.to_string()))?;
-            f.write_all(text.as_bytes())
-                .and_then(|()| f.write_all(b"\n"))
-                .and_then(|()| f.sync_all())
-                .map_err(|e| err(e.to_string()))?;
-        }
-        std::fs::rename(&tmp, path).map_err(|e| err(e.to_string()))
     }
 }
 
@@ -357,16 +315,6 @@ impl ReplayGuard {
     }
 }
 
-/// The keyring of a running agent, shared by the socket loop and the
-/// admin API, with where to persist changes.
-#[derive(Debug)]
-pub struct GossipSecurity {
-    ring: RwLock<Keyring>,
-    file: Option<PathBuf>,
-    gossip_replay: Mutex<ReplayGuard>,
-    admin_replay: Mutex<ReplayGuard>,
-}
-
 /// What the admin API changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -393,111 +341,25 @@ pub enum CommandError {
     Refused(KeyError),
 }
 
-impl GossipSecurity {
-    pub fn new(ring: Keyring, file: Option<PathBuf>, window_ms: u64) -> GossipSecurity {
-        GossipSecurity {
-            ring: RwLock::new(ring),
-            file,
-            gossip_replay: Mutex::new(ReplayGuard::new(window_ms)),
-            admin_replay: Mutex::new(ReplayGuard::new(window_ms)),
-        }
+/// Deterministic key and nonce bytes for tests (no OS randomness here).
+#[cfg(test)]
+pub(crate) mod test_random {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+
+    pub(crate) fn rng() -> rand_chacha::ChaCha20Rng {
+        rand::SeedableRng::seed_from_u64(NEXT.fetch_add(1, Ordering::Relaxed))
     }
 
-    pub fn keyring(&self) -> Keyring {
-        match self.ring.read() {
-            Ok(r) => r.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
-    }
-
-    pub fn seal(&self, wall_ms: u64, plain: &[u8]) -> Vec<u8> {
-        match self.ring.read() {
-            Ok(r) => r.seal(wall_ms, plain),
-            Err(poisoned) => poisoned.into_inner().seal(wall_ms, plain),
-        }
-    }
-
-    /// Opens a gossip datagram: authentic, within the window, never seen.
-    pub fn open(&self, now_ms: u64, datagram: &[u8]) -> Result<Vec<u8>, OpenError> {
-        let opened = match self.ring.read() {
-            Ok(r) => r.open(datagram)?,
-            Err(poisoned) => poisoned.into_inner().open(datagram)?,
-        };
-        let mut guard = match self.gossip_replay.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        guard.check(now_ms, opened.sent_ms, opened.nonce_id)?;
-        Ok(opened.plain)
-    }
-
-    /// Applies a sealed key command from the admin API and persists the
-    /// keyring; returns the fingerprints after the change.
-    pub fn apply_command(&self, now_ms: u64, sealed: &[u8]) -> Result<Vec<String>, CommandError> {
-        let opened = self
-            .keyring()
-            .open(sealed)
-            .map_err(CommandError::Unauthenticated)?;
-        {
-            let mut guard = match self.admin_replay.lock() {
-                Ok(g) => g,
-                Err(poisoned) => poisoned.into_inner(),
-            };
-            guard
-                .check(now_ms, opened.sent_ms, opened.nonce_id)
-                .map_err(CommandError::Unauthenticated)?;
-        }
-        let cmd: KeyCommand = serde_json::from_slice(&opened.plain)
-            .map_err(|e| CommandError::Malformed(e.to_string()))?;
-        let key = Key::parse(&cmd.key).map_err(CommandError::Refused)?;
-        let mut ring = match self.ring.write() {
-            Ok(r) => r,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        let mut next = ring.clone();
-        match cmd.op {
-            KeyOp::Install => next.install(key.clone()),
-            KeyOp::Use => next.use_key(&key).map_err(CommandError::Refused)?,
-            KeyOp::Remove => next.remove(&key).map_err(CommandError::Refused)?,
-        }
-        // Persist first: a keyring that would be lost at restart is refused.
-        if let Some(path) = &self.file {
-            next.save_file(path).map_err(CommandError::Refused)?;
-        }
-        *ring = next;
-        tracing::info!(op = ?cmd.op, key = %key.fingerprint(), primary = %ring.primary().fingerprint(), "gossip keyring changed");
-        Ok(ring.keys().iter().map(Key::fingerprint).collect())
-    }
-
-    pub fn fingerprints(&self) -> Vec<String> {
-        self.keyring().keys().iter().map(Key::fingerprint).collect()
-    }
-}
-
-/// Loads the keyring a configuration names: the keyring file if it exists
-/// (Serf's precedence), else the single key, which also initialises a
-/// keyring file that does not exist yet.
-pub fn load_keyring(key: Option<&str>, file: Option<&Path>) -> Result<Option<Keyring>, KeyError> {
-    match (key, file) {
-        (_, Some(path)) if path.exists() => Keyring::load_file(path).map(Some),
-        (Some(k), Some(path)) => {
-            let ring = Keyring::new(vec![Key::parse(k)?])?;
-            ring.save_file(path)?;
-            Ok(Some(ring))
-        }
-        (None, Some(path)) => Err(KeyError::File {
-            path: path.display().to_string(),
-            reason:
-                "does not exist (create it with `astrolabe keys generate`, or give --gossip.key)"
-                    .into(),
-        }),
-        (Some(k), None) => Ok(Some(Keyring::new(vec![Key::parse(k)?])?)),
-        (None, None) => Ok(None),
+    pub(crate) fn nonce() -> [u8; 16] {
+        (NEXT.fetch_add(1, Ordering::Relaxed) as u128).to_be_bytes()
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::test_random::{nonce, rng};
     use super::*;
 
     fn ring(keys: &[&Key]) -> Keyring {
@@ -506,10 +368,10 @@ mod tests {
 
     #[test]
     fn seal_open_round_trip_with_overhead_within_the_reserve() {
-        let a = Key::generate();
+        let a = Key::generate(&mut rng());
         let r = ring(&[&a]);
         for plain in [&b""[..], b"\x01hello", &[2u8; 1336]] {
-            let sealed = r.seal(1000, plain);
+            let sealed = r.seal(1000, nonce(), plain);
             assert_eq!(sealed.len(), plain.len() + SEAL_OVERHEAD);
             let opened = r.open(&sealed).unwrap();
             assert_eq!(opened.plain, plain);
@@ -520,9 +382,9 @@ mod tests {
 
     #[test]
     fn wrong_key_tampered_truncated_and_plain_are_refused() {
-        let a = Key::generate();
-        let b = Key::generate();
-        let sealed = ring(&[&a]).seal(5, b"\x01payload");
+        let a = Key::generate(&mut rng());
+        let b = Key::generate(&mut rng());
+        let sealed = ring(&[&a]).seal(5, nonce(), b"\x01payload");
         assert_eq!(ring(&[&b]).open(&sealed).unwrap_err(), OpenError::Decrypt);
         for at in [1, 10, 30, sealed.len() - 1] {
             let mut t = sealed.clone();
@@ -546,16 +408,16 @@ mod tests {
 
     #[test]
     fn keyring_first_seals_all_open_and_rotation() {
-        let old = Key::generate();
-        let new = Key::generate();
+        let old = Key::generate(&mut rng());
+        let new = Key::generate(&mut rng());
         let mut r = ring(&[&old]);
-        let by_old_only = r.seal(1, b"x");
+        let by_old_only = r.seal(1, nonce(), b"x");
         r.install(new.clone());
         // Installed but not used: still seals with old, opens both.
-        assert!(ring(&[&old]).open(&r.seal(1, b"x")).is_ok());
-        assert!(r.open(&ring(&[&new]).seal(1, b"y")).is_ok());
+        assert!(ring(&[&old]).open(&r.seal(1, nonce(), b"x")).is_ok());
+        assert!(r.open(&ring(&[&new]).seal(1, nonce(), b"y")).is_ok());
         r.use_key(&new).unwrap();
-        assert!(ring(&[&new]).open(&r.seal(1, b"x")).is_ok());
+        assert!(ring(&[&new]).open(&r.seal(1, nonce(), b"x")).is_ok());
         assert!(r.open(&by_old_only).is_ok());
         assert!(matches!(r.remove(&new), Err(KeyError::RemovePrimary(_))));
         r.remove(&old).unwrap();
@@ -591,60 +453,10 @@ mod tests {
 
     #[test]
     fn keys_parse_and_never_print() {
-        let k = Key::generate();
+        let k = Key::generate(&mut rng());
         assert_eq!(Key::parse(&k.to_base64()).unwrap(), k);
         assert!(Key::parse("c2hvcnQ=").is_err());
         assert!(Key::parse("not base64!").is_err());
         assert!(!format!("{k:?}").contains(&k.to_base64()));
-    }
-
-    #[test]
-    fn keyring_file_round_trip_and_commands() {
-        let dir = std::env::temp_dir().join(format!("astrolabe-keys-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("keyring.json");
-        let _ = std::fs::remove_file(&path);
-        let a = Key::generate();
-        let ring0 = load_keyring(Some(&a.to_base64()), Some(&path))
-            .unwrap()
-            .unwrap();
-        assert_eq!(ring0.keys(), std::slice::from_ref(&a));
-        assert_eq!(
-            Keyring::load_file(&path).unwrap().keys(),
-            std::slice::from_ref(&a)
-        );
-        let sec = GossipSecurity::new(ring0.clone(), Some(path.clone()), 60_000);
-        let b = Key::generate();
-        let cmd = |op: KeyOp, k: &Key| {
-            serde_json::to_vec(&KeyCommand {
-                op,
-                key: k.to_base64(),
-            })
-            .unwrap()
-        };
-        let sealed = ring0.seal(1_000, &cmd(KeyOp::Install, &b));
-        assert_eq!(sec.apply_command(1_000, &sealed).unwrap().len(), 2);
-        // The same sealed command again is a replay.
-        assert!(matches!(
-            sec.apply_command(1_001, &sealed),
-            Err(CommandError::Unauthenticated(OpenError::Replay))
-        ));
-        // A command sealed by an outsider is refused.
-        let outsider = ring(&[&Key::generate()]).seal(1_000, &cmd(KeyOp::Use, &b));
-        assert!(matches!(
-            sec.apply_command(1_002, &outsider),
-            Err(CommandError::Unauthenticated(OpenError::Decrypt))
-        ));
-        sec.apply_command(1_003, &ring0.seal(1_003, &cmd(KeyOp::Use, &b)))
-            .unwrap();
-        sec.apply_command(1_004, &ring0.seal(1_004, &cmd(KeyOp::Remove, &a)))
-            .unwrap();
-        let on_disk = Keyring::load_file(&path).unwrap();
-        assert_eq!(on_disk.keys(), std::slice::from_ref(&b));
-        // A file with garbage is refused with its path.
-        std::fs::write(&path, "[\"nope\"]").unwrap();
-        let e = Keyring::load_file(&path).unwrap_err().to_string();
-        assert!(e.contains("keyring.json"), "{e}");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

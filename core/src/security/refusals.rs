@@ -1,11 +1,10 @@
 //! `astrolabe_signature_refusals_total{kind,reason}`: signed things this
 //! agent refused, shared between the places that check signatures and the
-//! snapshot that `/metrics` renders. Atomic counters, touched only when
+//! snapshot that `/metrics` renders (the exporter's
+//! `security::refusals_family`). Atomic counters, touched only when
 //! something is refused.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-
-use astrolabe_collectors::{Kind, MetricFamily};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SignedKind {
@@ -101,23 +100,5 @@ impl SignatureRefusals {
 
     pub fn get(&self, kind: SignedKind, reason: RefusalReason) -> u64 {
         self.0[kind as usize][reason as usize].load(Ordering::Relaxed)
-    }
-
-    /// Every series from the start, so an alert on a rise has a base.
-    pub fn family(&self) -> MetricFamily {
-        let mut f = MetricFamily::new(
-            "astrolabe_signature_refusals_total",
-            "Commands and aggregate certificates refused for their operator signature, by reason.",
-            Kind::Counter,
-        );
-        for kind in SignedKind::ALL {
-            for reason in RefusalReason::ALL {
-                f.push(
-                    &[("kind", kind.label()), ("reason", reason.label())],
-                    self.get(kind, reason) as f64,
-                );
-            }
-        }
-        f
     }
 }

@@ -6,8 +6,6 @@
 //! made for one kind can never be replayed as another, and `body` is the
 //! postcard encoding of a fixed struct (deterministic for a given value).
 
-use std::path::Path;
-
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
@@ -61,12 +59,6 @@ impl std::fmt::Debug for OperatorKey {
 }
 
 impl OperatorKey {
-    pub fn generate() -> Result<OperatorKey, OperatorKeyError> {
-        let mut seed = [0u8; 32];
-        getrandom::fill(&mut seed).map_err(|e| OperatorKeyError::Random(e.to_string()))?;
-        Ok(OperatorKey(SigningKey::from_bytes(&seed)))
-    }
-
     pub fn from_seed(seed: [u8; 32]) -> OperatorKey {
         OperatorKey(SigningKey::from_bytes(&seed))
     }
@@ -104,45 +96,6 @@ impl OperatorKey {
             .try_into()
             .map_err(|b: Vec<u8>| format!("the key has {} bytes, not 32", b.len()))?;
         Ok(OperatorKey::from_seed(seed))
-    }
-
-    /// Writes a new private key file readable by its owner only; refuses
-    /// to overwrite an existing one (a lost key cannot be recovered).
-    pub fn save(&self, path: &Path) -> Result<(), OperatorKeyError> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let err = |reason: String| OperatorKeyError::File {
-            path: path.display().to_string(),
-            reason,
-        };
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(|e| err(e.to_string()))?;
-        f.write_all(self.to_file_text().as_bytes())
-            .and_then(|()| f.sync_all())
-            .map_err(|e| err(e.to_string()))
-    }
-
-    /// Reads a private key file; one others can read is refused, like ssh does.
-    pub fn load(path: &Path) -> Result<OperatorKey, OperatorKeyError> {
-        use std::os::unix::fs::PermissionsExt;
-        let err = |reason: String| OperatorKeyError::File {
-            path: path.display().to_string(),
-            reason,
-        };
-        let meta = std::fs::metadata(path).map_err(|e| err(e.to_string()))?;
-        let mode = meta.permissions().mode();
-        if mode & 0o077 != 0 {
-            return Err(err(format!(
-                "permissions {:o} let others read the private key; chmod 600 it",
-                mode & 0o777
-            )));
-        }
-        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-        OperatorKey::parse_file_text(&text).map_err(err)
     }
 }
 
@@ -216,6 +169,14 @@ impl TrustedKeys {
     }
 }
 
+/// Distinct keys for tests, without OS randomness.
+#[cfg(test)]
+pub(crate) fn test_key() -> OperatorKey {
+    use std::sync::atomic::{AtomicU8, Ordering};
+    static NEXT: AtomicU8 = AtomicU8::new(1);
+    OperatorKey::from_seed([NEXT.fetch_add(1, Ordering::Relaxed); 32])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,8 +189,8 @@ mod tests {
 
     #[test]
     fn signatures_verify_only_for_the_same_domain_body_and_a_trusted_key() {
-        let key = OperatorKey::generate().unwrap();
-        let other = OperatorKey::generate().unwrap();
+        let key = test_key();
+        let other = test_key();
         let trusted = TrustedKeys::parse(&[key.public_base64()]).unwrap();
         let body = Body { zone: "/eu", n: 1 };
         let sig = key.sign(COMMAND_DOMAIN, &body);
@@ -267,31 +228,6 @@ mod tests {
     }
 
     #[test]
-    fn key_files_round_trip_private_and_refuse_loose_permissions() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = std::env::temp_dir().join(format!("astrolabe-opkey-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("operator.key");
-        let key = OperatorKey::generate().unwrap();
-        key.save(&path).unwrap();
-        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o600);
-        let loaded = OperatorKey::load(&path).unwrap();
-        assert_eq!(loaded.public_base64(), key.public_base64());
-        // Never overwritten.
-        assert!(OperatorKey::generate().unwrap().save(&path).is_err());
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let e = OperatorKey::load(&path).unwrap_err().to_string();
-        assert!(e.contains("chmod 600"), "{e}");
-        std::fs::write(dir.join("bad"), "hello").unwrap();
-        std::fs::set_permissions(dir.join("bad"), std::fs::Permissions::from_mode(0o600)).unwrap();
-        let e = OperatorKey::load(&dir.join("bad")).unwrap_err().to_string();
-        assert!(e.contains("not an operator key file"), "{e}");
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    #[test]
     fn bad_public_keys_are_named_with_the_reason() {
         let e = TrustedKeys::parse(&["!!"]).unwrap_err().to_string();
         assert!(e.contains("not base64"), "{e}");
@@ -299,7 +235,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("16 bytes"), "{e}");
-        let k = OperatorKey::generate().unwrap().public_base64();
+        let k = test_key().public_base64();
         assert_eq!(TrustedKeys::parse(&[k.clone(), k]).unwrap().len(), 1);
     }
 }

@@ -1,8 +1,5 @@
 //! `astrolabe sim`: the convergence and scale benchmark, as one JSON object.
 
-use std::io::{IsTerminal, Write};
-use std::time::{Duration, Instant};
-
 use rand::Rng;
 use serde::Serialize;
 
@@ -16,8 +13,9 @@ pub struct SimOptions {
     pub config: SimConfig,
     pub max_rounds: u64,
     pub changes: usize,
-    /// Print progress on stderr.
-    pub progress: bool,
+    /// One line per virtual round of the cold start with what all agents
+    /// sent in it (what BENCHMARKS.md's cold-start figures come from).
+    pub trace_rounds: bool,
     /// Crash-and-join pairs after the value changes (`churn`).
     pub churn: usize,
     /// Rolling restarts after that, and how.
@@ -37,7 +35,7 @@ impl SimOptions {
             config,
             max_rounds,
             changes,
-            progress: false,
+            trace_rounds: false,
             churn: 0,
             restarts: 0,
             restart_kind: RestartKind::Leave,
@@ -111,32 +109,33 @@ pub struct SimReport {
     pub wall_seconds: f64,
 }
 
-struct Progress {
-    enabled: bool,
-    tty: bool,
-    last: Instant,
+/// What a benchmark run tells the world, and the two figures only the
+/// process around it can measure. The core prints nothing and reads no
+/// clock; `astrolabe sim` shows progress on stderr and reads its own
+/// resident set (exporter `cmd/sim.rs`).
+pub trait Observer {
+    /// A progress line; `force` at the start of a phase, else as often as
+    /// the observer likes (it may throttle). Built only when asked for.
+    fn progress(&mut self, force: bool, line: &dyn Fn() -> String);
+    /// A phase's progress is over (a terminal moves to the next line).
+    fn done(&mut self) {}
+    /// A diagnostic line (`trace_rounds`).
+    fn trace(&mut self, _line: String) {}
+    /// Wall seconds since the run began; 0 if not measured.
+    fn wall_seconds(&self) -> f64 {
+        0.0
+    }
+    /// The process's peak resident set in bytes; 0 if not measured.
+    fn peak_rss_bytes(&self) -> u64 {
+        0
+    }
 }
 
-impl Progress {
-    fn say(&mut self, force: bool, text: impl FnOnce() -> String) {
-        if !self.enabled || (!force && self.last.elapsed() < Duration::from_secs(2)) {
-            return;
-        }
-        self.last = Instant::now();
-        let mut err = std::io::stderr().lock();
-        if self.tty {
-            let _ = write!(err, "\r\x1b[2K{}", text());
-        } else {
-            let _ = writeln!(err, "{}", text());
-        }
-        let _ = err.flush();
-    }
+/// Shows and measures nothing (tests, sweeps that print a table).
+pub struct Quiet;
 
-    fn done(&mut self) {
-        if self.enabled && self.tty {
-            let _ = writeln!(std::io::stderr());
-        }
-    }
+impl Observer for Quiet {
+    fn progress(&mut self, _force: bool, _line: &dyn Fn() -> String) {}
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -148,17 +147,14 @@ pub enum BenchError {
 }
 
 /// Cold start, then `changes` single-attribute changes at random leaves.
-pub fn run_benchmark(opts: &SimOptions) -> Result<SimReport, BenchError> {
-    let started = Instant::now();
+pub fn run_benchmark(
+    opts: &SimOptions,
+    observer: &mut dyn Observer,
+) -> Result<SimReport, BenchError> {
     let cfg = opts.config.clone();
     let interval = cfg.interval_ms;
     let deadline = |sim: &Sim| sim.now_ms() + opts.max_rounds * interval;
-    let mut progress = Progress {
-        enabled: opts.progress,
-        tty: std::io::stderr().is_terminal(),
-        last: Instant::now() - Duration::from_secs(10),
-    };
-    progress.say(true, || format!("sim: starting {} agents", cfg.agents));
+    observer.progress(true, &|| format!("sim: starting {} agents", cfg.agents));
     let mut cfg = cfg;
     cfg.spares = cfg.spares.max(opts.churn);
     let mut sim = Sim::new(cfg.clone())?;
@@ -167,10 +163,7 @@ pub fn run_benchmark(opts: &SimOptions) -> Result<SimReport, BenchError> {
     let n = sim.live_count() as i64;
     sim.set_predicate(Box::new(move |root: &Row| root.members() as i64 == n));
     let limit = deadline(&sim);
-    // ASTROLABE_SIM_TRACE=1: one stderr line per virtual round of the cold
-    // start with what all agents sent in it (what BENCHMARKS.md's cold-start
-    // figures come from).
-    let trace = std::env::var_os("ASTROLABE_SIM_TRACE").is_some();
+    let trace = opts.trace_rounds;
     let mut last_round = 0u64;
     let mut last_tot = [0u64; 9];
     let converged = sim.run_until(limit, &mut |s: &Sim| {
@@ -186,9 +179,9 @@ pub fn run_benchmark(opts: &SimOptions) -> Result<SimReport, BenchError> {
             }
             let d: Vec<u64> = (0..9).map(|j| tot[j] - last_tot[j]).collect();
             last_tot = tot;
-            eprintln!("trace r={} wall={:.1} msgs={} bytes={} dig={} req={} rows={} refr={} rowsitems={} refritems={} fwd={} ok={}", last_round, started.elapsed().as_secs_f64(), d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8], s.ok_count());
+            observer.trace(format!("trace r={} wall={:.1} msgs={} bytes={} dig={} req={} rows={} refr={} rowsitems={} refritems={} fwd={} ok={}", last_round, observer.wall_seconds(), d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8], s.ok_count()));
         }
-        progress.say(false, || {
+        observer.progress(false, &|| {
             format!(
                 "sim: membership  round {:>5.1}  {}/{} agents see all members",
                 s.rounds(),
@@ -199,7 +192,7 @@ pub fn run_benchmark(opts: &SimOptions) -> Result<SimReport, BenchError> {
         s.all_ok()
     });
     if !converged {
-        progress.done();
+        observer.done();
         return Err(BenchError::NotConverged(format!(
             "membership did not converge within {} rounds: {} of {} agents see all {} members",
             opts.max_rounds,
@@ -209,7 +202,7 @@ pub fn run_benchmark(opts: &SimOptions) -> Result<SimReport, BenchError> {
         )));
     }
     let rounds_to_membership = round3(sim.rounds());
-    progress.say(true, || {
+    observer.progress(true, &|| {
         format!("sim: membership converged in {rounds_to_membership} rounds")
     });
 
@@ -239,7 +232,7 @@ pub fn run_benchmark(opts: &SimOptions) -> Result<SimReport, BenchError> {
         let start = sim.now_ms();
         let limit = deadline(&sim);
         let done = sim.run_until(limit, &mut |s: &Sim| {
-            progress.say(false, || {
+            observer.progress(false, &|| {
                 format!(
                     "sim: change {}/{}  round {:>5.1}  {}/{} roots updated",
                     c + 1,
@@ -252,7 +245,7 @@ pub fn run_benchmark(opts: &SimOptions) -> Result<SimReport, BenchError> {
             s.all_ok()
         });
         if !done {
-            progress.done();
+            observer.done();
             return Err(BenchError::NotConverged(format!(
                 "change {} did not reach every root within {} rounds: {} of {} updated",
                 c + 1,
@@ -277,7 +270,7 @@ pub fn run_benchmark(opts: &SimOptions) -> Result<SimReport, BenchError> {
     let rows_expired = churn::expired(&sim) - expired_at_start;
     let max_rounds = opts.max_rounds;
     let churn_report = if opts.churn > 0 {
-        progress.say(true, || format!("sim: {} crashes and joins", opts.churn));
+        observer.progress(true, &|| format!("sim: {} crashes and joins", opts.churn));
         Some(
             churn::run_churn(&mut sim, opts.churn, max_rounds, &mut mismatch)
                 .map_err(BenchError::NotConverged)?,
@@ -286,7 +279,7 @@ pub fn run_benchmark(opts: &SimOptions) -> Result<SimReport, BenchError> {
         None
     };
     let restart_report = if opts.restarts > 0 {
-        progress.say(true, || format!("sim: {} rolling restarts", opts.restarts));
+        observer.progress(true, &|| format!("sim: {} rolling restarts", opts.restarts));
         Some(
             churn::run_restarts(
                 &mut sim,
@@ -303,7 +296,7 @@ pub fn run_benchmark(opts: &SimOptions) -> Result<SimReport, BenchError> {
         None
     };
     let busy_report = if opts.busy_rounds > 0 {
-        progress.say(true, || format!("sim: {} busy rounds", opts.busy_rounds));
+        observer.progress(true, &|| format!("sim: {} busy rounds", opts.busy_rounds));
         Some(
             churn::run_busy(
                 &mut sim,
@@ -317,8 +310,8 @@ pub fn run_benchmark(opts: &SimOptions) -> Result<SimReport, BenchError> {
     } else {
         None
     };
-    progress.say(true, || "sim: done".to_string());
-    progress.done();
+    observer.progress(true, &|| "sim: done".to_string());
+    observer.done();
     Ok(SimReport {
         agents: cfg.agents,
         branching: cfg.branching,
@@ -338,21 +331,7 @@ pub fn run_benchmark(opts: &SimOptions) -> Result<SimReport, BenchError> {
         churn: churn_report,
         restarts: restart_report,
         busy: busy_report,
-        peak_rss_bytes: peak_rss_bytes(),
-        wall_seconds: round3(started.elapsed().as_secs_f64()),
+        peak_rss_bytes: observer.peak_rss_bytes(),
+        wall_seconds: round3(observer.wall_seconds()),
     })
-}
-
-/// Peak resident set of this process (VmHWM), in bytes; 0 if unknown.
-pub fn peak_rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-        })
-        .map(|kb| kb * 1024)
-        .unwrap_or(0)
 }

@@ -19,7 +19,7 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
 pub use network::{addr_of, index_of, link_latency_ms, NetworkConfig, Partition};
-pub use report::{run_benchmark, MinMax, SimOptions, SimReport};
+pub use report::{run_benchmark, MinMax, Observer, Quiet, SimOptions, SimReport};
 pub use tree::leaf_path;
 
 use crate::aggregate::AggregateSet;
@@ -210,12 +210,6 @@ pub struct FloorWatch {
 impl FloorWatch {
     fn see(&mut self, agent: usize, members: u64) {
         if members < self.floor && !self.exempt.contains(&agent) {
-            if std::env::var_os("WATCH_DEBUG").is_some() {
-                eprintln!(
-                    "below: agent {agent} members {members} floor {}",
-                    self.floor
-                );
-            }
             self.below += 1;
             self.worst = self.worst.max(self.floor - members);
         }

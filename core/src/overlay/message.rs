@@ -10,6 +10,10 @@ use super::command::Tally;
 use super::query::Partial;
 use crate::zone::ZonePath;
 
+/// The longest a request may run (its `timeout_ms`, clamped), so a node
+/// can bound how long it remembers one.
+pub const MAX_TIMEOUT_MS: u64 = 60_000;
+
 /// Payload bytes of one reply chunk: with the header it stays well under
 /// the 1400-byte datagram bound of the transport.
 pub const CHUNK_BYTES: usize = 1150;
