@@ -14,6 +14,7 @@
 
 pub mod aggregate;
 pub mod engine;
+pub mod node;
 pub mod overlay;
 pub mod security;
 pub mod sim;

@@ -24,4 +24,4 @@ pub mod transport;
 pub mod view;
 pub mod wall_clock;
 
-pub use astrolabe_core::{aggregate, engine, sim, zone};
+pub use astrolabe_core::{aggregate, engine, node, sim, zone};

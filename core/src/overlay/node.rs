@@ -465,7 +465,9 @@ impl Overlay {
         Ok((qid, out))
     }
 
-    fn plan(&mut self, sql: &str) -> Result<Arc<Query>, super::query::QueryError> {
+    /// `sql` parsed, from a small cache: a query asked again and again
+    /// (a dashboard's) is parsed once.
+    pub fn plan(&mut self, sql: &str) -> Result<Arc<Query>, super::query::QueryError> {
         if let Some(q) = self.plans.get(sql) {
             return Ok(q.clone());
         }

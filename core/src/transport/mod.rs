@@ -61,6 +61,31 @@ impl From<crypto::OpenError> for DropReason {
     }
 }
 
+/// Datagrams dropped before the engine saw them, by reason; shared with
+/// the snapshot `/metrics` renders.
+#[derive(Debug, Default)]
+pub struct DropCounters([std::sync::atomic::AtomicU64; DropReason::ALL.len()]);
+
+impl DropCounters {
+    /// One more datagram dropped for `reason`.
+    pub fn count(&self, reason: DropReason) {
+        self.0[reason as usize].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Every reason with its count, in `DropReason::ALL` order.
+    pub fn snapshot(&self) -> Vec<(DropReason, u64)> {
+        DropReason::ALL
+            .iter()
+            .map(|r| {
+                (
+                    *r,
+                    self.0[*r as usize].load(std::sync::atomic::Ordering::Relaxed),
+                )
+            })
+            .collect()
+    }
+}
+
 impl DropReason {
     pub const ALL: [DropReason; 9] = [
         DropReason::Empty,

@@ -2,25 +2,26 @@
 //! the collectors, publishing a snapshot for the HTTP endpoint.
 
 mod absent;
+mod collect;
 mod leaf;
 pub mod resident;
 
 use crate::wall_clock::wall_ms;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use astrolabe_collectors::{Collector, MetricFamily, TextfileCollector};
+use astrolabe_collectors::MetricFamily;
 use tokio::sync::mpsc;
 
 pub use leaf::{attr, leaf_attributes};
 
 use crate::aggregate::AggregateSet;
-use crate::engine::{Effect, Engine, EngineConfig, Now};
+use crate::engine::{EngineConfig, Now};
+use crate::node::{Input, Node, NodeConfig, Output};
+use crate::transport;
 use crate::transport::keyring::GossipSecurity;
-use crate::transport::{self, DropReason};
 use crate::view::{View, ViewCell};
 use crate::zone::{AgentId, Attributes, Value, ZonePath};
 
@@ -88,22 +89,6 @@ pub enum AgentError {
     Engine(#[from] crate::engine::EngineError),
     #[error("the gossip socket listens on {0}, which peers cannot reach; set --gossip.advertise-address")]
     Unadvertisable(SocketAddr),
-}
-
-/// Drop counters of the transport, shared with the snapshot.
-#[derive(Default)]
-struct Drops([AtomicU64; DropReason::ALL.len()]);
-
-impl Drops {
-    fn count(&self, r: DropReason) {
-        self.0[r as usize].fetch_add(1, Ordering::Relaxed);
-    }
-    fn snapshot(&self) -> Vec<(DropReason, u64)> {
-        DropReason::ALL
-            .iter()
-            .map(|r| (*r, self.0[*r as usize].load(Ordering::Relaxed)))
-            .collect()
-    }
 }
 
 /// A running agent: where it listens, and how to stop it.
@@ -309,13 +294,40 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
     if advertise.ip().is_unspecified() {
         return Err(AgentError::Unadvertisable(advertise));
     }
-    let view = Arc::new(ViewCell::default());
     let signatures = Arc::new(crate::security::SignatureRefusals::default());
-    let (cert_tx, mut cert_rx) = mpsc::channel::<crate::security::api::CertCall>(16);
-    let (calls_tx, mut calls_rx) = mpsc::channel::<crate::overlay::runtime::Call>(64);
-    // The overlay's APIs go through the same TLS and authentication as the rest.
+    let mut cfg = EngineConfig::new(opts.id, opts.zone.clone(), advertise);
+    cfg.seeds = opts
+        .seeds
+        .iter()
+        .copied()
+        .filter(|s| *s != advertise)
+        .collect();
+    cfg.interval_ms = opts.interval.as_millis().max(1) as u64;
+    cfg.rng_seed = opts.id ^ wall_ms();
+    cfg.certificates = crate::engine::certs::CertConfig {
+        trusted: opts.trusted_keys.clone(),
+        refusals: signatures.clone(),
+    };
+    cfg.limits = opts.limits;
+    let node_cfg = NodeConfig::new(
+        cfg,
+        opts.id ^ wall_ms().rotate_left(17),
+        opts.signature_window.as_millis() as u64,
+    );
+    let clock = Clock::new();
+    let static_attrs: Attributes = opts
+        .attributes
+        .iter()
+        .map(|(k, v)| (k.as_str().into(), v.clone()))
+        .collect();
+    let node = Node::new(node_cfg, aggregates, static_attrs.clone(), clock.now())?;
+
+    let view = Arc::new(ViewCell::default());
+    let (cert_tx, cert_rx) = mpsc::channel::<crate::security::api::CertCall>(16);
+    let (calls_tx, calls_rx) = mpsc::channel::<crate::overlay::runtime::Call>(64);
     let query_metrics = Arc::new(crate::overlay::metrics::QueryMetrics::default());
     let otlp_counters = Arc::new(crate::otel::OtlpCounters::default());
+    // The overlay's APIs go through the same TLS and authentication as the rest.
     let mut app = crate::http::router(view.clone()).merge(crate::overlay::http::router(
         crate::overlay::runtime::OverlayHandle {
             calls: calls_tx,
@@ -333,7 +345,60 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
         Some(sec) => crate::http::keys::router(sec.clone()),
         None => crate::http::keys::no_keyring_router(),
     });
-    let limit_counters = Arc::new(crate::engine::LimitCounters::default());
+    let web_addr = serve_web(&opts, app, node.limit_counters().clone()).await?;
+    tracing::info!(zone = %opts.zone, id = opts.id, gossip = %gossip_addr, advertise = %advertise, web = %web_addr, seeds = ?opts.seeds, "agent started");
+
+    let collisions = Arc::new(crate::http::names::NameCollisions::default());
+    let shared_attrs = Arc::new(std::sync::RwLock::new(static_attrs));
+    let (samples, collect_now) = collect::spawn(&opts, shared_attrs.clone(), collisions.clone());
+    let (host_work, done_rx) = crate::overlay::runtime::HostWork::new(
+        opts.zone.clone(),
+        opts.actions.clone(),
+        collect_now,
+    );
+    let (stop_tx, stop_rx) = mpsc::channel::<Stop>(1);
+    let event_loop = EventLoop {
+        node,
+        clock,
+        socket,
+        security: opts.gossip_security.clone(),
+        host_work,
+        absent: absent::AbsentAttributes::new(&opts.aggregates, opts.interval.as_millis() as u64),
+        publish: Publisher {
+            cell: view.clone(),
+            queries: query_metrics,
+            otlp: otlp_counters.clone(),
+            signatures,
+            collisions,
+        },
+        first_wait: opts.collector_timeout + Duration::from_secs(1),
+    };
+    let task = tokio::spawn(event_loop.run(Channels {
+        samples,
+        calls: calls_rx,
+        done: done_rx,
+        certs: cert_rx,
+        stop: stop_rx,
+    }));
+    Ok(RunningAgent {
+        gossip_addr,
+        web_addr,
+        view,
+        otlp: otlp_counters,
+        stop: stop_tx,
+        task,
+        static_attrs: shared_attrs,
+        host_collectors: opts.host_collectors,
+    })
+}
+
+/// Serves the HTTP endpoint (with TLS and basic auth when configured,
+/// and the request limits in front); returns where it listens.
+async fn serve_web(
+    opts: &AgentOptions,
+    app: axum::Router,
+    limit_counters: Arc<crate::engine::LimitCounters>,
+) -> Result<SocketAddr, AgentError> {
     let http_limits = crate::http::limit::HttpLimits {
         max_requests: opts.limits.http_requests,
         max_scrapes: opts.limits.http_scrapes,
@@ -351,7 +416,7 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
             opts.metrics_unauthenticated,
             shed,
             opts.limits.http_read_timeout,
-            limit_counters.clone(),
+            limit_counters,
         )
         .await
         .map_err(|e| AgentError::WebConfig(e.to_string()))?,
@@ -359,7 +424,7 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
             opts.web_listen,
             shed(app),
             opts.limits.http_read_timeout,
-            limit_counters.clone(),
+            limit_counters,
         )
         .await
         .map_err(|error| AgentError::Web {
@@ -368,356 +433,234 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
             error,
         })?,
     };
+    Ok(web_addr)
+}
 
-    let mut cfg = EngineConfig::new(opts.id, opts.zone.clone(), advertise);
-    cfg.seeds = opts
-        .seeds
-        .iter()
-        .copied()
-        .filter(|s| *s != advertise)
-        .collect();
-    cfg.interval_ms = opts.interval.as_millis().max(1) as u64;
-    cfg.rng_seed = opts.id ^ wall_ms();
-    cfg.certificates = crate::engine::certs::CertConfig {
-        trusted: opts.trusted_keys.clone(),
-        refusals: signatures.clone(),
-    };
-    cfg.limits = opts.limits;
-    let started = Instant::now();
-    let now = move || Now {
-        mono_ms: started.elapsed().as_millis() as u64,
-        wall_ms: wall_ms(),
-    };
-    let static_attrs: Attributes = opts
-        .attributes
-        .iter()
-        .map(|(k, v)| (k.as_str().into(), v.clone()))
-        .collect();
-    let mut engine = Engine::new(cfg, aggregates, static_attrs.clone(), now())?;
-    tracing::info!(zone = %opts.zone, id = opts.id, gossip = %gossip_addr, advertise = %advertise, web = %web_addr, seeds = ?opts.seeds, "agent started");
-    let command_guard = crate::security::command::CommandGuard::new(
-        opts.trusted_keys.clone(),
-        opts.signature_window.as_millis() as u64,
-        signatures.clone(),
-    );
+/// The agent's clocks: monotonic since start, and the wall clock.
+#[derive(Clone, Copy)]
+struct Clock {
+    started: Instant,
+}
 
-    // Collectors run on blocking threads and send fresh leaf attributes.
-    // With each sample go the `collect` commands it answers.
-    type CollectDone = tokio::sync::oneshot::Sender<()>;
-    let (attrs_tx, mut attrs_rx) =
-        mpsc::channel::<(Attributes, Arc<Vec<MetricFamily>>, Vec<CollectDone>)>(4);
-    let host = astrolabe_collectors::Host::new(opts.host_paths.clone());
-    let mut collectors: Vec<Arc<dyn Collector>> = if opts.host_collectors {
-        astrolabe_collectors::default_collectors(&host)
-    } else {
-        Vec::new()
-    };
-    if let Some(dir) = &opts.textfile_directory {
-        collectors.push(Arc::new(TextfileCollector::new(dir.clone())));
-    }
-    let groups: Vec<_> = opts
-        .process_groups
-        .iter()
-        .filter_map(|g| astrolabe_collectors::ProcessGroup::parse(g).ok())
-        .collect();
-    if opts.host_collectors || !groups.is_empty() {
-        collectors.push(Arc::new(astrolabe_collectors::ProcessCollector::new(
-            groups, host,
-        )));
-    }
-    if let Some((url, import)) = &opts.application {
-        collectors.push(Arc::new(astrolabe_collectors::ApplicationCollector {
-            url: url.clone(),
-            import: import.clone(),
-            timeout: opts.collector_timeout,
-        }));
-    }
-    let interval = opts.collector_interval.unwrap_or(opts.interval);
-    let timeout = opts.collector_timeout;
-    // `collect` over the overlay wakes the collector thread early.
-    let (collect_now_tx, collect_now_rx) = std::sync::mpsc::channel::<CollectDone>();
-    let shared_attrs = Arc::new(std::sync::RwLock::new(static_attrs.clone()));
-    let base = shared_attrs.clone();
-    let collisions = Arc::new(crate::http::names::NameCollisions::default());
-    let leaf_collisions = collisions.clone();
-    std::thread::spawn(move || {
-        let mut previous: Option<(Vec<MetricFamily>, Instant)> = None;
-        let mut waiting: Vec<CollectDone> = Vec::new();
-        loop {
-            let sampled = Instant::now();
-            let (families, _) = astrolabe_collectors::run_all(&collectors, timeout);
-            let static_now = base.read().map(|b| b.clone()).unwrap_or_default();
-            let attrs = leaf_attributes(
-                &static_now,
-                previous.as_ref().map(|(f, _)| f.as_slice()),
-                &families,
-                previous
-                    .as_ref()
-                    .map(|(_, t)| sampled.duration_since(*t).as_secs_f64()),
-                &leaf_collisions,
-            );
-            let families = Arc::new(families);
-            let answered = std::mem::take(&mut waiting);
-            if attrs_tx
-                .blocking_send((attrs, families.clone(), answered))
-                .is_err()
-            {
-                return;
-            }
-            previous = Some((families.to_vec(), sampled));
-            match collect_now_rx.recv_timeout(interval) {
-                Ok(done) => {
-                    waiting.push(done);
-                    // Requests that came together share one sample.
-                    waiting.extend(collect_now_rx.try_iter());
-                }
-                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                    std::thread::sleep(interval)
-                }
-            }
+impl Clock {
+    fn new() -> Clock {
+        Clock {
+            started: Instant::now(),
         }
-    });
+    }
 
-    let drops = Arc::new(Drops::default());
-    let (stop_tx, mut stop_rx) = mpsc::channel::<Stop>(1);
-    let cell = view.clone();
-    let max_datagram = engine.config().max_datagram_bytes;
-    let security = opts.gossip_security.clone();
-    let limits = opts.limits;
-    let (agent_cmd_tx, mut agent_cmd_rx) = mpsc::unbounded_channel();
-    let (mut overlay, mut local_rx) = crate::overlay::runtime::OverlayRuntime::new(
-        advertise,
-        opts.zone.clone(),
-        opts.id ^ wall_ms().rotate_left(17),
-        opts.actions.clone(),
-        agent_cmd_tx,
-        command_guard,
-        opts.limits.pending_queries,
-    );
-    let mut absent =
-        absent::AbsentAttributes::new(&opts.aggregates, opts.interval.as_millis() as u64);
-    let served_otlp = otlp_counters.clone();
-    let task = tokio::spawn(async move {
+    fn now(&self) -> Now {
+        Now {
+            mono_ms: self.started.elapsed().as_millis() as u64,
+            wall_ms: wall_ms(),
+        }
+    }
+
+    /// When the monotonic `at_ms` is, as a tokio deadline.
+    fn deadline(&self, at_ms: u64) -> tokio::time::Instant {
+        let at = self.started + Duration::from_millis(at_ms.min(u64::MAX / 4));
+        tokio::time::Instant::from_std(at)
+    }
+}
+
+/// What the event loop reads besides the socket and the timer.
+struct Channels {
+    samples: mpsc::Receiver<collect::Sample>,
+    calls: mpsc::Receiver<crate::overlay::runtime::Call>,
+    done: mpsc::UnboundedReceiver<(u64, crate::overlay::Outcome)>,
+    certs: mpsc::Receiver<crate::security::api::CertCall>,
+    stop: mpsc::Receiver<Stop>,
+}
+
+/// Publishes the snapshot `/metrics` and the APIs read.
+struct Publisher {
+    cell: Arc<ViewCell>,
+    queries: Arc<crate::overlay::metrics::QueryMetrics>,
+    otlp: Arc<crate::otel::OtlpCounters>,
+    signatures: Arc<crate::security::SignatureRefusals>,
+    collisions: Arc<crate::http::names::NameCollisions>,
+}
+
+impl Publisher {
+    fn publish(&self, node: &Node, now_ms: u64, host: &Arc<Vec<MetricFamily>>) {
+        let overlay = node.overlay();
+        node.limit_counters().set(
+            crate::engine::Limit::PendingQueries,
+            overlay.stats().pending_refused,
+        );
+        let live = overlay.live_count();
+        self.queries
+            .set_tasks(live, overlay.task_count() - live, overlay.stats().live_peak);
+        self.cell.set(View {
+            queries: self.queries.clone(),
+            otlp: self.otlp.clone(),
+            signatures: self.signatures.clone(),
+            limits: node.limit_counters().clone(),
+            collisions: self.collisions.clone(),
+            ..View::capture(node.engine(), now_ms, host.clone(), node.drops().snapshot())
+        });
+    }
+}
+
+/// The agent's event loop: read, call the node, carry out its outputs.
+struct EventLoop {
+    node: Node,
+    clock: Clock,
+    socket: tokio::net::UdpSocket,
+    security: Option<Arc<GossipSecurity>>,
+    host_work: crate::overlay::runtime::HostWork,
+    absent: absent::AbsentAttributes,
+    publish: Publisher,
+    /// How long gossip waits for the first collection.
+    first_wait: Duration,
+}
+
+impl EventLoop {
+    async fn run(mut self, mut ch: Channels) {
         let mut host: Arc<Vec<MetricFamily>> = Arc::new(Vec::new());
         let mut buf = vec![0u8; 65_536];
-        // Said once, loudly: seeds configured but nobody has answered.
-        let seeds = engine.config().seeds.clone();
-        let lonely_warning_ms = 10 * engine.config().interval_ms;
-        let mut warned = false;
-        let publish = |engine: &Engine, host: &Arc<Vec<MetricFamily>>| {
-            cell.set(View {
-                queries: query_metrics.clone(),
-                otlp: served_otlp.clone(),
-                signatures: signatures.clone(),
-                limits: limit_counters.clone(),
-                collisions: collisions.clone(),
-                ..View::capture(engine, now().mono_ms, host.clone(), drops.snapshot())
-            });
-        };
-        // Gossip and answers wait for the first collection: until then
-        // this agent's row holds none of the host's values, and peers would
-        // count it as a member with NULLs (a query would count it as
-        // answered). Bounded, so that a hanging collector does not keep
-        // the agent out of the cluster.
-        let first_wait = timeout + Duration::from_secs(1);
-        match tokio::time::timeout(first_wait, attrs_rx.recv()).await {
-            Ok(Some((attrs, families, collected))) => {
-                host = families;
-                let effects = take_sample(&mut engine, &mut absent, now(), attrs, collected);
-                send_all(&socket, security.as_deref(), effects).await;
+        let max_datagram = self.node.engine().config().max_datagram_bytes;
+        let mut lonely = LonelyWarning::new(self.node.engine());
+        // Gossip and answers wait for the first collection: until then this
+        // agent's row holds none of the host's values, and peers would count
+        // it as a member with NULLs. Bounded, so that a hanging collector
+        // does not keep the agent out of the cluster.
+        match tokio::time::timeout(self.first_wait, ch.samples.recv()).await {
+            Ok(Some(sample)) => host = self.take_sample(sample),
+            _ => {
+                tracing::warn!(waited = ?self.first_wait, "the first collection has not finished; joining the cluster without it")
             }
-            _ => tracing::warn!(
-                waited = ?first_wait,
-                "the first collection has not finished; joining the cluster without it"
-            ),
         }
-        publish(&engine, &host);
+        self.carry_out(&host).await;
         loop {
-            let next = engine.next_tick_ms();
-            let overlay_next = overlay.overlay.next_tick_ms().unwrap_or(u64::MAX);
-            let wait = Duration::from_millis(next.saturating_sub(now().mono_ms));
-            let overlay_wait = Duration::from_millis(overlay_next.saturating_sub(now().mono_ms));
-            let mut overlay_effects = Vec::new();
-            let effects = tokio::select! {
-                received = socket.recv_from(&mut buf) => match received {
-                    Ok((len, from)) => match transport::unseal(security.as_deref(), wall_ms(), &buf[..len], max_datagram)
-                        .and_then(|plain| transport::decode_frame(&plain, max_datagram)) {
-                        Ok(transport::Frame::Gossip(mut envelope)) => {
-                            for limit in limits.screen(&mut envelope) {
-                                limit_counters.count(limit);
+            let deadline = self.clock.deadline(self.node.poll_timeout());
+            let now = self.clock.now();
+            tokio::select! {
+                received = self.socket.recv_from(&mut buf) => match received {
+                    Ok((len, from)) => {
+                        match transport::unseal(self.security.as_deref(), now.wall_ms, &buf[..len], max_datagram) {
+                            Ok(plain) => self.node.handle_datagram(now, from, &plain),
+                            Err(reason) => {
+                                self.node.drops().count(reason);
+                                tracing::debug!(%from, %reason, "datagram dropped");
                             }
-                            engine.handle(now(), from, envelope)
                         }
-                        Ok(transport::Frame::Overlay(message)) => {
-                            let dir = crate::overlay::Tables::of(&engine);
-                            overlay_effects = overlay.overlay.handle(now().mono_ms, from, message, &dir);
-                            Vec::new()
-                        }
-                        Err(reason) => {
-                            drops.count(reason);
-                            tracing::debug!(%from, %reason, "datagram dropped");
-                            Vec::new()
-                        }
-                    },
-                    Err(e) => {
-                        tracing::debug!(error = %e, "receive failed");
-                        Vec::new()
                     }
+                    Err(e) => tracing::debug!(error = %e, "receive failed"),
                 },
-                _ = tokio::time::sleep(wait) => {
-                    absent.due(&engine, now().mono_ms);
-                    engine.tick(now())
+                _ = tokio::time::sleep_until(deadline) => {
+                    self.absent.due(self.node.engine(), now.mono_ms);
+                    self.node.tick(now);
                 }
-                _ = tokio::time::sleep(overlay_wait), if overlay_next != u64::MAX => {
-                    let dir = crate::overlay::Tables::of(&engine);
-                    overlay_effects = overlay.overlay.tick(now().mono_ms, &dir);
-                    Vec::new()
-                }
-                Some(call) = calls_rx.recv() => {
-                    let dir = crate::overlay::Tables::of(&engine);
-                    overlay_effects = overlay.call(now().mono_ms, call, &dir);
-                    Vec::new()
-                }
-                Some((qid, outcome)) = local_rx.recv() => {
-                    let dir = crate::overlay::Tables::of(&engine);
-                    overlay_effects = overlay.overlay.local_done(now().mono_ms, qid, outcome, &dir);
-                    Vec::new()
-                }
-                Some((cert, verdict)) = cert_rx.recv() => {
-                    match engine.install_certificate(now(), cert) {
-                        Ok(effects) => {
-                            let _ = verdict.send(Ok(()));
-                            absent.due(&engine, now().mono_ms);
-                            effects
-                        }
-                        Err(e) => {
-                            let _ = verdict.send(Err(e));
-                            Vec::new()
-                        }
+                Some(call) = ch.calls.recv() => self.host_work.call(&mut self.node, now, call),
+                Some((qid, outcome)) = ch.done.recv() => self.node.apply(now, Input::LocalDone { qid, outcome }),
+                Some((cert, verdict)) = ch.certs.recv() => {
+                    let result = self.node.install_certificate(now, cert);
+                    if result.is_ok() {
+                        self.absent.due(self.node.engine(), now.mono_ms);
                     }
+                    let _ = verdict.send(result);
                 }
-                Some(command) = agent_cmd_rx.recv() => {
-                    match command {
-                        crate::overlay::runtime::AgentCommand::Collect { done } => {
-                            let _ = collect_now_tx.send(done);
-                        }
-                        crate::overlay::runtime::AgentCommand::SetLogLevel(level) => {
-                            let _ = crate::overlay::runtime::set_log_level(&level);
-                        }
-                    }
-                    Vec::new()
-                }
-                Some((attrs, families, collected)) = attrs_rx.recv() => {
-                    host = families;
-                    take_sample(&mut engine, &mut absent, now(), attrs, collected)
-                }
-                Some(control) = stop_rx.recv() => match control {
+                Some(sample) = ch.samples.recv() => host = self.take_sample(sample),
+                Some(stop) = ch.stop.recv() => match stop {
                     Stop::Leave => {
-                        let effects = engine.leave(now());
-                        send_all(&socket, security.as_deref(), effects).await;
+                        self.node.apply(now, Input::Leave);
+                        self.carry_out(&host).await;
                         tracing::info!("left the cluster");
-                        publish(&engine, &host);
                         return;
                     }
-                    Stop::Reload { aggregates, trusted } => {
-                        tracing::info!(columns = aggregates.columns().len(), "configuration reloaded");
-                        if trusted != engine.config().certificates.trusted {
-                            if trusted.is_empty() {
-                                tracing::warn!("trusted operator keys removed: COMMANDS ARE UNSIGNED from now on, and aggregate certificates are dropped");
-                            } else {
-                                tracing::info!(keys = ?trusted.describe(), "trusted operator keys reloaded");
-                            }
-                        }
-                        overlay.set_trusted_keys(trusted.clone());
-                        let (dropped, mut effects) = engine.set_trusted_keys(now(), trusted);
-                        for cert in dropped {
-                            tracing::warn!(zone = %cert.zone, name = %cert.name, "aggregate certificate dropped: no trusted key signed it");
-                        }
-                        effects.extend(engine.set_aggregates(now(), aggregates));
-                        effects
-                    }
-                }
-            };
-            send_all(&socket, security.as_deref(), effects).await;
-            if !overlay_effects.is_empty() {
-                let own = || {
-                    engine
-                        .own_row()
-                        .map(|r| r.values().clone())
-                        .unwrap_or_default()
-                };
-                for (to, message) in overlay.effects(overlay_effects, own, &host) {
-                    let bytes = transport::seal(
-                        security.as_deref(),
-                        wall_ms(),
-                        transport::encode_overlay(&message),
-                    );
-                    if let Err(e) = socket.send_to(&bytes, to).await {
-                        tracing::debug!(%to, error = %e, "overlay send failed");
-                    }
-                }
+                    Stop::Reload { aggregates, trusted } => self.reload(now, aggregates, trusted),
+                },
             }
-            limit_counters.set(
-                crate::engine::Limit::PendingQueries,
-                overlay.overlay.stats().pending_refused,
-            );
-            let live = overlay.overlay.live_count();
-            query_metrics.set_tasks(
-                live,
-                overlay.overlay.task_count() - live,
-                overlay.overlay.stats().live_peak,
-            );
-            publish(&engine, &host);
-            let alone = engine
-                .tables()
-                .iter()
-                .all(|t| t.live_siblings().next().is_none());
-            if alone && !warned && !seeds.is_empty() && now().mono_ms > lonely_warning_ms {
-                tracing::warn!(seeds = ?seeds, "no seed has answered after 10 gossip rounds; check the addresses and that UDP reaches them");
-                warned = true;
+            self.carry_out(&host).await;
+            lonely.check(self.node.engine(), self.clock.now().mono_ms);
+        }
+    }
+
+    /// A fresh sample becomes this agent's row; the `collect` commands
+    /// waiting for it are told. Returns the sample's metric families.
+    fn take_sample(&mut self, sample: collect::Sample) -> Arc<Vec<MetricFamily>> {
+        self.node
+            .apply(self.clock.now(), Input::Attributes(sample.attributes));
+        self.absent.collected();
+        for done in sample.collected {
+            let _ = done.send(());
+        }
+        sample.families
+    }
+
+    fn reload(
+        &mut self,
+        now: Now,
+        aggregates: Arc<AggregateSet>,
+        trusted: crate::security::TrustedKeys,
+    ) {
+        tracing::info!(
+            columns = aggregates.columns().len(),
+            "configuration reloaded"
+        );
+        if trusted != self.node.engine().config().certificates.trusted {
+            if trusted.is_empty() {
+                tracing::warn!("trusted operator keys removed: COMMANDS ARE UNSIGNED from now on, and aggregate certificates are dropped");
+            } else {
+                tracing::info!(keys = ?trusted.describe(), "trusted operator keys reloaded");
             }
         }
-    });
-    Ok(RunningAgent {
-        gossip_addr,
-        web_addr,
-        view,
-        otlp: otlp_counters,
-        stop: stop_tx,
-        task,
-        static_attrs: shared_attrs,
-        host_collectors: opts.host_collectors,
-    })
-}
-
-/// A fresh sample becomes this agent's row; the `collect` commands
-/// waiting for it are told.
-fn take_sample(
-    engine: &mut Engine,
-    absent: &mut absent::AbsentAttributes,
-    now: Now,
-    attrs: Attributes,
-    collected: Vec<tokio::sync::oneshot::Sender<()>>,
-) -> Vec<Effect> {
-    let effects = engine.set_attributes(now, attrs);
-    absent.collected();
-    for done in collected {
-        let _ = done.send(());
+        self.node.apply(
+            now,
+            Input::Reload {
+                aggregates,
+                trusted,
+            },
+        );
     }
-    effects
+
+    /// Sends, answers and runs what the node asks for, then publishes.
+    async fn carry_out(&mut self, host: &Arc<Vec<MetricFamily>>) {
+        while let Some(output) = self.node.poll_output() {
+            match output {
+                Output::Datagram { to, bytes } => {
+                    let bytes = transport::seal(self.security.as_deref(), wall_ms(), bytes);
+                    if let Err(e) = self.socket.send_to(&bytes, to).await {
+                        tracing::debug!(%to, error = %e, "send failed");
+                    }
+                }
+                Output::Answer { qid, answer } => self.host_work.answer(qid, answer),
+                Output::Local { qid, work } => self.host_work.run(qid, work, host),
+            }
+        }
+        self.publish
+            .publish(&self.node, self.clock.now().mono_ms, host);
+    }
 }
 
-async fn send_all(
-    socket: &tokio::net::UdpSocket,
-    security: Option<&GossipSecurity>,
-    effects: Vec<Effect>,
-) {
-    for effect in effects {
-        let Effect::Send { to, envelope, .. } = effect;
-        let bytes = transport::seal(security, wall_ms(), transport::encode(&envelope));
-        if let Err(e) = socket.send_to(&bytes, to).await {
-            tracing::debug!(%to, error = %e, "send failed");
+/// Said once, loudly: seeds configured but nobody answered in 10 rounds.
+struct LonelyWarning {
+    seeds: Vec<SocketAddr>,
+    after_ms: u64,
+    warned: bool,
+}
+
+impl LonelyWarning {
+    fn new(engine: &crate::engine::Engine) -> LonelyWarning {
+        LonelyWarning {
+            seeds: engine.config().seeds.clone(),
+            after_ms: 10 * engine.config().interval_ms,
+            warned: engine.config().seeds.is_empty(),
+        }
+    }
+
+    fn check(&mut self, engine: &crate::engine::Engine, now_ms: u64) {
+        if self.warned || now_ms <= self.after_ms {
+            return;
+        }
+        let alone = engine
+            .tables()
+            .iter()
+            .all(|t| t.live_siblings().next().is_none());
+        if alone {
+            tracing::warn!(seeds = ?self.seeds, "no seed has answered after 10 gossip rounds; check the addresses and that UDP reaches them");
+            self.warned = true;
         }
     }
 }

@@ -1,24 +1,22 @@
-//! The overlay under tokio, for the agent: calls from HTTP handlers in,
-//! datagrams out, host answers computed off the event loop.
+//! The overlay's host side under tokio, for the agent: calls from HTTP
+//! handlers in and their answers out, and the host work a request asks of
+//! this agent (`node::LocalWork`) run off the event loop. What runs and
+//! whether it may is decided by the sans-IO `Node`; this only carries it
+//! out.
 
-use crate::wall_clock::wall_ms;
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use astrolabe_collectors::MetricFamily;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::actions::Actions;
 use super::command::{Status, Tally};
 use super::local::local_data;
-use super::query::Query;
-use super::{
-    Answer, Directory, Outcome, Overlay, OverlayConfig, OverlayEffect, OverlayMessage, Request,
-    RequestError,
-};
-use crate::security::command::CommandGuard;
-use crate::zone::{Attributes, ZonePath};
+use super::{Answer, Outcome, Request, RequestError};
+use crate::engine::Now;
+use crate::node::{LocalWork, Node};
+use crate::zone::ZonePath;
 
 type LogReloader = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 
@@ -55,186 +53,114 @@ pub struct OverlayHandle {
     pub metrics: Arc<super::metrics::QueryMetrics>,
 }
 
-/// Changes to the agent a command asks for.
-#[derive(Debug)]
-pub enum AgentCommand {
-    SetLogLevel(String),
-    /// Sample now; `done` is told once the fresh sample is the agent's
-    /// row, so that a query right after the command sees it.
-    Collect {
-        done: tokio::sync::oneshot::Sender<()>,
-    },
-}
+/// Asks the collector thread for a sample now; the sender is told once
+/// the fresh sample is the agent's row, so a query right after sees it.
+pub type CollectNow = std::sync::mpsc::Sender<oneshot::Sender<()>>;
 
 /// How long `collect` waits for the collectors before reporting failure.
 const COLLECT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
-pub struct OverlayRuntime {
-    pub overlay: Overlay,
+/// Callers waiting for answers, and the host work in flight.
+pub struct HostWork {
+    leaf: ZonePath,
     pending: HashMap<u64, mpsc::UnboundedSender<Result<Answer, RequestError>>>,
-    local_tx: mpsc::UnboundedSender<(u64, Outcome)>,
+    done: mpsc::UnboundedSender<(u64, Outcome)>,
     actions: Arc<Actions>,
-    agent_commands: mpsc::UnboundedSender<AgentCommand>,
-    /// Checks operator signatures before anything runs here.
-    guard: CommandGuard,
+    collect: CollectNow,
 }
 
-impl OverlayRuntime {
+impl HostWork {
+    /// Work for the agent at `leaf`; finished work comes back through the
+    /// receiver, to be given to the node as `Input::LocalDone`.
     pub fn new(
-        addr: SocketAddr,
-        zone: ZonePath,
-        seed: u64,
+        leaf: ZonePath,
         actions: Actions,
-        agent_commands: mpsc::UnboundedSender<AgentCommand>,
-        guard: CommandGuard,
-        max_pending: usize,
-    ) -> (OverlayRuntime, mpsc::UnboundedReceiver<(u64, Outcome)>) {
-        let (local_tx, local_rx) = mpsc::unbounded_channel();
-        let mut cfg = OverlayConfig::new(addr, zone, seed);
-        cfg.max_pending = max_pending;
-        (
-            OverlayRuntime {
-                overlay: Overlay::new(cfg),
-                pending: HashMap::new(),
-                local_tx,
-                actions: Arc::new(actions),
-                agent_commands,
-                guard,
-            },
-            local_rx,
-        )
+        collect: CollectNow,
+    ) -> (HostWork, mpsc::UnboundedReceiver<(u64, Outcome)>) {
+        let (done, done_rx) = mpsc::unbounded_channel();
+        let work = HostWork {
+            leaf,
+            pending: HashMap::new(),
+            done,
+            actions: Arc::new(actions),
+            collect,
+        };
+        (work, done_rx)
     }
 
-    /// The operator keys commands must be signed by from now on (SIGHUP).
-    pub fn set_trusted_keys(&mut self, trusted: crate::security::TrustedKeys) {
-        self.guard.set_trusted(trusted);
-    }
-
-    pub fn call(&mut self, now: u64, call: Call, dir: &dyn Directory) -> Vec<OverlayEffect> {
-        match self
-            .overlay
-            .start(now, call.zone, call.request, call.timeout_ms, dir)
-        {
-            Ok((qid, effects)) => {
+    /// Starts a caller's request; an error is its only answer.
+    pub fn call(&mut self, node: &mut Node, now: Now, call: Call) {
+        match node.request(now, call.zone, call.request, call.timeout_ms) {
+            Ok(qid) => {
                 self.pending.insert(qid, call.answers);
-                effects
             }
             Err(e) => {
                 let _ = call.answers.send(Err(e));
-                Vec::new()
             }
         }
     }
 
-    /// Carries out effects: datagrams to send are returned; host answers
-    /// are computed on blocking threads and come back through the
-    /// receiver `new` returned; answers go to their callers.
-    pub fn effects(
-        &mut self,
-        effects: Vec<OverlayEffect>,
-        attributes: impl Fn() -> Attributes,
-        samples: &Arc<Vec<MetricFamily>>,
-    ) -> Vec<(SocketAddr, OverlayMessage)> {
-        let mut sends = Vec::new();
-        for e in effects {
-            match e {
-                OverlayEffect::Send { to, message } => sends.push((to, message)),
-                OverlayEffect::Answer { qid, answer } => {
-                    let last = answer.reply.last;
-                    if let Some(tx) = self.pending.get(&qid) {
-                        let _ = tx.send(Ok(answer));
-                    }
-                    if last {
-                        self.pending.remove(&qid);
-                    }
-                }
-                OverlayEffect::Local { qid, request } => {
-                    let leaf = self.overlay.config().zone.clone();
-                    let tx = self.local_tx.clone();
-                    match request.as_ref() {
-                        Request::Query { sql } => {
-                            let sql = sql.clone();
-                            let attrs = attributes();
-                            let samples = samples.clone();
-                            tokio::task::spawn_blocking(move || {
-                                let outcome = match Query::parse(&sql) {
-                                    Ok(q) => Outcome::Query(
-                                        q.local(&local_data(&q, &leaf, &attrs, &samples)),
-                                    ),
-                                    Err(e) => Outcome::Error(RequestError::BadQuery(e.0)),
-                                };
-                                let _ = tx.send((qid, outcome));
-                            });
+    /// An answer for its caller; the last one ends the request.
+    pub fn answer(&mut self, qid: u64, answer: Answer) {
+        let last = answer.reply.last;
+        if let Some(tx) = self.pending.get(&qid) {
+            let _ = tx.send(Ok(answer));
+        }
+        if last {
+            self.pending.remove(&qid);
+        }
+    }
+
+    /// Runs host work on its own task; `samples` is the last collection.
+    pub fn run(&self, qid: u64, work: LocalWork, samples: &Arc<Vec<MetricFamily>>) {
+        let tx = self.done.clone();
+        let host = self.leaf.to_string();
+        match work {
+            LocalWork::Query { query, attributes } => {
+                let leaf = self.leaf.clone();
+                let samples = samples.clone();
+                // Reading /proc for process rows blocks.
+                tokio::task::spawn_blocking(move || {
+                    let data = local_data(&query, &leaf, &attributes, &samples);
+                    let _ = tx.send((qid, Outcome::Query(query.local(&data))));
+                });
+            }
+            LocalWork::SetLogLevel { level } => {
+                tracing::warn!(level = %level, "set-log-level requested over the overlay");
+                let tally = match set_log_level(&level) {
+                    Ok(()) => Tally::one(&host, Status::Ok, &format!("log level {level}")),
+                    Err(e) => Tally::one(&host, Status::Failed, &e),
+                };
+                let _ = tx.send((qid, Outcome::Command(tally)));
+            }
+            LocalWork::Collect => {
+                tracing::warn!("collect requested over the overlay");
+                let (done, collected) = oneshot::channel();
+                let asked = self.collect.send(done).is_ok();
+                tokio::spawn(async move {
+                    let tally = if !asked {
+                        Tally::one(&host, Status::Failed, "agent stopping")
+                    } else {
+                        match tokio::time::timeout(COLLECT_WAIT, collected).await {
+                            Ok(Ok(())) => Tally::one(&host, Status::Ok, "collected"),
+                            Ok(Err(_)) => Tally::one(&host, Status::Failed, "agent stopping"),
+                            Err(_) => Tally::one(
+                                &host,
+                                Status::Failed,
+                                "collectors did not finish in time",
+                            ),
                         }
-                        Request::Command { name, args, seal } => {
-                            let host = leaf.to_string();
-                            if let Err(reason) =
-                                self.guard
-                                    .check(&leaf, name, args, seal.as_ref(), wall_ms())
-                            {
-                                let why = format!("operator signature: {}", reason.label());
-                                let tally = Tally::one(&host, Status::Refused, &why);
-                                let _ = tx.send((qid, Outcome::Command(tally)));
-                                continue;
-                            }
-                            let name = name.clone();
-                            let args = args.clone();
-                            let actions = self.actions.clone();
-                            let agent = self.agent_commands.clone();
-                            tokio::spawn(async move {
-                                let tally = match name.as_str() {
-                                    "set-log-level" => {
-                                        tracing::warn!(level = %args.join(" "), "set-log-level requested over the overlay");
-                                        match args.as_slice() {
-                                            [level] => match set_log_level(level) {
-                                                Ok(()) => Tally::one(
-                                                    &host,
-                                                    Status::Ok,
-                                                    &format!("log level {level}"),
-                                                ),
-                                                Err(e) => Tally::one(&host, Status::Failed, &e),
-                                            },
-                                            _ => Tally::one(
-                                                &host,
-                                                Status::Failed,
-                                                "set-log-level takes one level or filter, like debug or astrolabe=debug,info",
-                                            ),
-                                        }
-                                    }
-                                    "collect" => {
-                                        tracing::warn!("collect requested over the overlay");
-                                        let (done, collected) = tokio::sync::oneshot::channel();
-                                        if agent.send(AgentCommand::Collect { done }).is_err() {
-                                            Tally::one(&host, Status::Failed, "agent stopping")
-                                        } else {
-                                            match tokio::time::timeout(COLLECT_WAIT, collected)
-                                                .await
-                                            {
-                                                Ok(Ok(())) => {
-                                                    Tally::one(&host, Status::Ok, "collected")
-                                                }
-                                                Ok(Err(_)) => Tally::one(
-                                                    &host,
-                                                    Status::Failed,
-                                                    "agent stopping",
-                                                ),
-                                                Err(_) => Tally::one(
-                                                    &host,
-                                                    Status::Failed,
-                                                    "collectors did not finish in time",
-                                                ),
-                                            }
-                                        }
-                                    }
-                                    _ => actions.run(&host, &name).await,
-                                };
-                                let _ = tx.send((qid, Outcome::Command(tally)));
-                            });
-                        }
-                    }
-                }
+                    };
+                    let _ = tx.send((qid, Outcome::Command(tally)));
+                });
+            }
+            LocalWork::Action { name } => {
+                let actions = self.actions.clone();
+                tokio::spawn(async move {
+                    let tally = actions.run(&host, &name).await;
+                    let _ = tx.send((qid, Outcome::Command(tally)));
+                });
             }
         }
-        sends
     }
 }
