@@ -58,7 +58,7 @@ fn at(node: &impl Spanned, message: impl Into<String>) -> AggregateError {
     AggregateError::new(message).at(start.line, start.column)
 }
 
-pub fn parse_select(sql: &str) -> Result<Select> {
+pub(crate) fn parse_select(sql: &str) -> Result<Select> {
     let statements = Parser::parse_sql(&GenericDialect {}, sql).map_err(|e| {
         AggregateError::new(
             e.to_string()

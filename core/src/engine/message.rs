@@ -238,7 +238,7 @@ impl Message {
 }
 
 /// Rows that fit one message, with the encoded length of its envelope.
-pub type RowBatch = (Vec<Arc<Row>>, usize);
+pub(crate) type RowBatch = (Vec<Arc<Row>>, usize);
 
 /// Packs rows into as few `Rows` messages as fit the size limit, each with
 /// the encoded length of its envelope (so it is not summed again). A row

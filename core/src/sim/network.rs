@@ -4,7 +4,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use crate::zone::ZonePath;
 
-pub const GOSSIP_PORT: u16 = 7946;
+pub(crate) const GOSSIP_PORT: u16 = 7946;
 
 /// Agent index -> a private IPv4 address (10.0.0.1 is agent 0). Never
 /// contacted: the simulator only uses addresses as names.
