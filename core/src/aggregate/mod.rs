@@ -182,8 +182,8 @@ impl AggregateSet {
         self.id
     }
 
-    /// Output column names of every statement, in declaration order (`members`
-    /// and `contacts` first).
+    /// Output column names of every statement, in declaration order (with
+    /// the defaults, `members` and `contacts` come first).
     pub fn columns(&self) -> &[Arc<str>] {
         &self.columns
     }

@@ -11,7 +11,7 @@ pub const MAX_OUTPUT_BYTES: usize = 256;
 /// How one host's run of a command ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Status {
-    /// Ran and exited with status 0.
+    /// Ran and succeeded.
     Ok,
     /// Did not succeed: a non-zero exit, an error running it, or the agent
     /// stopping.

@@ -151,7 +151,9 @@ pub enum OverlayMessage {
         qid: u64,
         /// The zone the reply answers for.
         zone: ZonePath,
-        /// Which reply this is; a higher version supersedes a lower one.
+        /// Which of the sender's replies for this task it is, counted up
+        /// with each one sent (0: the acknowledgement); chunks of different
+        /// versions are assembled apart.
         version: u32,
         /// This chunk's place, from 0.
         index: u16,

@@ -40,7 +40,7 @@ pub enum DropReason {
     /// The body did not decode.
     #[error("malformed message")]
     Malformed,
-    /// Longer than the agent's `max_datagram_bytes`.
+    /// Longer than the receiver's limit (`max_len`).
     #[error("datagram larger than the limit")]
     Oversized,
     /// A plain datagram where gossip is sealed.

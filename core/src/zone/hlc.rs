@@ -20,8 +20,7 @@ const COUNTER_MASK: u64 = (1 << COUNTER_BITS) - 1;
 pub struct Hlc(pub u64);
 
 impl Hlc {
-    /// The timestamp before every other: what an empty clock or a row never
-    /// seen compares as.
+    /// Zero, earlier than every real timestamp: what an empty clock holds.
     pub const ZERO: Hlc = Hlc(0);
 
     /// The timestamp of wall time `millis` (ms since the Unix epoch) and
