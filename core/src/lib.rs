@@ -11,6 +11,8 @@
 //! docs/ALGORITHM.md describes the protocol this code is checked against.
 
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![deny(unreachable_pub)]
 
 pub mod aggregate;
 pub mod engine;

@@ -40,7 +40,9 @@ fn value_of(index: i64) -> f64 {
 /// Counts of consecutive bins starting at `offset`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Bins {
+    /// Index of the first bin in `counts`.
     pub offset: i32,
+    /// Values counted per bin, from `offset` up.
     pub counts: Vec<u64>,
 }
 
@@ -159,14 +161,21 @@ impl Bins {
     }
 }
 
+/// A DDSketch: bins of positive and of negative values by magnitude, plus a
+/// count of zeros. Merged by adding counts; quantiles within `ALPHA` relative
+/// error.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DdSketch {
+    /// Bins of the values above zero.
     pub positive: Bins,
+    /// Bins of the magnitudes of the values below zero.
     pub negative: Bins,
+    /// Values with magnitude below 1e-9, counted as zero.
     pub zeros: u64,
 }
 
 impl DdSketch {
+    /// Values counted (saturating, so a forged sketch cannot overflow).
     pub fn count(&self) -> u64 {
         self.positive
             .total()
@@ -174,6 +183,7 @@ impl DdSketch {
             .saturating_add(self.zeros)
     }
 
+    /// Counts `x`; NaN and infinities are ignored.
     pub fn add(&mut self, x: f64) {
         if !x.is_finite() {
             return;
@@ -198,6 +208,7 @@ impl DdSketch {
         }
     }
 
+    /// Adds `other`'s counts to this sketch's.
     pub fn merge(&mut self, other: &DdSketch) {
         self.positive.merge(&other.positive);
         self.negative.merge(&other.negative);

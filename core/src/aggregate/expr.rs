@@ -6,31 +6,54 @@ use std::sync::Arc;
 
 use crate::zone::{Attributes, Value};
 
+/// A planned scalar expression. Evaluates with SQL's three-valued logic: a
+/// missing attribute, a type mismatch or an overflow is `Null`, never an error.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Expr {
+    /// An attribute of the row, by name; `Null` if the row lacks it.
     Column(Arc<str>),
+    /// A constant.
     Literal(Value),
+    /// `NOT e`.
     Not(Box<Expr>),
+    /// `-e`.
     Neg(Box<Expr>),
+    /// `e IS NULL`, or `e IS NOT NULL` when the flag is set.
     IsNull(Box<Expr>, bool),
+    /// `e IN (list)`, or `e NOT IN (list)` when the flag is set.
     InList(Box<Expr>, Vec<Expr>, bool),
+    /// `l op r`.
     Binary(Box<Expr>, BinOp, Box<Expr>),
 }
 
+/// Binary operators of WHERE clauses and aggregate arguments.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BinOp {
+    /// `=`
     Eq,
+    /// `<>` or `!=`
     NotEq,
+    /// `<`
     Lt,
+    /// `<=`
     LtEq,
+    /// `>`
     Gt,
+    /// `>=`
     GtEq,
+    /// `AND`, three-valued.
     And,
+    /// `OR`, three-valued.
     Or,
+    /// `+`
     Plus,
+    /// `-`
     Minus,
+    /// `*`
     Multiply,
+    /// `/`, always a float; `Null` on division by zero.
     Divide,
+    /// `%`
     Modulo,
 }
 
@@ -112,6 +135,7 @@ fn arith(op: BinOp, a: &Value, b: &Value) -> Value {
 }
 
 impl Expr {
+    /// The value of the expression for one row's attributes.
     pub fn eval(&self, attrs: &Attributes) -> Value {
         match self {
             Expr::Column(name) => attrs.get(name).cloned().unwrap_or(Value::Null),

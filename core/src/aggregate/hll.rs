@@ -7,14 +7,19 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Bits of the hash that pick a register.
 pub const PRECISION: u32 = 8;
+/// Number of registers, 2^PRECISION = 256.
 pub const REGISTERS: usize = 1 << PRECISION;
+/// Standard error of the estimate, 1.04 / sqrt(REGISTERS) = 6.5%.
 pub const STANDARD_ERROR: f64 = 1.04 / 16.0;
 
+/// A HyperLogLog's registers, sparse while few are set.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Hll {
     /// (register, rank) for the registers that are set, sorted.
     Sparse(Vec<(u8, u8)>),
+    /// All `REGISTERS` registers; the form past half full, where it is smaller.
     Dense(Vec<u8>),
 }
 
@@ -25,6 +30,7 @@ impl Default for Hll {
 }
 
 impl Hll {
+    /// Counts a value by its 64-bit hash (see `value_hash`).
     pub fn add_hash(&mut self, hash: u64) {
         let register = (hash >> (64 - PRECISION)) as u8;
         let rest = hash << PRECISION;
@@ -74,6 +80,8 @@ impl Hll {
         }
     }
 
+    /// Takes the maximum of each register with `other`'s: the union of the two
+    /// sets.
     pub fn merge(&mut self, other: &Hll) {
         match other {
             Hll::Sparse(items) => {
@@ -91,6 +99,8 @@ impl Hll {
         }
     }
 
+    /// The estimated number of distinct values (with the small-range
+    /// correction).
     pub fn estimate(&self) -> u64 {
         let regs = self.registers();
         let m = REGISTERS as f64;

@@ -44,14 +44,19 @@ pub const DEFAULT_AGGREGATES: &str =
 /// A compile error: what is wrong, which statement, and where.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AggregateError {
+    /// What is wrong, in words for the person who wrote the SQL.
     pub message: String,
     /// 1-based index among the statements compiled together.
     pub statement: Option<usize>,
+    /// 1-based line in the statement's text, when the parser knows it.
     pub line: Option<u64>,
+    /// 1-based column in that line, when the parser knows it.
     pub column: Option<u64>,
 }
 
 impl AggregateError {
+    /// An error with only a message; position and statement are added where
+    /// they are known.
     pub fn new(message: impl Into<String>) -> Self {
         AggregateError {
             message: message.into(),
@@ -171,10 +176,14 @@ impl AggregateSet {
         Ok(())
     }
 
+    /// Unique per compiled set (taken from a process-wide counter), so per-row
+    /// caches of leaf states know which set they were computed under.
     pub fn id(&self) -> u64 {
         self.id
     }
 
+    /// Output column names of every statement, in declaration order (with
+    /// the defaults, `members` and `contacts` come first).
     pub fn columns(&self) -> &[Arc<str>] {
         &self.columns
     }
@@ -184,6 +193,7 @@ impl AggregateSet {
         &self.sources
     }
 
+    /// One empty state per column: what a zone with no selected leaf holds.
     pub fn empty_states(&self) -> States {
         self.selects
             .iter()

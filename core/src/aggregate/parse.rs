@@ -16,38 +16,61 @@ use crate::zone::Value;
 /// Largest `n` of first/random/topk: their state travels in every row.
 pub const MAX_ITEMS: u32 = 64;
 
+/// An aggregate function of a column, with its planned arguments.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Func {
     /// `count(*)` (None) or `count(x)` (non-null x).
     Count(Option<Expr>),
+    /// `sum(x)`: an integer while every value is one.
     Sum(Expr),
+    /// `avg(x)`.
     Avg(Expr),
+    /// `min(x)` in the order of `compare`.
     Min(Expr),
+    /// `max(x)` in the order of `compare`.
     Max(Expr),
+    /// `quantile(q, x)`, 0 < q < 1, from a DDSketch.
     Quantile(f64, Expr),
+    /// `first(n, x ORDER BY key [DESC])`: the `x` of the `n` rows with the
+    /// smallest (largest) keys.
     First {
+        /// How many items are kept (at most `MAX_ITEMS`).
         n: u32,
+        /// The value listed.
         value: Expr,
+        /// The ordering key.
         key: Expr,
+        /// Largest keys first.
         desc: bool,
     },
+    /// `random(n, x)`: a deterministic sample of `n` values.
     Random(u32, Expr),
+    /// `topk(n, name, value)`: the `n` (name, value) pairs with the largest
+    /// values.
     TopK(u32, Expr, Expr),
+    /// `bit_or(x)` of integer values.
     BitOr(Expr),
+    /// `bit_and(x)` of integer values.
     BitAnd(Expr),
+    /// `count_distinct(x)`, estimated by HyperLogLog.
     CountDistinct(Expr),
 }
 
+/// One output column of a SELECT: `func AS name`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Column {
+    /// The output name, the attribute the zone row carries.
     pub name: Arc<str>,
+    /// The function that computes it.
     pub func: Func,
 }
 
 /// One SELECT: its columns and its WHERE clause.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Select {
+    /// The columns, in the order written.
     pub columns: Vec<Column>,
+    /// The WHERE clause: a leaf it is not true for contributes empty states.
     pub filter: Option<Expr>,
 }
 
@@ -58,7 +81,7 @@ fn at(node: &impl Spanned, message: impl Into<String>) -> AggregateError {
     AggregateError::new(message).at(start.line, start.column)
 }
 
-pub fn parse_select(sql: &str) -> Result<Select> {
+pub(crate) fn parse_select(sql: &str) -> Result<Select> {
     let statements = Parser::parse_sql(&GenericDialect {}, sql).map_err(|e| {
         AggregateError::new(
             e.to_string()

@@ -65,6 +65,7 @@ impl Func {
 pub struct Absent {
     /// The aggregate's output column.
     pub column: Arc<str>,
+    /// The attribute it reads.
     pub attribute: Arc<str>,
     /// An attribute some row has whose name contains this one, as
     /// `my-attr.x` contains `my` and `x` (what SQL reads unquoted

@@ -12,49 +12,76 @@ use super::expr::compare;
 use super::hll::Hll;
 use crate::zone::{fnv1a64, Value};
 
+/// The partial state of one aggregate column: what leaves contribute and zones
+/// merge, finalized into the column's value.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum State {
+    /// Rows counted (`count(*)`), or rows where the argument is not null.
     Count(u64),
     /// Integers are summed exactly; floats apart, so an all-integer sum
     /// stays an integer. `any` tells an empty sum (NULL) from zero.
     Sum {
+        /// Sum of the integer values (saturating).
         int: i64,
+        /// Sum of the float values.
         float: f64,
+        /// Whether any value was a float (the result is then a float).
         floats: bool,
+        /// Whether any value was summed at all.
         any: bool,
     },
+    /// Sum and count of the values, divided at finalize.
     Avg {
+        /// Sum of the values.
         sum: f64,
+        /// Number of values.
         count: u64,
     },
+    /// The least value so far.
     Min(Option<Value>),
+    /// The greatest value so far.
     Max(Option<Value>),
+    /// A quantile of the values, from their sketch.
     Quantile {
+        /// The quantile asked for, 0 < q < 1.
         q: f64,
+        /// The sketch of the values.
         sketch: DdSketch,
     },
     /// The `n` (key, value) items with the smallest keys (largest if
     /// `desc`), ties broken by the value.
     First {
+        /// How many items are kept.
         n: u32,
+        /// Largest keys first.
         desc: bool,
+        /// The (key, value) items kept, in order.
         items: Vec<(Value, Value)>,
     },
     /// A deterministic sample: the `n` values with the smallest hash.
     Random {
+        /// How many values are kept.
         n: u32,
+        /// The (hash, value) items with the smallest hashes.
         items: Vec<(u64, Value)>,
     },
     /// The `n` (name, value) pairs with the largest values.
     TopK {
+        /// How many pairs are kept.
         n: u32,
+        /// The (name, value) pairs, largest value first.
         items: Vec<(Value, f64)>,
     },
+    /// Bitwise OR of the integer values; `None` before the first.
     BitOr(Option<i64>),
+    /// Bitwise AND of the integer values; `None` before the first.
     BitAnd(Option<i64>),
+    /// An estimate of the number of distinct values.
     Distinct(Hll),
 }
 
+/// The hash a value is sampled (`random`) and counted (`count_distinct`) by:
+/// FNV-1a of its postcard encoding, mixed, so every agent and release agrees.
 pub fn value_hash(v: &Value) -> u64 {
     let bytes = postcard::to_allocvec(v).unwrap_or_default();
     // FNV alone mixes the high bits poorly for HyperLogLog; one
@@ -229,6 +256,7 @@ impl State {
         }
     }
 
+    /// The column's value: a number, a list, or `Null` for no input.
     pub fn finalize(&self) -> Value {
         match self {
             State::Count(c) => Value::Int(*c as i64),

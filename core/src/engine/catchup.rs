@@ -27,7 +27,7 @@ use super::message::Name;
 type NameRange = (Option<Name>, Option<Name>);
 
 #[derive(Debug, Clone)]
-pub struct Catchup {
+pub(crate) struct Catchup {
     /// Per table: name ranges `[lo, hi)` that a peer's digest showed we
     /// hold (`None` bounds are open), or None once the whole table is.
     tables: Vec<Option<Vec<NameRange>>>,
@@ -42,7 +42,7 @@ pub struct Catchup {
 impl Catchup {
     /// Ends after `rounds` rounds if nothing says a zone-mate is missing,
     /// after `bound` rounds whatever.
-    pub fn new(tables: usize, rounds: u64, bound: u64) -> Catchup {
+    pub(crate) fn new(tables: usize, rounds: u64, bound: u64) -> Catchup {
         Catchup {
             tables: vec![Some(Vec::new()); tables],
             elsewhere: vec![0; tables],
@@ -53,12 +53,12 @@ impl Catchup {
     }
 
     /// Caught up: every table covered, or out of rounds.
-    pub fn is_done(&self) -> bool {
+    pub(crate) fn is_done(&self) -> bool {
         self.done
     }
 
     /// Another agent's copy of our own entry of table `k` counted `members`.
-    pub fn seen_elsewhere(&mut self, k: usize, members: u64) {
+    pub(crate) fn seen_elsewhere(&mut self, k: usize, members: u64) {
         if let Some(m) = self.elsewhere.get_mut(k) {
             *m = (*m).max(members);
         }
@@ -66,7 +66,7 @@ impl Catchup {
 
     /// A peer's digest part of table `k`, over `[lo, hi)`, listed no name
     /// this agent lacks.
-    pub fn covered(&mut self, k: usize, lo: Option<&Name>, hi: Option<&Name>) {
+    pub(crate) fn covered(&mut self, k: usize, lo: Option<&Name>, hi: Option<&Name>) {
         if self.is_done() {
             return;
         }
@@ -82,7 +82,7 @@ impl Catchup {
 
     /// One gossip round passed; `own_members(k)` is what our own entry of
     /// table `k` counts now.
-    pub fn round(&mut self, own_members: impl Fn(usize) -> u64) {
+    pub(crate) fn round(&mut self, own_members: impl Fn(usize) -> u64) {
         if self.done {
             return;
         }

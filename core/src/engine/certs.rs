@@ -37,21 +37,28 @@ const MAX_REMEMBERED_REFUSALS: usize = 1024;
 /// Who may sign certificates, and where refusals are counted.
 #[derive(Debug, Clone, Default)]
 pub struct CertConfig {
+    /// Operator keys whose signatures on a certificate are accepted.
     pub trusted: TrustedKeys,
+    /// Where refused certificates are counted, shared with `/metrics`.
     pub refusals: Arc<SignatureRefusals>,
 }
 
 /// Why a certificate handed to `install_certificate` was not applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum CertError {
+    /// The signature check failed, for the reason given.
     #[error("refused: {}", .0.label())]
     Refused(RefusalReason),
+    /// The certificate's zone does not contain this agent's leaf.
     #[error("this agent is not in the certificate's zone; send it to an agent of that zone")]
     NotHere,
+    /// An equal or newer certificate for the same zone and name is held.
     #[error("an equal or newer certificate for this zone and name is already held")]
     Stale,
 }
 
+/// The certificates an engine holds and the per-table aggregate sets they make;
+/// kept inside the engine.
 #[derive(Debug, Default)]
 pub struct CertState {
     /// By (zone, name).

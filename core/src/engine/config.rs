@@ -13,13 +13,19 @@ use crate::zone::{AgentId, ZonePath};
 /// `max_datagram_bytes - TRANSPORT_OVERHEAD_BYTES`.
 pub const TRANSPORT_OVERHEAD_BYTES: usize = 64;
 
+/// The parameters of one engine; `new` gives the defaults for an id, zone and
+/// address.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
+    /// The agent's id: contacts are the members with the lowest ids, and ties
+    /// of freshness go to the higher.
     pub id: AgentId,
     /// The agent's leaf zone, e.g. `/eu/fra/host7`; at least one level deep.
     pub zone: ZonePath,
     /// The address peers reach this agent at (may differ from the bind address).
     pub advertise: SocketAddr,
+    /// Agents to gossip with when this one knows no zone-mate, and now and then
+    /// to heal a partition.
     pub seeds: Vec<SocketAddr>,
     /// One gossip round.
     pub interval_ms: u64,
@@ -68,6 +74,9 @@ pub struct EngineConfig {
 }
 
 impl EngineConfig {
+    /// The defaults: a 1 s round, 1400-byte datagrams, leaf rows expiring after
+    /// 20 rounds (10 more per level), 3 representatives and 2 pushers per zone,
+    /// and the RNG seeded with the id.
     pub fn new(id: AgentId, zone: ZonePath, advertise: SocketAddr) -> Self {
         EngineConfig {
             id,

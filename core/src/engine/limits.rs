@@ -51,6 +51,7 @@ pub enum Limit {
 }
 
 impl Limit {
+    /// Every limit, in the order of its counter index (`Limit as usize`).
     pub const ALL: [Limit; 10] = [
         Limit::RowsPerTable,
         Limit::ZonesPerLevel,
@@ -64,6 +65,7 @@ impl Limit {
         Limit::HttpReadTimeout,
     ];
 
+    /// The limit's `limit` label in `astrolabe_limit_refusals_total`.
     pub fn label(self) -> &'static str {
         match self {
             Limit::RowsPerTable => "rows_per_table",
@@ -85,12 +87,20 @@ impl Limit {
 /// is forged, and merging two forged offsets would allocate the span.
 const SKETCH_INDEX_BOUND: i64 = 1 << 16;
 
+/// How much of what peers and clients send an agent takes in; the defaults are
+/// far above any honest cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
+    /// Rows a table holds at most (default 4096: a flat zone of 4096 hosts).
     pub rows_per_table: usize,
+    /// Zone names a table tracks, rows held plus dropped rows remembered
+    /// (default 8192).
     pub zones_per_level: usize,
+    /// Attributes of a leaf row, or columns of a zone row (default 256).
     pub attributes_per_row: usize,
+    /// Longest string value or attribute name, in bytes (default 1024).
     pub string_bytes: usize,
+    /// Longest list value, top-n list or sketch bin list (default 256).
     pub list_length: usize,
     /// Overlay tasks, and separately reply assemblies, held at once.
     pub pending_queries: usize,
@@ -165,6 +175,7 @@ impl Limits {
         refused
     }
 
+    /// Whether a row's body is within the limits (a tombstone always is).
     pub fn check_row(&self, row: &Row) -> Result<(), Limit> {
         match row.body.body() {
             Body::Leaf(attrs) => self.check_attributes(attrs),
@@ -173,6 +184,8 @@ impl Limits {
         }
     }
 
+    /// Whether a leaf's attributes are within the count, string and list
+    /// limits.
     pub fn check_attributes(&self, attrs: &Attributes) -> Result<(), Limit> {
         if attrs.len() > self.attributes_per_row {
             return Err(Limit::AttributesPerRow);
@@ -184,6 +197,8 @@ impl Limits {
         Ok(())
     }
 
+    /// Whether a zone's states are within the count, string and list limits,
+    /// and plausible (sketch ranges, HLL sizes).
     pub fn check_states(&self, states: &States) -> Result<(), Limit> {
         if states.len() > self.attributes_per_row {
             return Err(Limit::AttributesPerRow);
@@ -209,6 +224,8 @@ impl Limits {
         Ok(())
     }
 
+    /// Whether a value's strings and lists, nested ones included, are within
+    /// the limits.
     pub fn check_value(&self, value: &Value) -> Result<(), Limit> {
         match value {
             Value::Str(s) => self.check_string(s),
@@ -289,10 +306,12 @@ fn check_sketch(sketch: &DdSketch) -> Result<(), Limit> {
 pub struct LimitCounters([AtomicU64; Limit::ALL.len()]);
 
 impl LimitCounters {
+    /// Counts one refusal by `limit`.
     pub fn count(&self, limit: Limit) {
         self.0[limit as usize].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts `n` refusals by `limit`.
     pub fn add(&self, limit: Limit, n: u64) {
         self.0[limit as usize].fetch_add(n, Ordering::Relaxed);
     }
@@ -302,6 +321,7 @@ impl LimitCounters {
         self.0[limit as usize].store(n, Ordering::Relaxed);
     }
 
+    /// Refusals by `limit` so far.
     pub fn get(&self, limit: Limit) -> u64 {
         self.0[limit as usize].load(Ordering::Relaxed)
     }

@@ -21,11 +21,16 @@ pub type Name = compact_str::CompactString;
 /// two share (those of their common ancestors).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Envelope {
+    /// The sender's agent id; a message from this agent's own id is dropped.
     pub sender: AgentId,
+    /// The sender's leaf zone: the depth it shares with the receiver's says
+    /// which tables the message may touch.
     pub sender_zone: ZonePath,
+    /// What is said.
     pub message: Message,
 }
 
+/// One gossip message (see docs/ALGORITHM.md for the exchange).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Message {
     /// What the sender holds of some shared tables (push-pull step 1).
@@ -33,7 +38,10 @@ pub enum Message {
     /// include the rows of the sender's own ancestors, whose contacts lead
     /// it to them.
     Digest {
+        /// The sender knows no zone-mate yet.
         lonely: bool,
+        /// One digest per shared table, or per part of a table too large for
+        /// one datagram.
         tables: Vec<TableDigest>,
     },
     /// Rows the sender lacks or holds older versions of (step 2).
@@ -48,19 +56,31 @@ pub enum Message {
     Refresh(Vec<Refresh>),
     /// A hash of the sender's aggregate certificates for zones of depth
     /// up to `depth` (see `engine/certs.rs`); sent only by agents holding any.
-    CertDigest { depth: u8, hash: u64 },
+    CertDigest {
+        /// Depth of the deepest zones the hash covers.
+        depth: u8,
+        /// A 64-bit hash of those certificates.
+        hash: u64,
+    },
     /// Aggregate certificates for the zones both agents share; `answer`:
     /// the receiver should send back its own if they differ.
     Certs {
+        /// The receiver should send its own back if they differ.
         answer: bool,
+        /// The certificates, each verified by the receiver before use.
         certs: Vec<Arc<crate::security::certificate::AggregateCertificate>>,
     },
 }
 
+/// New freshness for a row the receiver holds with the same content: a
+/// heartbeat without the body.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Refresh {
+    /// The row's zone.
     pub zone: ZonePath,
+    /// Its new freshness.
     pub freshness: Freshness,
+    /// Who issued it.
     pub issuer: AgentId,
     /// Low bits of the content fingerprint the receiver must hold.
     pub content: u32,
@@ -70,22 +90,31 @@ pub struct Refresh {
 /// when the whole table does not fit one datagram.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TableDigest {
+    /// The table's zone.
     pub zone: ZonePath,
     /// Greatest `issued` in `entries`; each entry stores its distance from
     /// it, which is small and so short as a varint.
     pub newest: Hlc,
+    /// One entry per row of the table (or of the `[lo, hi)` part), sorted by
+    /// name.
     pub entries: Vec<DigestEntry>,
     /// Hash of the contacts of the sender's own child in this table (see
     /// `contacts_check`): a receiver that knows that zone with other
     /// contacts sends its copy, so split groups of one zone find each other.
     pub own_contacts: u32,
+    /// First name covered; `None` from the start.
     pub lo: Option<Name>,
+    /// First name past the part covered; `None` to the end.
     pub hi: Option<Name>,
 }
 
+/// What a digest says of one row, in a few bytes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DigestEntry {
+    /// The child's name in the table.
     pub name: Name,
+    /// `newest.issued - issued`: its distance from the digest's newest, small
+    /// as a varint.
     pub age: u64,
     /// Hash of the rest of the freshness (inputs, issuer): equal `issued`
     /// with a different check means "different rows, order unknown".
@@ -94,8 +123,10 @@ pub struct DigestEntry {
     pub content: u32,
 }
 
+/// Rows one agent asks of a table after a digest (push-pull step 2).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TableRequest {
+    /// The table's zone.
     pub zone: ZonePath,
     /// Names wanted, each with the content the requester holds (0 for
     /// none), so that the answer can be a `Refresh` when that is enough.
@@ -103,16 +134,20 @@ pub struct TableRequest {
 }
 
 impl TableDigest {
+    /// Whether `name` lies in the part `[lo, hi)` this digest covers.
     pub fn covers(&self, name: &str) -> bool {
         self.lo.as_deref().is_none_or(|lo| name >= lo)
             && self.hi.as_deref().is_none_or(|hi| name < hi)
     }
 
+    /// The `issued` timestamp an entry stands for.
     pub fn issued_of(&self, entry: &DigestEntry) -> Hlc {
         Hlc(self.newest.0.saturating_sub(entry.age))
     }
 }
 
+/// A 32-bit FNV-1a of a contact list, as `TableDigest::own_contacts` carries
+/// it.
 pub fn contacts_check(contacts: &[std::net::SocketAddr]) -> u32 {
     use std::fmt::Write;
     // Each address's text, fed as it is formatted (no string per contact
@@ -125,6 +160,8 @@ pub fn contacts_check(contacts: &[std::net::SocketAddr]) -> u32 {
     h.finish()
 }
 
+/// A 32-bit FNV-1a of the freshness's `inputs` and the issuer, as
+/// `DigestEntry::check` carries it.
 pub fn freshness_check(freshness: &Freshness, issuer: AgentId) -> u32 {
     let mut h = Fnv1a32::new();
     h.write(&freshness.inputs.to_le_bytes());
@@ -137,6 +174,7 @@ pub fn freshness_check(freshness: &Freshness, issuer: AgentId) -> u32 {
 /// and walking them through serde for it was a visible share of a round.
 /// `encoded_len_is_exact_for_every_variant` holds these to the encoder.
 pub trait WireLen {
+    /// Its exact postcard length, in bytes.
     fn wire_len(&self) -> usize;
 }
 
@@ -212,16 +250,20 @@ impl Envelope {
         header + self.message.encoded_len()
     }
 
+    /// The postcard encoding, without the transport's version byte (see
+    /// `transport::encode`).
     pub fn encode(&self) -> Vec<u8> {
         postcard::to_allocvec(self).unwrap_or_default()
     }
 
+    /// Decodes a postcard encoding made by `encode`.
     pub fn decode(bytes: &[u8]) -> Result<Envelope, postcard::Error> {
         postcard::from_bytes(bytes)
     }
 }
 
 impl Message {
+    /// Exact postcard length, using the rows' cached sizes.
     pub fn encoded_len(&self) -> usize {
         // One byte of variant tag precedes every variant's fields.
         1 + match self {
@@ -238,7 +280,7 @@ impl Message {
 }
 
 /// Rows that fit one message, with the encoded length of its envelope.
-pub type RowBatch = (Vec<Arc<Row>>, usize);
+pub(crate) type RowBatch = (Vec<Arc<Row>>, usize);
 
 /// Packs rows into as few `Rows` messages as fit the size limit, each with
 /// the encoded length of its envelope (so it is not summed again). A row

@@ -48,23 +48,32 @@ pub const MAX_CLOCK_AHEAD_MS: u64 = 5 * 60 * 1000;
 /// clock for the hybrid logical clock. Both in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Now {
+    /// Monotonic milliseconds: rounds, expiry and push gaps count in these.
     pub mono_ms: u64,
+    /// Wall-clock milliseconds since the Unix epoch: what the hybrid clock and
+    /// the future-row check read.
     pub wall_ms: u64,
 }
 
 /// What the engine asks its driver to do.
 #[derive(Debug, Clone)]
 pub enum Effect {
+    /// Send `envelope` to `to` in one datagram.
     Send {
+        /// The peer's gossip address.
         to: SocketAddr,
+        /// The message, to be encoded by the transport.
         envelope: Envelope,
         /// `envelope.encoded_len()`, computed once for the size check.
         bytes: usize,
     },
 }
 
+/// Why an engine could not be made.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum EngineError {
+    /// The root cannot be an agent's zone: an agent is a leaf with at least one
+    /// ancestor to share tables under.
     #[error("an agent's zone must be below the root, like /local/host1 (got {0})")]
     RootZone(ZonePath),
 }
@@ -98,6 +107,8 @@ struct DigestAnswer {
     bump_own: bool,
 }
 
+/// One agent's gossip state machine: its tables (one per ancestor zone), its
+/// clock and its own rows, driven by `handle`, `tick` and `leave`.
 pub struct Engine {
     cfg: EngineConfig,
     aggregates: Arc<AggregateSet>,
@@ -135,6 +146,9 @@ pub struct Engine {
 }
 
 impl Engine {
+    /// An engine for the leaf `cfg.zone` holding `attrs` as its row, with its
+    /// own row issued and its ancestors' rows computed; it sends nothing until
+    /// the first `tick`.
     pub fn new(
         cfg: EngineConfig,
         aggregates: Arc<AggregateSet>,
@@ -205,22 +219,27 @@ impl Engine {
         Ok(engine)
     }
 
+    /// The agent's id.
     pub fn id(&self) -> AgentId {
         self.cfg.id
     }
 
+    /// The agent's leaf zone.
     pub fn zone(&self) -> &ZonePath {
         &self.cfg.zone
     }
 
+    /// The parameters it was made with.
     pub fn config(&self) -> &EngineConfig {
         &self.cfg
     }
 
+    /// The base aggregate set (certificates may add to it per table).
     pub fn aggregates(&self) -> &Arc<AggregateSet> {
         &self.aggregates
     }
 
+    /// Its counters (`astrolabe_gossip_*`).
     pub fn stats(&self) -> &Stats {
         &self.stats
     }
@@ -235,6 +254,7 @@ impl Engine {
         &self.tables
     }
 
+    /// Whether `leave` was called: the engine then sends and takes in nothing.
     pub fn has_left(&self) -> bool {
         self.left
     }
@@ -342,6 +362,8 @@ impl Engine {
         std::mem::take(&mut self.outbox)
     }
 
+    /// Runs a gossip round if one is due (expiry, partner digests, pushes,
+    /// seeds) and returns the messages to send.
     pub fn tick(&mut self, now: Now) -> Vec<Effect> {
         if self.left {
             return Vec::new();
@@ -356,6 +378,9 @@ impl Engine {
         self.finish(now)
     }
 
+    /// Takes in one received message and returns the answers and relays it
+    /// causes. Messages from itself or from an agent claiming its own zone are
+    /// dropped.
     pub fn handle(&mut self, now: Now, from: SocketAddr, envelope: Envelope) -> Vec<Effect> {
         if self.left {
             return Vec::new();

@@ -7,6 +7,7 @@ use crate::zone::{AgentId, Freshness, Hlc, Row, ZonePath};
 
 use super::message::{freshness_check, DigestEntry, Name};
 
+/// One row of a table and what the engine keeps beside it.
 #[derive(Debug, Clone)]
 pub struct Entry {
     /// The row as last received. A heartbeat (`Table::refresh`) moves only
@@ -50,6 +51,7 @@ impl Entry {
         self.content as u32
     }
 
+    /// The row's latest freshness (heartbeats included).
     pub fn freshness(&self) -> Freshness {
         self.freshness
     }
@@ -68,6 +70,7 @@ impl Entry {
         })
     }
 
+    /// The issuer of the latest freshness.
     pub fn issuer(&self) -> AgentId {
         self.issuer
     }
@@ -86,7 +89,10 @@ struct Dead {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Offer {
     /// Installed; `content_changed` is false for a heartbeat.
-    Installed { content_changed: bool },
+    Installed {
+        /// Whether the body changed (false for a heartbeat).
+        content_changed: bool,
+    },
     /// Not fresher than what the table holds or remembers.
     Stale,
 }
@@ -120,9 +126,13 @@ struct Slot {
     entry: Entry,
 }
 
+/// The rows of the children of one ancestor zone, sorted by name, with the
+/// names of dropped rows remembered until they may be forgotten.
 #[derive(Debug, Clone)]
 pub struct Table {
+    /// The ancestor zone whose children the rows are.
     pub zone: ZonePath,
+    /// Depth of that zone: 0 for the root's table.
     pub depth: usize,
     /// Name of the child this agent belongs to (its own row, or its
     /// ancestor's row, which it computes itself).
@@ -143,6 +153,8 @@ pub struct Table {
 }
 
 impl Table {
+    /// An empty table of `zone` (at `depth`), where this agent's child is
+    /// `own`; it starts dirty so the parent row is computed at once.
     pub fn new(zone: ZonePath, depth: usize, own: Name) -> Table {
         Table {
             zone,
@@ -169,6 +181,7 @@ impl Table {
         cmp_names(self.own_key, &self.own, name_key(name), name).is_eq()
     }
 
+    /// The entry for `name`.
     pub fn get(&self, name: &str) -> Option<&Entry> {
         self.find(name).ok().map(|i| &self.rows[i].entry)
     }
@@ -178,22 +191,27 @@ impl Table {
         &self.rows[index].entry
     }
 
+    /// This agent's own row (or its ancestor's) in this table.
     pub fn own_row(&self) -> Option<&Arc<Row>> {
         self.get(&self.own).map(|e| &e.row)
     }
 
+    /// Every entry, sorted by name.
     pub fn entries(&self) -> impl Iterator<Item = (&Name, &Entry)> {
         self.rows.iter().map(|s| (&s.name, &s.entry))
     }
 
+    /// Every row as last received (see `Entry::row`), sorted by name.
     pub fn rows(&self) -> impl Iterator<Item = &Arc<Row>> {
         self.rows.iter().map(|s| &s.entry.row)
     }
 
+    /// Rows held, tombstones included.
     pub fn len(&self) -> usize {
         self.rows.len()
     }
 
+    /// Whether the table holds no row.
     pub fn is_empty(&self) -> bool {
         self.rows.is_empty()
     }
@@ -203,6 +221,7 @@ impl Table {
         self.dead.len()
     }
 
+    /// Whether a dropped row of `name` is remembered.
     pub fn remembers(&self, name: &str) -> bool {
         self.dead.contains_key(name)
     }
@@ -355,6 +374,7 @@ impl Table {
         }
     }
 
+    /// The greatest `issued` of the rows; `Hlc::ZERO` when empty.
     pub fn newest(&self) -> Hlc {
         self.rows
             .iter()

@@ -8,16 +8,22 @@ pub const MAX_OUTPUTS: usize = 32;
 /// Bytes of one host's output kept (stdout and stderr, tail first cut).
 pub const MAX_OUTPUT_BYTES: usize = 256;
 
+/// How one host's run of a command ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Status {
+    /// Ran and succeeded.
     Ok,
+    /// Did not succeed: a non-zero exit, an error running it, or the agent
+    /// stopping.
     Failed,
+    /// This host has no action of that name configured.
     NotConfigured,
     /// Not run: the operator signature was missing, wrong or expired.
     Refused,
 }
 
 impl Status {
+    /// The status's `status` label, as the API and the metrics print it.
     pub fn label(self) -> &'static str {
         match self {
             Status::Ok => "ok",
@@ -28,20 +34,29 @@ impl Status {
     }
 }
 
+/// One host's outcome and what it printed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HostOutput {
+    /// The host's zone path.
     pub host: String,
+    /// How its run ended.
     pub status: Status,
+    /// Its output, trimmed and cut to `MAX_OUTPUT_BYTES`.
     pub output: String,
 }
 
 /// Counts of a command's outcomes over a subtree, with some outputs.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Tally {
+    /// Hosts whose run succeeded.
     pub ok: u32,
+    /// Hosts whose run failed.
     pub failed: u32,
+    /// Hosts without the action configured.
     pub not_configured: u32,
+    /// Hosts that refused the command's signature.
     pub refused: u32,
+    /// Up to `MAX_OUTPUTS` hosts' outputs, failures first.
     pub outputs: Vec<HostOutput>,
 }
 
@@ -78,6 +93,8 @@ impl Tally {
         t
     }
 
+    /// Adds another subtree's counts and keeps the first `MAX_OUTPUTS` outputs,
+    /// failures first.
     pub fn merge(&mut self, other: &Tally) {
         self.ok += other.ok;
         self.failed += other.failed;

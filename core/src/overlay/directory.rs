@@ -8,6 +8,7 @@ use crate::zone::ZonePath;
 /// One child zone as its gossiped row describes it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChildZone {
+    /// The child zone's path.
     pub zone: ZonePath,
     /// Its representatives (for a host: the host itself).
     pub contacts: Vec<SocketAddr>,
@@ -17,6 +18,8 @@ pub struct ChildZone {
 
 /// The children of the zones this agent holds a table for (its ancestors).
 pub trait Directory {
+    /// The children of `zone` as this agent's table of it lists them; `None` if
+    /// it holds no table for `zone`.
     fn children(&self, zone: &ZonePath) -> Option<Vec<ChildZone>>;
 
     /// Whether the tables are complete enough to answer for the zones

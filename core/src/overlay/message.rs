@@ -22,23 +22,32 @@ pub const MAX_CHUNKS: usize = 64;
 /// Missing zones one reply names; the rest are only counted.
 pub const MAX_MISSING: usize = 64;
 
+/// What an on-demand request asks every host of a zone.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Request {
+    /// An on-demand query (see `query`).
     Query {
+        /// Its SQL text, at most `query::MAX_SQL_BYTES`.
         sql: String,
     },
+    /// A named action each host runs, if configured.
     Command {
+        /// The action's name.
         name: String,
+        /// Its arguments.
         args: Vec<String>,
         /// The operator's signature; required where trusted keys are configured.
         seal: Option<crate::security::command::CommandSeal>,
     },
 }
 
+/// Why a request got no answer from a node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum RequestError {
+    /// The zone asked for is none this node knows.
     #[error("unknown zone {0}")]
     UnknownZone(String),
+    /// The query did not parse or plan; the message says why.
     #[error("{0}")]
     BadQuery(String),
     /// The agent asked has just started and is still learning the zone
@@ -55,10 +64,14 @@ pub enum RequestError {
     Overloaded(u32),
 }
 
+/// What a reply carries.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Outcome {
+    /// A query's partial result.
     Query(Partial),
+    /// A command's counts and outputs.
     Command(Tally),
+    /// The request failed where it was asked.
     Error(RequestError),
 }
 
@@ -72,11 +85,13 @@ pub struct Reply {
     /// parent passes a settled reply up at once instead of at its flush
     /// gap, so dead hosts do not slow down the live coverage.
     pub settled: bool,
+    /// The subtree's answer so far.
     pub outcome: Outcome,
     /// Hosts whose answer is in `outcome`.
     pub answered: u32,
     /// Hosts the subtree has, by the gossiped member counts.
     pub expected: u32,
+    /// Live zones of the subtree without an answer yet, at most `MAX_MISSING`.
     pub missing: Vec<ZonePath>,
     /// Missing zones beyond `MAX_MISSING`.
     pub missing_more: u32,
@@ -115,32 +130,48 @@ impl Reply {
     }
 }
 
+/// A datagram between overlay nodes.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum OverlayMessage {
     /// Answer for `zone` within `budget_ms`.
     Ask {
+        /// The request's id, chosen by the agent that started it.
         qid: u64,
+        /// The zone to answer for.
         zone: ZonePath,
+        /// The request itself.
         request: Arc<Request>,
+        /// Time the receiver has to answer, in ms.
         budget_ms: u32,
     },
     /// Part `index` of `count` of the encoded `Reply` number `version`
     /// for `zone`.
     Chunk {
+        /// The request's id.
         qid: u64,
+        /// The zone the reply answers for.
         zone: ZonePath,
+        /// Which of the sender's replies for this task it is, counted up
+        /// with each one sent (0: the acknowledgement); chunks of different
+        /// versions are assembled apart.
         version: u32,
+        /// This chunk's place, from 0.
         index: u16,
+        /// Chunks the reply takes.
         count: u16,
+        /// The chunk's share of the encoded `Reply`.
         bytes: Vec<u8>,
     },
 }
 
 impl OverlayMessage {
+    /// The postcard encoding, without the transport's frame byte (see
+    /// `transport::encode_overlay`).
     pub fn encode(&self) -> Vec<u8> {
         postcard::to_allocvec(self).unwrap_or_default()
     }
 
+    /// Decodes a postcard encoding made by `encode`.
     pub fn decode(bytes: &[u8]) -> Result<OverlayMessage, postcard::Error> {
         postcard::from_bytes(bytes)
     }
@@ -207,7 +238,10 @@ pub fn chunk_reply(qid: u64, zone: &ZonePath, version: u32, reply: &Reply) -> Ve
 /// Chunks of one reply being put back together.
 #[derive(Debug)]
 pub struct Assembly {
+    /// The chunks received, by index; `None` until each arrives.
     pub parts: Vec<Option<Vec<u8>>>,
+    /// When the first chunk came (ms): an assembly still incomplete 5 s later
+    /// is dropped.
     pub started_ms: u64,
 }
 
@@ -215,6 +249,7 @@ pub struct Assembly {
 pub type AssemblyKey = (SocketAddr, u64, ZonePath, u32);
 
 impl Assembly {
+    /// Room for `count` chunks, started at `now_ms`.
     pub fn new(count: u16, now_ms: u64) -> Assembly {
         Assembly {
             parts: vec![None; count as usize],

@@ -27,23 +27,40 @@ use crate::zone::ZonePath;
 /// Effects of the overlay, for its driver to carry out.
 #[derive(Debug, Clone)]
 pub enum OverlayEffect {
+    /// Send `message` to `to`.
     Send {
+        /// The peer's gossip address.
         to: SocketAddr,
+        /// The message, to be framed by the transport.
         message: OverlayMessage,
     },
     /// Answer `request` for this host and call `local_done`.
-    Local { qid: u64, request: Arc<Request> },
+    Local {
+        /// The request's id, for `local_done`.
+        qid: u64,
+        /// What to answer.
+        request: Arc<Request>,
+    },
     /// The answer of a request started here, as it stands (`last`: final).
-    Answer { qid: u64, answer: Answer },
+    Answer {
+        /// The id `start` returned.
+        qid: u64,
+        /// The answer as it stands.
+        answer: Answer,
+    },
 }
 
 /// What the caller of `start` is told.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Answer {
+    /// The answer as it stands; `reply.last` says it is final.
     pub reply: Reply,
+    /// Time since the request started, in ms.
     pub elapsed_ms: u64,
 }
 
+/// The parameters of an overlay node; `new` gives the defaults (fanout 2, 75%
+/// of the remaining time to each child, 10 s linger).
 #[derive(Debug, Clone)]
 pub struct OverlayConfig {
     /// The gossip address this agent is reached at.
@@ -56,6 +73,8 @@ pub struct OverlayConfig {
     pub child_share_percent: u64,
     /// How long a finished task remembers its reply for late duplicates.
     pub linger_ms: u64,
+    /// Seed of this agent's request ids, so that two agents' ids do not
+    /// collide.
     pub qid_seed: u64,
     /// Most tasks, and separately most reply assemblies, held at once: a
     /// peer asking without end cannot grow this agent's memory.
@@ -63,6 +82,7 @@ pub struct OverlayConfig {
 }
 
 impl OverlayConfig {
+    /// The defaults for an agent at `addr` in leaf zone `zone`.
     pub fn new(addr: SocketAddr, zone: ZonePath, qid_seed: u64) -> OverlayConfig {
         OverlayConfig {
             addr,
@@ -280,11 +300,16 @@ impl Task {
 /// Counters for the simulator and the agent's metrics.
 #[derive(Debug, Clone, Default)]
 pub struct OverlayStats {
+    /// Asks sent to child zones' contacts.
     pub asks_sent: u64,
+    /// Reply chunks sent.
     pub chunks_sent: u64,
     /// Encoded reply bytes sent (chunk payloads).
     pub reply_bytes: u64,
+    /// Asks sent again to a child zone that has not answered, or whose reply
+    /// was lost.
     pub retries: u64,
+    /// Datagrams, chunks or assembled replies that did not decode.
     pub malformed: u64,
     /// Requests, asks and reply assemblies refused at `max_pending`.
     pub pending_refused: u64,
@@ -294,6 +319,8 @@ pub struct OverlayStats {
     pub live_peak: usize,
 }
 
+/// One agent's overlay node: the tasks of the requests it takes part in, driven
+/// by received messages, `tick` and local answers, returning `OverlayEffect`s.
 pub struct Overlay {
     cfg: OverlayConfig,
     tasks: BTreeMap<(u64, ZonePath), Task>,
@@ -371,6 +398,7 @@ fn merge_outcome(query: Option<&Query>, acc: &mut Option<Outcome>, other: &Outco
 }
 
 impl Overlay {
+    /// A node with no task yet.
     pub fn new(cfg: OverlayConfig) -> Overlay {
         let next_qid = cfg.qid_seed | 1;
         Overlay {
@@ -387,10 +415,12 @@ impl Overlay {
         }
     }
 
+    /// Its counters.
     pub fn stats(&self) -> &OverlayStats {
         &self.stats
     }
 
+    /// The parameters it was made with.
     pub fn config(&self) -> &OverlayConfig {
         &self.cfg
     }

@@ -62,6 +62,7 @@ pub const COLUMNS_COLUMNS: &[&str] = &["zone", "host", "table_name", "column_nam
 /// with how many lack each.
 pub type Lacking = BTreeMap<String, u32>;
 
+/// Why a query was refused: the parser's or planner's message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct QueryError(pub String);
@@ -76,15 +77,19 @@ fn err<T>(message: impl Into<String>) -> Result<T, QueryError> {
     Err(QueryError(message.into()))
 }
 
+/// The table a query reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
+    /// `host`: one row per host, its leaf attributes plus `zone` and `host`.
     Host,
+    /// `process`: one row per process of every host (`PROCESS_COLUMNS`).
     Process,
     /// The columns of `host` and `process` on every host.
     Columns,
 }
 
 impl Source {
+    /// The table's name in SQL.
     pub fn name(self) -> &'static str {
         match self {
             Source::Host => "host",
@@ -107,7 +112,9 @@ impl Source {
 /// What one host holds for queries.
 #[derive(Debug, Clone, Default)]
 pub struct LocalData {
+    /// The host's leaf attributes and collector samples.
     pub host: Attributes,
+    /// One row per process, with the `PROCESS_COLUMNS`.
     pub processes: Vec<Attributes>,
 }
 
@@ -124,7 +131,9 @@ enum Item {
 /// A planned query.
 #[derive(Debug, Clone)]
 pub struct Query {
+    /// The table it reads.
     pub source: Source,
+    /// Output column names, in order.
     pub columns: Vec<String>,
     filter: Option<Expr>,
     /// Some for an aggregate query (empty: one group).
@@ -133,6 +142,7 @@ pub struct Query {
     /// Output items, then hidden sort keys (row queries only).
     items: Vec<Item>,
     order: Vec<(usize, bool)>,
+    /// LIMIT of a row query.
     pub limit: Option<usize>,
     /// Every column the plan reads (`columns_read`), kept for `local` and
     /// `merge`, which count the hosts that lack one.
@@ -144,14 +154,21 @@ pub struct Query {
 pub enum Partial {
     /// Rows of a row query (every item, hidden sort keys included).
     Rows {
+        /// The rows, at most LIMIT (or `MAX_ROWS`), in the query's order.
         rows: Vec<Vec<Value>>,
+        /// Some hop dropped rows beyond the bound.
         truncated: bool,
+        /// Hosts lacking each column the query reads.
         lacking: Lacking,
     },
     /// Group key and one state per aggregate function.
     Groups {
+        /// Per group, its key values and one state per aggregate function, at
+        /// most `MAX_GROUPS`.
         groups: Vec<(Vec<Value>, Vec<State>)>,
+        /// Some hop dropped groups beyond the bound.
         truncated: bool,
+        /// Hosts lacking each column the query reads.
         lacking: Lacking,
     },
 }
@@ -168,7 +185,9 @@ impl Partial {
 /// The final answer: named columns and rows.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Table {
+    /// Output column names, in order.
     pub columns: Vec<String>,
+    /// The rows, each with one value per column.
     pub rows: Vec<Vec<Value>>,
     /// Some hop dropped rows or groups beyond the bounds.
     pub truncated: bool,
@@ -201,6 +220,8 @@ fn key_bytes(key: &[Value]) -> Vec<u8> {
 }
 
 impl Query {
+    /// Parses and plans `sql` (at most `MAX_SQL_BYTES`): one SELECT from
+    /// `host`, `process` or `columns`.
     pub fn parse(sql: &str) -> Result<Query, QueryError> {
         if sql.len() > MAX_SQL_BYTES {
             return err(format!(
@@ -364,6 +385,8 @@ impl Query {
         Ok(query)
     }
 
+    /// Whether this is an aggregate query (partials are groups of states)
+    /// rather than a row query (partials are rows).
     pub fn is_aggregate(&self) -> bool {
         self.group_by.is_some()
     }

@@ -36,6 +36,7 @@ pub struct AggregateCertificate {
     pub remove: bool,
     /// Wall-clock milliseconds since the epoch.
     pub issued: u64,
+    /// Wall-clock milliseconds since the epoch after which agents drop it.
     pub expires: u64,
     /// The operator's public key, base64.
     #[serde(default)]

@@ -31,6 +31,8 @@ pub struct CommandSeal {
     pub zone: String,
     /// Wall-clock milliseconds since the epoch at the client.
     pub issued_ms: u64,
+    /// A random number drawn by the client: a second command with the same
+    /// nonce within the window is a replay.
     pub nonce: u64,
     /// The operator's Ed25519 public key (32 bytes).
     pub key: Vec<u8>,
@@ -85,6 +87,9 @@ pub struct CommandGuard {
 }
 
 impl CommandGuard {
+    /// A guard accepting commands signed by `trusted` and issued within
+    /// `window_ms` of the local clock (at least 1 ms), counting refusals in
+    /// `refusals`.
     pub fn new(trusted: TrustedKeys, window_ms: u64, refusals: Arc<SignatureRefusals>) -> Self {
         CommandGuard {
             trusted,

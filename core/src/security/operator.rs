@@ -18,12 +18,26 @@ pub const AGGREGATE_DOMAIN: &str = "astrolabe-aggregate-v1";
 /// First word of a private key file, so a wrong file is named as such.
 const PRIVATE_KEY_HEADER: &str = "astrolabe-operator-key-v1";
 
+/// Why an operator key could not be read, parsed or made.
 #[derive(Debug, thiserror::Error)]
 pub enum OperatorKeyError {
+    /// A key file that could not be read or written, or holds no key.
     #[error("{path}: {reason}")]
-    File { path: String, reason: String },
+    File {
+        /// The file's path.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A public key that is not base64 of a 32-byte Ed25519 point.
     #[error("public key {key:?}: {reason}")]
-    PublicKey { key: String, reason: String },
+    PublicKey {
+        /// The key as given.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The OS gave no random bytes for a new key (the exporter draws them).
     #[error("cannot draw random bytes: {0}")]
     Random(String),
 }
@@ -31,10 +45,13 @@ pub enum OperatorKeyError {
 /// Why a signature did not verify.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SignatureError {
+    /// The key is well formed but not trusted here.
     #[error("the key is not one of this agent's trusted keys")]
     UntrustedKey,
+    /// The key or signature has the wrong length or is not a curve point.
     #[error("the key or signature is malformed")]
     Malformed,
+    /// The signature does not cover these bytes under this key.
     #[error("the signature does not match")]
     BadSignature,
 }
@@ -59,6 +76,7 @@ impl std::fmt::Debug for OperatorKey {
 }
 
 impl OperatorKey {
+    /// The key whose 32-byte seed is `seed`.
     pub fn from_seed(seed: [u8; 32]) -> OperatorKey {
         OperatorKey(SigningKey::from_bytes(&seed))
     }
@@ -68,6 +86,7 @@ impl OperatorKey {
         B64.encode(self.0.verifying_key().as_bytes())
     }
 
+    /// The raw 32-byte public key, as a `CommandSeal` carries it.
     pub fn public_bytes(&self) -> [u8; 32] {
         self.0.verifying_key().to_bytes()
     }
@@ -82,6 +101,8 @@ impl OperatorKey {
         format!("{PRIVATE_KEY_HEADER} {}\n", B64.encode(self.0.to_bytes()))
     }
 
+    /// Reads the text `to_file_text` wrote; the error says what is wrong with
+    /// it.
     pub fn parse_file_text(text: &str) -> Result<OperatorKey, String> {
         let rest = text
             .trim()
@@ -135,10 +156,13 @@ impl TrustedKeys {
         Ok(TrustedKeys(list))
     }
 
+    /// Whether no key is trusted: the command guard then lets unsigned commands
+    /// run.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 
+    /// Number of trusted keys.
     pub fn len(&self) -> usize {
         self.0.len()
     }

@@ -6,15 +6,20 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// What a refused signature was on: the `kind` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SignedKind {
+    /// An overlay command.
     Command,
+    /// An aggregate certificate.
     Aggregate,
 }
 
 impl SignedKind {
+    /// Every kind, in the order of its counter index.
     pub const ALL: [SignedKind; 2] = [SignedKind::Command, SignedKind::Aggregate];
 
+    /// The `kind` label.
     pub fn label(self) -> &'static str {
         match self {
             SignedKind::Command => "command",
@@ -23,6 +28,7 @@ impl SignedKind {
     }
 }
 
+/// Why a signed thing was refused: the `reason` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RefusalReason {
     /// No signature where trusted keys are configured.
@@ -49,6 +55,7 @@ pub enum RefusalReason {
 }
 
 impl RefusalReason {
+    /// Every reason, in the order of its counter index.
     pub const ALL: [RefusalReason; 10] = [
         RefusalReason::Unsigned,
         RefusalReason::UntrustedKey,
@@ -62,6 +69,7 @@ impl RefusalReason {
         RefusalReason::RemovalExpiresFirst,
     ];
 
+    /// The `reason` label.
     pub fn label(self) -> &'static str {
         match self {
             RefusalReason::Unsigned => "unsigned",
@@ -90,14 +98,17 @@ impl From<super::SignatureError> for RefusalReason {
 
 const REASONS: usize = RefusalReason::ALL.len();
 
+/// Refusals by kind and reason, shared across threads.
 #[derive(Debug, Default)]
 pub struct SignatureRefusals([[AtomicU64; REASONS]; 2]);
 
 impl SignatureRefusals {
+    /// Counts one refusal.
     pub fn count(&self, kind: SignedKind, reason: RefusalReason) {
         self.0[kind as usize][reason as usize].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Refusals of `kind` for `reason` so far.
     pub fn get(&self, kind: SignedKind, reason: RefusalReason) -> u64 {
         self.0[kind as usize][reason as usize].load(Ordering::Relaxed)
     }

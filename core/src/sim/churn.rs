@@ -16,9 +16,11 @@ use crate::zone::{Row, Value};
 /// and whether any live agent went missing from a root meanwhile.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ChurnReport {
+    /// Agents crashed (each followed by a join).
     pub crashes: usize,
     /// Rounds until a crashed agent's values have left every live root.
     pub crash_rounds: MinMax,
+    /// Agents that joined.
     pub joins: usize,
     /// Rounds until a new agent is counted in every root.
     pub join_rounds: MinMax,
@@ -31,7 +33,9 @@ pub struct ChurnReport {
 /// crash for `kill`) and starts again with empty tables.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct RestartReport {
+    /// Agents restarted, one after another.
     pub restarts: usize,
+    /// How each stopped.
     pub kind: RestartKind,
     /// The most members any live, not restarting agent's root lacked,
     /// against the live agents minus those restarting (target 0).
@@ -42,6 +46,7 @@ pub struct RestartReport {
     pub rounds_to_rejoin: MinMax,
 }
 
+/// How an agent stops before it restarts.
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum RestartKind {
@@ -55,11 +60,14 @@ pub enum RestartKind {
 /// sampling their CPU) while the others' values stand still.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct BusyReport {
+    /// Rounds the busy phase ran.
     pub rounds: u64,
+    /// Agents changing a value every round.
     pub busy_agents: usize,
     /// The longest any live agent went without a fresher version of a row
     /// it holds, in rounds (rows expire after 20 at the leaves).
     pub oldest_row_rounds: f64,
+    /// Rows dropped at expiry by live agents during the phase.
     pub rows_expired: u64,
     /// New roots that counted fewer members than the live agents.
     pub false_exclusions: u64,

@@ -35,18 +35,28 @@ pub const SIM_AGGREGATES: &[&str] = &[
     "SELECT count(*) AS hosts, sum(mem) AS mem_sum, min(load) AS load_min, max(load) AS load_max, avg(load) AS load_avg, quantile(0.95, load) AS load_p95",
 ];
 
+/// The parameters of one simulated run; `new` gives the defaults.
 #[derive(Debug, Clone)]
 pub struct SimConfig {
+    /// Agents started at time zero.
     pub agents: usize,
+    /// Children per zone of the balanced tree the agents are leaves of.
     pub branching: usize,
+    /// Seed of every random choice: same seed, same run.
     pub seed: u64,
+    /// Probability that one datagram is lost, 0 <= loss < 1.
     pub loss: f64,
     /// Each agent's wall clock is off by a value drawn from ±skew_ms.
     pub skew_ms: u64,
+    /// Least one-way latency of a link, in ms.
     pub latency_min_ms: u64,
+    /// Greatest one-way latency of a link, in ms.
     pub latency_max_ms: u64,
+    /// One gossip round of every agent, in ms.
     pub interval_ms: u64,
+    /// Agents that serve as seeds, spread evenly over the indexes.
     pub seeds: usize,
+    /// Aggregate SELECTs every agent runs on top of the defaults.
     pub aggregates: Vec<String>,
     /// Fewer agents busy in one virtual millisecond than this run on the
     /// calling thread: below it, threads cost more than they give.
@@ -63,6 +73,8 @@ pub struct SimConfig {
 }
 
 impl SimConfig {
+    /// `agents` in a tree of `branching`: no loss or skew, 1 to 50 ms links, 1
+    /// s rounds, 3 seeds and `SIM_AGGREGATES`.
     pub fn new(agents: usize, branching: usize, seed: u64) -> SimConfig {
         SimConfig {
             agents,
@@ -83,12 +95,16 @@ impl SimConfig {
     }
 }
 
+/// Why a simulation could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
+    /// Parameters out of range (the message says which).
     #[error("bad simulation parameters: {0}")]
     Config(String),
+    /// An aggregate did not compile.
     #[error("aggregate: {0}")]
     Aggregate(#[from] crate::aggregate::AggregateError),
+    /// An engine could not be made.
     #[error("engine: {0}")]
     Engine(#[from] crate::engine::EngineError),
 }
@@ -199,7 +215,10 @@ pub type Predicate = Box<dyn Fn(&Row) -> bool>;
 /// Agents in `exempt` (restarting ones) are not watched themselves.
 #[derive(Debug, Clone, Default)]
 pub struct FloorWatch {
+    /// Roots of live, watched agents that count fewer members than this are
+    /// undercounts.
     pub floor: u64,
+    /// Agents not watched (restarting or joining ones).
     pub exempt: std::collections::BTreeSet<usize>,
     /// New roots seen below the floor.
     pub below: u64,
@@ -216,7 +235,10 @@ impl FloorWatch {
     }
 }
 
+/// A simulated cluster: every agent's engine, an event queue of ticks and
+/// deliveries on a virtual clock, and the network between them.
 pub struct Sim {
+    /// The parameters it was made with.
     pub cfg: SimConfig,
     net: NetworkConfig,
     aggregates: Arc<AggregateSet>,
@@ -230,7 +252,9 @@ pub struct Sim {
     /// Roots that count fewer members than this are undercounts (`FloorWatch`).
     pub watch: Option<FloorWatch>,
     live: usize,
+    /// Datagrams handed to a live agent.
     pub delivered: u64,
+    /// Datagrams lost, cut by a partition, or sent to an agent that is down.
     pub dropped: u64,
     /// Diagnostics: every datagram from or to this agent is described on
     /// stderr with its fate (see the ignored trace tests).
@@ -315,34 +339,42 @@ impl Sim {
         Ok(sim)
     }
 
+    /// Virtual time since the start, in ms.
     pub fn now_ms(&self) -> u64 {
         self.now
     }
 
+    /// Virtual time since the start, in gossip rounds.
     pub fn rounds(&self) -> f64 {
         self.now as f64 / self.cfg.interval_ms as f64
     }
 
+    /// Agents, live or not (spares included).
     pub fn len(&self) -> usize {
         self.agents.len()
     }
 
+    /// Whether there is no agent.
     pub fn is_empty(&self) -> bool {
         self.agents.is_empty()
     }
 
+    /// Agents running now.
     pub fn live_count(&self) -> usize {
         self.live
     }
 
+    /// The aggregate set every agent runs.
     pub fn aggregates(&self) -> &Arc<AggregateSet> {
         &self.aggregates
     }
 
+    /// Agent `i`'s leaf zone.
     pub fn path(&self, i: usize) -> &ZonePath {
         &self.agents[i].path
     }
 
+    /// Whether agent `i` is running and has not left.
     pub fn is_alive(&self, i: usize) -> bool {
         self.agents[i]
             .engine
@@ -350,16 +382,19 @@ impl Sim {
             .is_some_and(|e| !e.has_left())
     }
 
+    /// Agent `i`'s engine, if it is running.
     pub fn engine(&self, i: usize) -> Option<&Engine> {
         self.agents[i].engine.as_deref().filter(|e| !e.has_left())
     }
 
+    /// Indexes of the running agents.
     pub fn live_indices(&self) -> Vec<usize> {
         (0..self.agents.len())
             .filter(|i| self.is_alive(*i))
             .collect()
     }
 
+    /// Indexes of the seed agents, spread evenly (at least one).
     pub fn seeds(&self) -> Vec<usize> {
         let n = self.cfg.agents;
         let k = self.cfg.seeds.clamp(1, n);
@@ -429,6 +464,8 @@ impl Sim {
         self.crash(i);
     }
 
+    /// Sets one attribute of agent `i`'s leaf row; a running agent issues the
+    /// new row at once.
     pub fn set_attribute(&mut self, i: usize, name: &str, value: Value) {
         self.agents[i].attrs.insert(name.into(), value);
         let attrs = self.agents[i].attrs.clone();
@@ -440,18 +477,22 @@ impl Sim {
         }
     }
 
+    /// Agent `i`'s leaf attributes.
     pub fn attributes(&self, i: usize) -> &Attributes {
         &self.agents[i].attrs
     }
 
+    /// Cuts the agents inside `zone` off from the rest until `heal`.
     pub fn partition(&mut self, zone: ZonePath) {
         self.partition = Some(Partition { zone });
     }
 
+    /// Ends the partition.
     pub fn heal(&mut self) {
         self.partition = None;
     }
 
+    /// A running agent picked at random (from the simulation's RNG), if any.
     pub fn random_live(&mut self) -> Option<usize> {
         let live = self.live_indices();
         if live.is_empty() {
@@ -461,6 +502,7 @@ impl Sim {
         Some(live[k])
     }
 
+    /// The simulation's RNG, so that a scenario's choices follow the seed.
     pub fn rng(&mut self) -> &mut ChaCha8Rng {
         &mut self.rng
     }
@@ -480,6 +522,7 @@ impl Sim {
         self.ok_count
     }
 
+    /// Whether every running agent's root row satisfies the predicate.
     pub fn all_ok(&self) -> bool {
         self.ok_count == self.live
     }
@@ -509,12 +552,14 @@ impl Sim {
         (self.agents[i].bytes_sent, self.agents[i].max_message)
     }
 
+    /// Resets every agent's byte count (`traffic`), not its largest message.
     pub fn reset_traffic(&mut self) {
         for a in &mut self.agents {
             a.bytes_sent = 0;
         }
     }
 
+    /// The largest message any agent has sent.
     pub fn max_message_bytes(&self) -> usize {
         self.agents.iter().map(|a| a.max_message).max().unwrap_or(0)
     }
@@ -710,6 +755,7 @@ impl Sim {
         }
     }
 
+    /// Runs the simulation for `ms` of virtual time.
     pub fn run_for(&mut self, ms: u64) {
         let until = self.now + ms;
         self.run_until(until, &mut |_| false);

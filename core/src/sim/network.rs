@@ -4,7 +4,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use crate::zone::ZonePath;
 
-pub const GOSSIP_PORT: u16 = 7946;
+pub(crate) const GOSSIP_PORT: u16 = 7946;
 
 /// Agent index -> a private IPv4 address (10.0.0.1 is agent 0). Never
 /// contacted: the simulator only uses addresses as names.
@@ -16,6 +16,7 @@ pub fn addr_of(index: usize) -> SocketAddr {
     ))
 }
 
+/// The agent index of an address made by `addr_of`; `None` for any other.
 pub fn index_of(addr: &SocketAddr) -> Option<usize> {
     match addr {
         SocketAddr::V4(v4) if v4.port() == GOSSIP_PORT => {
@@ -30,11 +31,16 @@ pub fn index_of(addr: &SocketAddr) -> Option<usize> {
     }
 }
 
+/// The simulated links: latency range, loss, and the seed of both.
 #[derive(Debug, Clone)]
 pub struct NetworkConfig {
+    /// Least one-way latency, in ms.
     pub latency_min_ms: u64,
+    /// Greatest one-way latency, in ms.
     pub latency_max_ms: u64,
+    /// Probability a datagram is lost.
     pub loss: f64,
+    /// Seed of the per-link latencies.
     pub seed: u64,
 }
 
@@ -53,10 +59,12 @@ pub fn link_latency_ms(cfg: &NetworkConfig, from: usize, to: usize) -> u64 {
 /// A cut between the agents inside `zone` and everyone else.
 #[derive(Debug, Clone)]
 pub struct Partition {
+    /// The zone cut off.
     pub zone: ZonePath,
 }
 
 impl Partition {
+    /// Whether a datagram between the two zones crosses the cut.
     pub fn separates(&self, a: &ZonePath, b: &ZonePath) -> bool {
         self.zone.contains(a) != self.zone.contains(b)
     }

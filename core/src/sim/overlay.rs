@@ -74,27 +74,37 @@ enum Ev {
 /// One query's run: what the caller saw and when.
 #[derive(Debug, Clone, Serialize)]
 pub struct QueryRun {
+    /// The zone asked.
     pub zone: String,
     /// Live hosts in the zone (ground truth).
     pub live: u32,
     /// Virtual ms from the start until every live host had answered.
     pub full_live_ms: Option<u64>,
+    /// Hosts the final answer counts as answered.
     pub answered: u32,
+    /// Hosts the subtree has by the gossiped member counts.
     pub expected: u32,
+    /// Zones the final answer names missing, plus those only counted.
     pub missing: usize,
     /// The zones the answer names missing.
     #[serde(skip)]
     pub missing_zones: Vec<ZonePath>,
+    /// Virtual ms from the start until the final answer.
     pub elapsed_ms: u64,
     /// Overlay bytes sent by all agents for this query.
     pub bytes: u64,
+    /// The final answer's table, for comparison with the direct computation.
     #[serde(skip)]
     pub table: Option<Table>,
+    /// The error the request ended with, if any.
     #[serde(skip)]
     pub error: Option<String>,
 }
 
+/// Gossip and the overlay together on one virtual clock: a `Sim` that has
+/// converged, with an overlay node per agent and some of them crashed.
 pub struct OverlaySim {
+    /// The gossip simulation underneath.
     pub sim: Sim,
     nodes: Vec<Option<Overlay>>,
     net: NetworkConfig,
@@ -102,6 +112,7 @@ pub struct OverlaySim {
     queue: BTreeMap<u64, VecDeque<Ev>>,
     tick_at: Vec<u64>,
     now: u64,
+    /// Indexes of the agents crashed after convergence.
     pub dead: Vec<usize>,
 }
 
@@ -432,6 +443,8 @@ impl OverlaySim {
         }
     }
 
+    /// The RNG of the overlay's network and choices, so that a scenario follows
+    /// the seed.
     pub fn rng(&mut self) -> &mut ChaCha8Rng {
         &mut self.rng
     }
@@ -440,15 +453,25 @@ impl OverlaySim {
 /// Figures of a batch of queries, for BENCHMARKS.md.
 #[derive(Debug, Clone, Serialize)]
 pub struct OverlayReport {
+    /// Agents simulated.
     pub agents: usize,
+    /// Agents crashed before the queries.
     pub dead: usize,
+    /// Probability a datagram is lost.
     pub loss: f64,
+    /// Queries run.
     pub queries: usize,
+    /// Queries that reached every live host before their deadline.
     pub full_live_coverage: usize,
+    /// Median of `QueryRun::full_live_ms` over those queries.
     pub full_live_ms_p50: Option<u64>,
+    /// 99th percentile of it.
     pub full_live_ms_p99: Option<u64>,
+    /// Median time to the final answer, in ms.
     pub final_answer_ms_p50: u64,
+    /// Overlay bytes sent per query, divided by the number of agents.
     pub bytes_per_query_per_host: f64,
+    /// Answers equal to the direct computation over the live hosts.
     pub answers_equal_direct: usize,
 }
 

@@ -8,10 +8,15 @@ use super::{tree, Sim, SimConfig, SimError};
 use crate::engine::TRANSPORT_OVERHEAD_BYTES;
 use crate::zone::{Row, Value};
 
+/// What one `astrolabe sim` run does: the cluster, its phases and their sizes.
 #[derive(Debug, Clone)]
 pub struct SimOptions {
+    /// The cluster.
     pub config: SimConfig,
+    /// Rounds any phase may take to converge before the run fails.
     pub max_rounds: u64,
+    /// Single-attribute changes at random leaves after the cold start, each
+    /// measured until every live root reflects it.
     pub changes: usize,
     /// One line per virtual round of the cold start with what all agents
     /// sent in it (what BENCHMARKS.md's cold-start figures come from).
@@ -20,11 +25,15 @@ pub struct SimOptions {
     pub churn: usize,
     /// Rolling restarts after that, and how.
     pub restarts: usize,
+    /// Whether a restart is a clean leave or a kill.
     pub restart_kind: RestartKind,
+    /// Virtual ms from one restart to the next.
     pub restart_gap_ms: u64,
+    /// Virtual ms a restarting agent stays down.
     pub restart_down_ms: u64,
     /// Rounds with a fraction of the agents changing every round.
     pub busy_rounds: u64,
+    /// Share of the agents that change a value every busy round.
     pub busy_fraction: f64,
 }
 
@@ -47,9 +56,12 @@ impl SimOptions {
     }
 }
 
+/// The mean and the greatest of a set of figures, rounded to 3 decimals.
 #[derive(Debug, Clone, Copy, Serialize, PartialEq)]
 pub struct MinMax {
+    /// The mean.
     pub mean: f64,
+    /// The greatest.
     pub max: f64,
 }
 
@@ -72,16 +84,24 @@ fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
+/// The figures of one `astrolabe sim` run, printed as one JSON object.
 #[derive(Debug, Clone, Serialize)]
 pub struct SimReport {
+    /// Agents in the cluster.
     pub agents: usize,
+    /// Children per zone.
     pub branching: usize,
     /// Zone levels above the leaves (tables per agent).
     pub levels: usize,
+    /// The seed of the run.
     pub seed: u64,
+    /// Probability a datagram was lost.
     pub loss: f64,
+    /// Clock skew drawn for each agent, within ±skew_ms.
     pub skew_ms: u64,
+    /// Rounds from the cold start until every agent counted every member.
     pub rounds_to_membership: f64,
+    /// Rounds until a value change showed in every live root.
     pub rounds_to_value: MinMax,
     /// Every column of every live agent's root equalled the truth over the
     /// live leaves at every checkpoint (after the cold start and after each
@@ -97,15 +117,22 @@ pub struct SimReport {
     pub bytes_per_agent_per_round: MinMax,
     /// Largest datagram: largest engine message plus the transport's reserve.
     pub max_datagram_bytes: usize,
+    /// Datagrams delivered.
     pub messages_delivered: u64,
+    /// Datagrams lost, cut or sent to an agent that was down.
     pub messages_dropped: u64,
+    /// Crashes and joins, if the run had them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub churn: Option<ChurnReport>,
+    /// Rolling restarts, if the run had them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub restarts: Option<RestartReport>,
+    /// The busy phase, if the run had one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub busy: Option<BusyReport>,
+    /// The process's peak resident set, from the observer (0 if not measured).
     pub peak_rss_bytes: u64,
+    /// Wall seconds the run took, from the observer (0 if not measured).
     pub wall_seconds: f64,
 }
 

@@ -3,7 +3,7 @@
 use crate::zone::ZonePath;
 
 /// Number of zone levels above the leaves: the smallest L with B^L >= N.
-pub fn levels(agents: usize, branching: usize) -> usize {
+pub(crate) fn levels(agents: usize, branching: usize) -> usize {
     let mut levels = 1;
     let mut capacity = branching;
     while capacity < agents {

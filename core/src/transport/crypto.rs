@@ -37,8 +37,11 @@ use sha2::{Digest, Sha256};
 /// First byte of a sealed datagram. Plain frames start with a small
 /// version or kind number, so the two never collide.
 pub const SEALED_MARKER: u8 = 0xA5;
+/// Bytes of a gossip key.
 pub const KEY_LEN: usize = 32;
+/// Bytes of an XChaCha20 nonce: 8 of sender clock, 16 random.
 pub const NONCE_LEN: usize = 24;
+/// Bytes of a Poly1305 tag.
 pub const TAG_LEN: usize = 16;
 /// Bytes a seal adds to a datagram.
 pub const SEAL_OVERHEAD: usize = 1 + NONCE_LEN + TAG_LEN;
@@ -50,30 +53,48 @@ pub const REPLAY_MEMORY_CAP: usize = 1 << 17;
 /// Why a sealed datagram could not be opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum OpenError {
+    /// A plain datagram where gossip is sealed.
     #[error("plain datagram, but gossip is encrypted")]
     Unencrypted,
+    /// A sealed datagram where no gossip key is configured.
     #[error("sealed datagram, but no key is configured")]
     Encrypted,
+    /// No key of the keyring opens it (or it is too short to be sealed).
     #[error("no key of the keyring opens it")]
     Decrypt,
+    /// The sender's clock is outside the replay window (or below the floor of a
+    /// full memory).
     #[error("sender clock outside the replay window")]
     Stale,
+    /// Opened before within the window.
     #[error("seen before")]
     Replay,
 }
 
+/// Why a gossip key or a keyring change was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
+    /// Not base64 of 32 bytes.
     #[error("a gossip key is base64 of 32 bytes ({0})")]
     Format(String),
+    /// A keyring needs at least one key.
     #[error("the keyring is empty")]
     Empty,
+    /// The key (by fingerprint) is not in the keyring.
     #[error("key {0} is not installed")]
     NotInstalled(String),
+    /// The key (by fingerprint) seals; another must be made primary before it
+    /// goes.
     #[error("key {0} is the primary key; use another one first")]
     RemovePrimary(String),
+    /// The keyring file could not be read or written.
     #[error("{path}: {reason}")]
-    File { path: String, reason: String },
+    File {
+        /// The file's path.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
 }
 
 /// A 32-byte cluster key. Its Debug shows the fingerprint, never the key.
@@ -95,10 +116,12 @@ impl Key {
         Key(k)
     }
 
+    /// The key made of these bytes.
     pub fn from_bytes(bytes: [u8; KEY_LEN]) -> Key {
         Key(bytes)
     }
 
+    /// Reads a key written as base64 of 32 bytes.
     pub fn parse(text: &str) -> Result<Key, KeyError> {
         let bytes = B64
             .decode(text.trim())
@@ -109,6 +132,7 @@ impl Key {
         Ok(Key(arr))
     }
 
+    /// The key as base64, the form `parse` reads.
     pub fn to_base64(&self) -> String {
         B64.encode(self.0)
     }
@@ -131,6 +155,7 @@ pub struct Keyring {
 }
 
 impl Keyring {
+    /// A keyring of `keys` (duplicates dropped); the first seals.
     pub fn new(keys: Vec<Key>) -> Result<Keyring, KeyError> {
         if keys.is_empty() {
             return Err(KeyError::Empty);
@@ -144,10 +169,12 @@ impl Keyring {
         Ok(Keyring { keys: unique })
     }
 
+    /// Every key, the sealing one first.
     pub fn keys(&self) -> &[Key] {
         &self.keys
     }
 
+    /// The key that seals.
     pub fn primary(&self) -> &Key {
         // Never empty: `new` and `remove` keep at least one key.
         &self.keys[0]
@@ -172,6 +199,7 @@ impl Keyring {
         Ok(())
     }
 
+    /// Removes a key that no longer seals; the primary cannot be removed.
     pub fn remove(&mut self, key: &Key) -> Result<(), KeyError> {
         if self.primary() == key {
             return Err(KeyError::RemovePrimary(key.fingerprint()));
@@ -243,10 +271,15 @@ impl Keyring {
     }
 }
 
+/// What `Keyring::open` found in a sealed datagram.
 #[derive(Debug)]
 pub struct Opened {
+    /// The sender's wall clock when it sealed, ms since the epoch.
     pub sent_ms: u64,
+    /// The nonce's 16 random bytes: the datagram's identity for the replay
+    /// check.
     pub nonce_id: u128,
+    /// The plain datagram.
     pub plain: Vec<u8>,
 }
 
@@ -263,10 +296,14 @@ pub struct ReplayGuard {
 }
 
 impl ReplayGuard {
+    /// A guard for `window_ms` either side of the local clock, remembering at
+    /// most `REPLAY_MEMORY_CAP` datagrams.
     pub fn new(window_ms: u64) -> ReplayGuard {
         ReplayGuard::with_cap(window_ms, REPLAY_MEMORY_CAP)
     }
 
+    /// A guard remembering at most `cap` datagrams (at least 1); past it the
+    /// oldest are forgotten and everything stamped as early is refused.
     pub fn with_cap(window_ms: u64, cap: usize) -> ReplayGuard {
         ReplayGuard {
             window_ms,
@@ -277,10 +314,12 @@ impl ReplayGuard {
         }
     }
 
+    /// Datagrams remembered.
     pub fn len(&self) -> usize {
         self.seen.len()
     }
 
+    /// Whether none is remembered.
     pub fn is_empty(&self) -> bool {
         self.seen.is_empty()
     }
@@ -319,24 +358,33 @@ impl ReplayGuard {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum KeyOp {
+    /// Add a key that opens but does not seal.
     Install,
+    /// Make an installed key the one that seals.
     Use,
+    /// Remove a key that no longer seals.
     Remove,
 }
 
 /// The body of `POST /api/v1/keys`, sealed with a key of the keyring.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct KeyCommand {
+    /// What to do with the key.
     pub op: KeyOp,
+    /// The key, base64.
     pub key: String,
 }
 
+/// Why a key command was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
+    /// It was not sealed with a key of the keyring.
     #[error("not sealed with a key of this agent's keyring: {0}")]
     Unauthenticated(OpenError),
+    /// It opened, but is not a key command.
     #[error("malformed key command: {0}")]
     Malformed(String),
+    /// The keyring refused the change.
     #[error("{0}")]
     Refused(KeyError),
 }

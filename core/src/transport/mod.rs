@@ -22,29 +22,40 @@ pub const OVERLAY_FRAME: u8 = 2;
 /// A decoded datagram of either kind.
 #[derive(Debug)]
 pub enum Frame {
+    /// A gossip datagram: one engine message.
     Gossip(Envelope),
+    /// An overlay datagram: an ask or a reply chunk.
     Overlay(crate::overlay::OverlayMessage),
 }
 
 /// Why a datagram was dropped; the label of `astrolabe_gossip_dropped_datagrams_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, thiserror::Error)]
 pub enum DropReason {
+    /// Zero bytes.
     #[error("empty datagram")]
     Empty,
+    /// A first byte that names no frame this version knows.
     #[error("unknown wire version")]
     Version,
+    /// The body did not decode.
     #[error("malformed message")]
     Malformed,
+    /// Longer than the receiver's limit (`max_len`).
     #[error("datagram larger than the limit")]
     Oversized,
+    /// A plain datagram where gossip is sealed.
     #[error("plain datagram, but gossip is encrypted")]
     Unencrypted,
+    /// A sealed datagram where no gossip key is configured.
     #[error("sealed datagram, but no gossip key is configured")]
     NoKey,
+    /// Sealed, but no key of the keyring opens it.
     #[error("no key of the keyring opens it")]
     Decrypt,
+    /// Sealed with a sender clock outside the replay window.
     #[error("sender clock outside the replay window")]
     Stale,
+    /// Opened before within the replay window.
     #[error("replayed datagram")]
     Replay,
 }
@@ -87,6 +98,7 @@ impl DropCounters {
 }
 
 impl DropReason {
+    /// Every reason, in the order of its counter index.
     pub const ALL: [DropReason; 9] = [
         DropReason::Empty,
         DropReason::Version,
@@ -99,6 +111,7 @@ impl DropReason {
         DropReason::Replay,
     ];
 
+    /// The `reason` label of `astrolabe_gossip_dropped_datagrams_total`.
     pub fn label(self) -> &'static str {
         match self {
             DropReason::Empty => "empty",
@@ -114,6 +127,7 @@ impl DropReason {
     }
 }
 
+/// A gossip datagram: `WIRE_VERSION`, then the envelope's postcard encoding.
 pub fn encode(envelope: &Envelope) -> Vec<u8> {
     let mut out = Vec::with_capacity(envelope.encoded_len() + 1);
     out.push(WIRE_VERSION);
@@ -121,6 +135,8 @@ pub fn encode(envelope: &Envelope) -> Vec<u8> {
     out
 }
 
+/// Reads a gossip datagram made by `encode`, refusing one longer than `max_len`
+/// bytes.
 pub fn decode(datagram: &[u8], max_len: usize) -> Result<Envelope, DropReason> {
     if datagram.len() > max_len {
         return Err(DropReason::Oversized);

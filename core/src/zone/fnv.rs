@@ -7,10 +7,12 @@
 pub struct Fnv1a32(u32);
 
 impl Fnv1a32 {
+    /// A hasher at the 32-bit FNV offset basis.
     pub fn new() -> Self {
         Fnv1a32(0x811c_9dc5)
     }
 
+    /// Feeds `bytes` into the hash, one at a time.
     #[inline]
     pub fn write(&mut self, bytes: &[u8]) {
         for b in bytes {
@@ -19,6 +21,7 @@ impl Fnv1a32 {
         }
     }
 
+    /// The hash of everything written so far.
     pub fn finish(self) -> u32 {
         self.0
     }
@@ -44,10 +47,12 @@ impl std::fmt::Write for Fnv1a32 {
 pub struct Fnv1a64(u64);
 
 impl Fnv1a64 {
+    /// A hasher at the 64-bit FNV offset basis.
     pub fn new() -> Self {
         Fnv1a64(0xcbf2_9ce4_8422_2325)
     }
 
+    /// Feeds `bytes` into the hash, one at a time.
     #[inline]
     pub fn write(&mut self, bytes: &[u8]) {
         for b in bytes {
@@ -56,6 +61,7 @@ impl Fnv1a64 {
         }
     }
 
+    /// The hash of everything written so far.
     pub fn finish(self) -> u64 {
         self.0
     }

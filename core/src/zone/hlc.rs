@@ -20,16 +20,21 @@ const COUNTER_MASK: u64 = (1 << COUNTER_BITS) - 1;
 pub struct Hlc(pub u64);
 
 impl Hlc {
+    /// Zero, earlier than every real timestamp: what an empty clock holds.
     pub const ZERO: Hlc = Hlc(0);
 
+    /// The timestamp of wall time `millis` (ms since the Unix epoch) and
+    /// `counter`.
     pub fn new(millis: u64, counter: u16) -> Hlc {
         Hlc((millis << COUNTER_BITS) | counter as u64)
     }
 
+    /// The wall-time part: ms since the Unix epoch.
     pub fn millis(self) -> u64 {
         self.0 >> COUNTER_BITS
     }
 
+    /// The counter that orders events within one millisecond.
     pub fn counter(self) -> u16 {
         (self.0 & COUNTER_MASK) as u16
     }
@@ -49,10 +54,12 @@ pub struct HlcClock {
 }
 
 impl HlcClock {
+    /// A clock that has seen nothing yet.
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// The latest timestamp this clock has issued or received.
     pub fn last(&self) -> Hlc {
         self.last
     }

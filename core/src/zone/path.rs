@@ -16,22 +16,57 @@ pub const MAX_SEGMENT_LEN: usize = 64;
 /// Longest whole path, in bytes.
 pub const MAX_PATH_LEN: usize = 255;
 
+/// Why a zone path or segment was refused; the message names the path and the
+/// limit it broke.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ZonePathError {
+    /// The empty string: the root is written `/`.
     #[error("zone path is empty; use \"/\" for the root")]
     Empty,
+    /// A path that does not start with `/`.
     #[error("zone path {0:?} must start with '/'")]
     NotAbsolute(String),
+    /// Two slashes in a row, or a trailing slash.
     #[error("zone path {path:?} has an empty segment at byte {at} (\"//\" or a trailing '/')")]
-    EmptySegment { path: String, at: usize },
+    EmptySegment {
+        /// The path as given.
+        path: String,
+        /// Byte offset of the empty segment.
+        at: usize,
+    },
+    /// A character outside letters, digits, `-`, `_` and `.`.
     #[error("zone path {path:?} has bad character {ch:?} at byte {at}: segments use letters, digits, '-', '_' and '.'")]
-    BadCharacter { path: String, ch: char, at: usize },
+    BadCharacter {
+        /// The path as given.
+        path: String,
+        /// The first character refused.
+        ch: char,
+        /// Its byte offset in the path.
+        at: usize,
+    },
+    /// More than `MAX_DEPTH` segments.
     #[error("zone path {path:?} is {depth} levels deep; the limit is {MAX_DEPTH}")]
-    TooDeep { path: String, depth: usize },
+    TooDeep {
+        /// The path as given.
+        path: String,
+        /// Its number of segments.
+        depth: usize,
+    },
+    /// A segment longer than `MAX_SEGMENT_LEN` bytes.
     #[error("zone path {path:?} has a segment of {len} bytes; the limit is {MAX_SEGMENT_LEN}")]
-    SegmentTooLong { path: String, len: usize },
+    SegmentTooLong {
+        /// The path as given.
+        path: String,
+        /// Length of the long segment, in bytes.
+        len: usize,
+    },
+    /// A path longer than `MAX_PATH_LEN` bytes.
     #[error("zone path is {len} bytes long; the limit is {MAX_PATH_LEN}")]
-    TooLong { len: usize },
+    TooLong {
+        /// Length of the path, in bytes.
+        len: usize,
+    },
+    /// A segment given to `ZonePath::child` that is not a valid zone name.
     #[error("segment {0:?} is not a valid zone name")]
     BadSegment(String),
 }
@@ -46,10 +81,13 @@ fn segment_char_ok(c: char) -> bool {
 }
 
 impl ZonePath {
+    /// The root zone, `/`.
     pub fn root() -> Self {
         ZonePath(Arc::from("/"), 0)
     }
 
+    /// Validates `s` as an absolute path (`/`, `/eu/fra/host7`) within the
+    /// length and depth limits.
     pub fn parse(s: &str) -> Result<Self, ZonePathError> {
         if s.is_empty() {
             return Err(ZonePathError::Empty);
@@ -97,10 +135,12 @@ impl ZonePath {
         Ok(ZonePath(Arc::from(s), depth as u8))
     }
 
+    /// The path as written, `/eu/fra`.
     pub fn as_str(&self) -> &str {
         &self.0
     }
 
+    /// Whether this is `/`.
     pub fn is_root(&self) -> bool {
         &*self.0 == "/"
     }
@@ -110,6 +150,7 @@ impl ZonePath {
         self.1 as usize
     }
 
+    /// The segments from the top: `eu`, `fra`, `host7`; none for the root.
     pub fn segments(&self) -> impl Iterator<Item = &str> {
         self.0.split('/').filter(|s| !s.is_empty())
     }
@@ -119,6 +160,7 @@ impl ZonePath {
         self.0.rsplit('/').next().unwrap_or("")
     }
 
+    /// The enclosing zone; `None` for the root.
     pub fn parent(&self) -> Option<ZonePath> {
         if self.is_root() {
             return None;
@@ -131,6 +173,7 @@ impl ZonePath {
         }
     }
 
+    /// The zone one level down named `segment`, checked like a parsed path.
     pub fn child(&self, segment: &str) -> Result<ZonePath, ZonePathError> {
         if segment.is_empty()
             || segment.len() > MAX_SEGMENT_LEN
@@ -175,6 +218,8 @@ impl ZonePath {
         (0..self.depth()).filter_map(|d| self.ancestor(d)).collect()
     }
 
+    /// Whether `other` lies strictly below this zone (a zone is not its own
+    /// ancestor).
     pub fn is_ancestor_of(&self, other: &ZonePath) -> bool {
         if self.is_root() {
             return !other.is_root();
@@ -184,6 +229,7 @@ impl ZonePath {
             && other.0.as_bytes()[self.0.len()] == b'/'
     }
 
+    /// Whether `other` is this zone or lies below it.
     pub fn contains(&self, other: &ZonePath) -> bool {
         self == other || self.is_ancestor_of(other)
     }

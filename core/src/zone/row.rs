@@ -38,7 +38,10 @@ pub const ATTR_CONTACTS: &str = "contacts";
 /// newer, always compares greater, whoever computed it and whenever.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub struct Freshness {
+    /// The greatest HLC of the inputs: the issuer's own for a leaf.
     pub issued: Hlc,
+    /// The sum of the children's timestamps for a computed row; zero for a
+    /// leaf.
     pub inputs: u128,
 }
 
@@ -89,6 +92,7 @@ struct Derived {
 }
 
 impl SharedBody {
+    /// Shares `body`, with nothing derived yet (that is computed on first use).
     pub fn new(body: Body) -> Arc<SharedBody> {
         Arc::new(SharedBody {
             body,
@@ -97,6 +101,7 @@ impl SharedBody {
         })
     }
 
+    /// What the row says.
     pub fn body(&self) -> &Body {
         &self.body
     }
@@ -169,10 +174,14 @@ impl SharedBody {
         &self.derived().values
     }
 
+    /// Live leaves below the zone: 1 for a leaf, 0 for a tombstone, the
+    /// `members` aggregate for a zone.
     pub fn members(&self) -> u64 {
         self.derived().members
     }
 
+    /// The gossip addresses of the zone's representatives: a leaf's own `addr`,
+    /// a zone's `contacts` aggregate.
     pub fn contacts(&self) -> &[SocketAddr] {
         &self.derived().contacts
     }
@@ -225,13 +234,19 @@ pub fn varint_len(mut n: u128) -> usize {
 /// One row of a table: the zone it describes, how fresh it is, who issued it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Row {
+    /// The zone the row describes.
     pub zone: ZonePath,
+    /// How fresh the row is; the fresher row replaces the other.
     pub freshness: Freshness,
+    /// The agent that issued (for a zone row: computed) the row; breaks ties of
+    /// freshness.
     pub issuer: AgentId,
+    /// What the row says, shared with every table and message that holds it.
     pub body: Arc<SharedBody>,
 }
 
 impl Row {
+    /// A row around a fresh `SharedBody`.
     pub fn new(zone: ZonePath, freshness: Freshness, issuer: AgentId, body: Body) -> Row {
         Row {
             zone,
@@ -241,10 +256,12 @@ impl Row {
         }
     }
 
+    /// Whether this is a clean leave's tombstone.
     pub fn is_tombstone(&self) -> bool {
         matches!(self.body.body(), Body::Tombstone)
     }
 
+    /// Whether this row is one agent's own (a leaf's attributes).
     pub fn is_leaf(&self) -> bool {
         matches!(self.body.body(), Body::Leaf(_))
     }
@@ -272,22 +289,28 @@ impl Row {
         header + self.body.encoded_len()
     }
 
+    /// Leaf attributes, or the finalized aggregates of a zone.
     pub fn values(&self) -> &Attributes {
         self.body.values()
     }
 
+    /// One attribute or finalized aggregate by name.
     pub fn value(&self, name: &str) -> Option<&Value> {
         self.body.values().get(name)
     }
 
+    /// Live leaves below the zone (see `SharedBody::members`).
     pub fn members(&self) -> u64 {
         self.body.members()
     }
 
+    /// The gossip addresses of the zone's representatives (see
+    /// `SharedBody::contacts`).
     pub fn contacts(&self) -> &[SocketAddr] {
         self.body.contacts()
     }
 
+    /// A zone row's partial aggregate states; `None` for a leaf or a tombstone.
     pub fn states(&self) -> Option<&States> {
         self.body.states()
     }

@@ -9,11 +9,17 @@ use serde::{Deserialize, Serialize};
 /// One attribute value. Lists hold values of any type (contacts, samples, top-k).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Value {
+    /// No value: a missing attribute, or an aggregate over no rows.
     Null,
+    /// A boolean.
     Bool(bool),
+    /// A 64-bit signed integer.
     Int(i64),
+    /// A 64-bit float.
     Float(f64),
+    /// A string, shared so that clones cost a reference count.
     Str(Arc<str>),
+    /// A list of values of any type.
     List(Vec<Value>),
 }
 
@@ -22,10 +28,13 @@ pub enum Value {
 pub type Attributes = BTreeMap<Arc<str>, Value>;
 
 impl Value {
+    /// A string value.
     pub fn str(s: &str) -> Value {
         Value::Str(Arc::from(s))
     }
 
+    /// The type's name as the aggregate language's messages print it: `null`,
+    /// `bool`, `int`, `float`, `string`, `list`.
     pub fn type_name(&self) -> &'static str {
         match self {
             Value::Null => "null",
@@ -47,6 +56,8 @@ impl Value {
         }
     }
 
+    /// Integer view: ints as they are, bools as 0/1, everything else `None`
+    /// (floats are not truncated).
     pub fn as_i64(&self) -> Option<i64> {
         match self {
             Value::Int(i) => Some(*i),
@@ -55,6 +66,7 @@ impl Value {
         }
     }
 
+    /// The string, if this is one.
     pub fn as_str(&self) -> Option<&str> {
         match self {
             Value::Str(s) => Some(s),
@@ -62,6 +74,7 @@ impl Value {
         }
     }
 
+    /// The items, if this is a list.
     pub fn as_list(&self) -> Option<&[Value]> {
         match self {
             Value::List(l) => Some(l),
@@ -69,6 +82,7 @@ impl Value {
         }
     }
 
+    /// Whether this is `Null`.
     pub fn is_null(&self) -> bool {
         matches!(self, Value::Null)
     }
