@@ -68,6 +68,7 @@ impl Net {
                 Output::Datagram { to, bytes } => {
                     self.in_flight.push_back((self.t + 1, addr(i), to, bytes))
                 }
+                Output::Envelope { .. } => panic!("Wire::Bytes sends bytes"),
                 Output::Answer { qid, answer } => self.answers.push((qid, answer)),
                 Output::Local { qid, work } => match work {
                     LocalWork::Query { query, attributes } => {

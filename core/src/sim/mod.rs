@@ -2,8 +2,10 @@
 //! virtual clock, with latency, loss, partitions, crashes, restarts and
 //! clock skew. One seed makes a run reproducible to the byte.
 //!
-//! It drives the very same `Engine` the agent runs; only the clock and the
-//! network are simulated.
+//! It drives the very same `Node` the agent runs, with the very bytes the
+//! agent would send: every message is encoded, carried, decoded and
+//! screened against the limits. Only the clock and the network are
+//! simulated.
 
 pub mod churn;
 mod network;
@@ -23,7 +25,8 @@ pub use report::{run_benchmark, MinMax, Observer, Quiet, SimOptions, SimReport};
 pub use tree::leaf_path;
 
 use crate::aggregate::AggregateSet;
-use crate::engine::{Effect, Engine, EngineConfig, Envelope, Message, Now};
+use crate::engine::{Engine, EngineConfig, Envelope, Message, Now};
+use crate::node::{Input, Node, NodeConfig, Output, Wire};
 use crate::zone::{Attributes, Row, Value, ZonePath};
 
 /// Virtual wall clock at simulation time zero (Nov 2023), so HLC values
@@ -70,6 +73,10 @@ pub struct SimConfig {
     /// Agent `agents + j` is host `s{j}` of the leaf zone of agent
     /// `j * 7919 % agents`.
     pub spares: usize,
+    /// Bytes (the default: every message encoded, carried and decoded as
+    /// the agent does), or shared structs for runs too large for a copy of
+    /// every row per agent (`node::Wire`).
+    pub wire: Wire,
 }
 
 impl SimConfig {
@@ -91,6 +98,7 @@ impl SimConfig {
             paths: None,
             skews_ms: None,
             spares: 0,
+            wire: Wire::Bytes,
         }
     }
 }
@@ -111,10 +119,10 @@ pub enum SimError {
 
 struct SimAgent {
     path: ZonePath,
-    /// Boxed: an engine leaves its agent for every millisecond it has
-    /// work in, and moving a pointer is cheaper than moving the engine
-    /// (the copies were a visible part of the single-threaded share).
-    engine: Option<Box<Engine>>,
+    /// Boxed: a node leaves its agent for every millisecond it has work
+    /// in, and moving a pointer is cheaper than moving the node (the
+    /// copies were a visible part of the single-threaded share).
+    node: Option<Box<Node>>,
     /// Index of this agent's job in the millisecond being run, if any.
     job: Option<u32>,
     attrs: Attributes,
@@ -131,7 +139,7 @@ enum Event {
     Deliver {
         to: usize,
         from: usize,
-        envelope: Envelope,
+        payload: Payload,
     },
     Tick {
         agent: usize,
@@ -166,19 +174,56 @@ enum Work {
     Tick,
     Deliver {
         from: std::net::SocketAddr,
-        envelope: Envelope,
+        payload: Payload,
     },
+}
+
+/// What a simulated link carries: the datagram's bytes, or with
+/// `Wire::Shared` the gossip message itself.
+enum Payload {
+    Bytes(Vec<u8>),
+    Envelope(Envelope),
+}
+
+impl Payload {
+    /// The engine message's length, without the frame byte, as the byte
+    /// figures have always counted it (BENCHMARKS.md compares across stops).
+    fn message_len(&self, len: usize) -> usize {
+        match self {
+            Payload::Bytes(bytes) => bytes.len().saturating_sub(1),
+            Payload::Envelope(_) => len,
+        }
+    }
+}
+
+/// Datagrams a node asked to send: where, the payload and its length.
+type Sends = Vec<(std::net::SocketAddr, Payload, usize)>;
+
+/// The datagrams among a node's outputs. The gossip simulator starts no
+/// request, so no answer or host work comes out (`sim::overlay` does).
+fn datagrams(node: &mut Node) -> Sends {
+    let mut sends = Vec::new();
+    while let Some(output) = node.poll_output() {
+        match output {
+            Output::Datagram { to, bytes } => sends.push((to, Payload::Bytes(bytes), 0)),
+            Output::Envelope { to, envelope, len } => {
+                sends.push((to, Payload::Envelope(envelope), len))
+            }
+            Output::Answer { .. } | Output::Local { .. } => {}
+        }
+    }
+    sends
 }
 
 /// One agent's events of one virtual millisecond, run apart from the rest.
 struct AgentJob {
     agent: usize,
     now: Now,
-    engine: Box<Engine>,
+    node: Box<Node>,
     /// Events with their position in the millisecond's order.
     work: Vec<(usize, Work)>,
-    outputs: Vec<(usize, Vec<Effect>)>,
-    /// The engine's next tick and its root row after the work, read here
+    outputs: Vec<(usize, Sends)>,
+    /// The node's next tick and its root row after the work, read here
     /// on the job's thread: read after the step, on the one thread that
     /// runs between steps, they were a cache miss per busy engine there.
     next_tick_ms: u64,
@@ -195,14 +240,21 @@ fn root_address(root: &Arc<Row>) -> usize {
 impl AgentJob {
     fn run(&mut self) {
         for (pos, work) in self.work.drain(..) {
-            let effects = match work {
-                Work::Tick => self.engine.tick(self.now),
-                Work::Deliver { from, envelope } => self.engine.handle(self.now, from, envelope),
-            };
-            self.outputs.push((pos, effects));
+            match work {
+                Work::Tick => self.node.tick(self.now),
+                Work::Deliver {
+                    from,
+                    payload: Payload::Bytes(bytes),
+                } => self.node.handle_datagram(self.now, from, &bytes),
+                Work::Deliver {
+                    from,
+                    payload: Payload::Envelope(envelope),
+                } => self.node.handle_envelope(self.now, from, envelope),
+            }
+            self.outputs.push((pos, datagrams(&mut self.node)));
         }
-        self.next_tick_ms = self.engine.next_tick_ms();
-        self.root = root_address(self.engine.root());
+        self.next_tick_ms = self.node.poll_timeout();
+        self.root = root_address(self.node.engine().root());
     }
 }
 
@@ -305,7 +357,7 @@ impl Sim {
             let attrs = random_attributes(&mut rng);
             agents.push(SimAgent {
                 path,
-                engine: None,
+                node: None,
                 job: None,
                 attrs,
                 skew_ms,
@@ -377,14 +429,18 @@ impl Sim {
     /// Whether agent `i` is running and has not left.
     pub fn is_alive(&self, i: usize) -> bool {
         self.agents[i]
-            .engine
+            .node
             .as_ref()
-            .is_some_and(|e| !e.has_left())
+            .is_some_and(|n| !n.engine().has_left())
     }
 
     /// Agent `i`'s engine, if it is running.
     pub fn engine(&self, i: usize) -> Option<&Engine> {
-        self.agents[i].engine.as_deref().filter(|e| !e.has_left())
+        self.agents[i]
+            .node
+            .as_deref()
+            .map(Node::engine)
+            .filter(|e| !e.has_left())
     }
 
     /// Indexes of the running agents.
@@ -418,14 +474,17 @@ impl Sim {
         cfg.interval_ms = self.cfg.interval_ms;
         cfg.rng_seed = self.cfg.seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ self.now;
         let now = self.now_for(i);
-        let engine = Engine::new(
+        // Commands are unsigned here, so the signature window is moot.
+        let mut cfg = NodeConfig::new(cfg, cfg_qid_seed(self.cfg.seed, i), 60_000);
+        cfg.wire = self.cfg.wire;
+        let node = Node::new(
             cfg,
             self.aggregates.clone(),
             self.agents[i].attrs.clone(),
             now,
         )?;
         let was_alive = self.is_alive(i);
-        self.agents[i].engine = Some(Box::new(engine));
+        self.agents[i].node = Some(Box::new(node));
         self.agents[i].last_root = None;
         if !was_alive {
             self.live += 1;
@@ -444,7 +503,7 @@ impl Sim {
             self.ok_count -= 1;
             self.agents[i].ok = false;
         }
-        self.agents[i].engine = None;
+        self.agents[i].node = None;
         self.agents[i].tick_at = u64::MAX;
     }
 
@@ -454,11 +513,14 @@ impl Sim {
             return;
         }
         let now = self.now_for(i);
-        let effects = match self.agents[i].engine.as_mut() {
-            Some(e) => e.leave(now),
+        let sends = match self.agents[i].node.as_mut() {
+            Some(node) => {
+                node.apply(now, Input::Leave);
+                datagrams(node)
+            }
             None => return,
         };
-        self.dispatch(i, effects);
+        self.dispatch(i, sends);
         // Counted here: once it has left, `crash` no longer sees it alive.
         self.live -= 1;
         self.crash(i);
@@ -470,9 +532,10 @@ impl Sim {
         self.agents[i].attrs.insert(name.into(), value);
         let attrs = self.agents[i].attrs.clone();
         let now = self.now_for(i);
-        if let Some(engine) = self.agents[i].engine.as_mut() {
-            let effects = engine.set_attributes(now, attrs);
-            self.dispatch(i, effects);
+        if let Some(node) = self.agents[i].node.as_mut() {
+            node.apply(now, Input::Attributes(attrs));
+            let sends = datagrams(node);
+            self.dispatch(i, sends);
             self.schedule_tick(i);
         }
     }
@@ -528,12 +591,18 @@ impl Sim {
     }
 
     fn update_ok(&mut self, i: usize) {
-        if let (Some(w), Some(e)) = (self.watch.as_mut(), self.agents[i].engine.as_ref()) {
+        if let (Some(w), Some(e)) = (
+            self.watch.as_mut(),
+            self.agents[i].node.as_deref().map(Node::engine),
+        ) {
             if !e.has_left() {
                 w.see(i, e.root().members());
             }
         }
-        let ok = match (&self.predicate, self.agents[i].engine.as_ref()) {
+        let ok = match (
+            &self.predicate,
+            self.agents[i].node.as_deref().map(Node::engine),
+        ) {
             (Some(p), Some(e)) if !e.has_left() => p(e.root()),
             _ => false,
         };
@@ -569,10 +638,10 @@ impl Sim {
     }
 
     fn schedule_tick(&mut self, i: usize) {
-        let Some(engine) = self.agents[i].engine.as_ref() else {
+        let Some(node) = self.agents[i].node.as_ref() else {
             return;
         };
-        let next = engine.next_tick_ms();
+        let next = node.poll_timeout();
         self.schedule_tick_at(i, next);
     }
 
@@ -586,13 +655,9 @@ impl Sim {
         }
     }
 
-    fn dispatch(&mut self, from: usize, effects: Vec<Effect>) {
-        for effect in effects {
-            let Effect::Send {
-                to,
-                envelope,
-                bytes: len,
-            } = effect;
+    fn dispatch(&mut self, from: usize, sends: Sends) {
+        for (to, payload, len) in sends {
+            let len = payload.message_len(len);
             let a = &mut self.agents[from];
             a.bytes_sent += len as u64;
             a.max_message = a.max_message.max(len);
@@ -613,7 +678,10 @@ impl Sim {
                     self.now,
                     from,
                     to,
-                    describe(&envelope.message),
+                    match &payload {
+                        Payload::Bytes(bytes) => describe_datagram(bytes),
+                        Payload::Envelope(envelope) => describe(&envelope.message),
+                    },
                     if lost { " LOST" } else { "" }
                 );
             }
@@ -622,7 +690,7 @@ impl Sim {
                 continue;
             }
             let at = self.now + link_latency_ms(&self.net, from, to);
-            self.push(at, Event::Deliver { to, from, envelope });
+            self.push(at, Event::Deliver { to, from, payload });
         }
     }
 
@@ -650,10 +718,10 @@ impl Sim {
             } else {
                 jobs.iter_mut().for_each(AgentJob::run);
             }
-            let mut outputs: Vec<(usize, usize, Vec<Effect>)> = Vec::new();
+            let mut outputs: Vec<(usize, usize, Sends)> = Vec::new();
             let mut touched = Vec::with_capacity(jobs.len());
             for job in jobs {
-                self.agents[job.agent].engine = Some(job.engine);
+                self.agents[job.agent].node = Some(job.node);
                 touched.push((job.agent, job.next_tick_ms, job.root));
                 outputs.extend(job.outputs.into_iter().map(|(pos, e)| (pos, job.agent, e)));
             }
@@ -669,8 +737,10 @@ impl Sim {
                     None => true,
                 };
                 if changed {
-                    self.agents[i].last_root =
-                        self.agents[i].engine.as_ref().map(|e| e.root().clone());
+                    self.agents[i].last_root = self.agents[i]
+                        .node
+                        .as_ref()
+                        .map(|n| n.engine().root().clone());
                     self.update_ok(i);
                     root_changed = true;
                 }
@@ -699,8 +769,8 @@ impl Sim {
                     self.agents[agent].tick_at = u64::MAX;
                     (agent, Work::Tick)
                 }
-                Event::Deliver { to, from, envelope } => {
-                    if self.agents[to].engine.is_none() && self.agents[to].job.is_none() {
+                Event::Deliver { to, from, payload } => {
+                    if self.agents[to].node.is_none() && self.agents[to].job.is_none() {
                         self.dropped += 1;
                         continue;
                     }
@@ -709,7 +779,7 @@ impl Sim {
                         to,
                         Work::Deliver {
                             from: addr_of(from),
-                            envelope,
+                            payload,
                         },
                     )
                 }
@@ -717,13 +787,13 @@ impl Sim {
             let index = match self.agents[agent].job {
                 Some(j) => j as usize,
                 None => {
-                    let Some(engine) = self.agents[agent].engine.take() else {
+                    let Some(node) = self.agents[agent].node.take() else {
                         continue;
                     };
                     jobs.push(AgentJob {
                         agent,
                         now: self.now_for(agent),
-                        engine,
+                        node,
                         work: Vec::new(),
                         outputs: Vec::new(),
                         next_tick_ms: 0,
@@ -767,7 +837,8 @@ impl Sim {
         let states: Vec<_> = self
             .agents
             .iter()
-            .filter_map(|a| a.engine.as_ref().filter(|e| !e.has_left()))
+            .filter_map(|a| a.node.as_deref().map(Node::engine))
+            .filter(|e| !e.has_left())
             .filter_map(|e| e.own_row())
             .map(|r| self.aggregates.leaf_states(r.values()))
             .collect();
@@ -784,7 +855,12 @@ impl Sim {
         let truth = self.ground_truth();
         let mut out = Vec::new();
         for (i, a) in self.agents.iter().enumerate() {
-            let Some(e) = a.engine.as_ref().filter(|e| !e.has_left()) else {
+            let Some(e) = a
+                .node
+                .as_deref()
+                .map(Node::engine)
+                .filter(|e| !e.has_left())
+            else {
                 continue;
             };
             let got = e.root().values();
@@ -829,6 +905,20 @@ fn random_attributes(rng: &mut ChaCha8Rng) -> Attributes {
 }
 #[cfg(test)]
 mod tests;
+
+/// Request ids unlike any other agent's, the same on every run of a seed.
+fn cfg_qid_seed(seed: u64, i: usize) -> u64 {
+    seed.rotate_left(17) ^ (i as u64).wrapping_mul(0x2545_f491_4f6c_dd1d)
+}
+
+/// A one-line description of a datagram, for `Sim::trace`.
+fn describe_datagram(bytes: &[u8]) -> String {
+    match crate::transport::decode_frame(bytes, usize::MAX) {
+        Ok(crate::transport::Frame::Gossip(envelope)) => describe(&envelope.message),
+        Ok(crate::transport::Frame::Overlay(_)) => "overlay".into(),
+        Err(reason) => format!("undecodable ({reason})"),
+    }
+}
 
 /// A one-line description of a message, for `Sim::trace`.
 fn describe(message: &Message) -> String {

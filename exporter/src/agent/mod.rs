@@ -619,11 +619,10 @@ impl EventLoop {
     async fn carry_out(&mut self, host: &Arc<Vec<MetricFamily>>) {
         while let Some(output) = self.node.poll_output() {
             match output {
-                Output::Datagram { to, bytes } => {
-                    let bytes = transport::seal(self.security.as_deref(), wall_ms(), bytes);
-                    if let Err(e) = self.socket.send_to(&bytes, to).await {
-                        tracing::debug!(%to, error = %e, "send failed");
-                    }
+                Output::Datagram { to, bytes } => self.send(to, bytes).await,
+                // Not configured here (`Wire::Bytes`); encoded all the same.
+                Output::Envelope { to, envelope, .. } => {
+                    self.send(to, transport::encode(&envelope)).await
                 }
                 Output::Answer { qid, answer } => self.host_work.answer(qid, answer),
                 Output::Local { qid, work } => self.host_work.run(qid, work, host),
@@ -631,6 +630,14 @@ impl EventLoop {
         }
         self.publish
             .publish(&self.node, self.clock.now().mono_ms, host);
+    }
+
+    /// Sends one datagram, sealed when gossip is encrypted.
+    async fn send(&self, to: SocketAddr, bytes: Vec<u8>) {
+        let bytes = transport::seal(self.security.as_deref(), wall_ms(), bytes);
+        if let Err(e) = self.socket.send_to(&bytes, to).await {
+            tracing::debug!(%to, error = %e, "send failed");
+        }
     }
 }
 

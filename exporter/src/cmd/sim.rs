@@ -13,6 +13,13 @@ use crate::sim::churn::RestartKind;
 use crate::sim::overlay::{run_queries, OverlaySim, QueryRun};
 use crate::sim::{run_benchmark, Observer, SimConfig, SimOptions, SimReport};
 
+/// `--wire`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum WireArg {
+    Bytes,
+    Shared,
+}
+
 #[derive(Debug, Args)]
 pub struct SimArgs {
     /// Number of simulated agents.
@@ -60,6 +67,13 @@ pub struct SimArgs {
     /// No progress lines on stderr.
     #[arg(long, short)]
     pub quiet: bool,
+    /// How simulated agents exchange gossip: `bytes` encodes, carries and
+    /// decodes every message as the agent does; `shared` hands the message
+    /// itself over, so rows stay shared between agents instead of one
+    /// decoded copy each (the memory a 10^5-agent run needs; the codec is
+    /// the only code it skips).
+    #[arg(long, value_enum, default_value_t = WireArg::Bytes)]
+    pub wire: WireArg,
     /// Run these seeds one after another instead of --seed: `1..20` (both
     /// ends included) or `1,5,9`. Prints a row per seed and the min /
     /// median / max of each figure (a table, or JSON with --json).
@@ -162,6 +176,10 @@ fn config(args: &SimArgs, seed: u64) -> SimConfig {
     config.skew_ms = args.skew_ms;
     config.latency_min_ms = args.latency_min_ms;
     config.latency_max_ms = args.latency_max_ms;
+    config.wire = match args.wire {
+        WireArg::Bytes => crate::node::Wire::Bytes,
+        WireArg::Shared => crate::node::Wire::Shared,
+    };
     config
 }
 
