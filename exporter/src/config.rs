@@ -352,12 +352,12 @@ pub fn command() -> clap::Command {
     with_value_names(AgentOnly::command())
 }
 
-/// Names each setting's value in `--help` after its key (`<INTERVAL>`),
-/// not after its id (`<gossip.interval>`). `main` applies it to `agent`.
+/// Names each setting's value in `--help` and clap's errors after its id
+/// in capitals (`<GOSSIP_INTERVAL>`, not `<gossip.interval>`). `main`
+/// applies it to `agent`.
 pub fn with_value_names(command: clap::Command) -> clap::Command {
     command.mut_args(|arg| {
-        let key = arg.get_id().as_str().rsplit('.').next().unwrap_or_default();
-        let name = key.to_uppercase();
+        let name = arg.get_id().as_str().replace('.', "_").to_uppercase();
         match arg.get_value_names() {
             Some(_) => arg.value_name(name),
             None => arg,
