@@ -66,7 +66,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run an agent: collect, gossip, and serve every zone's aggregates.
-    Agent(Box<cmd::agent::AgentArgs>),
+    Agent(Box<astrolabe::config::Settings>),
     /// Check an agent configuration file and exit.
     CheckConfig {
         /// The TOML file.
@@ -92,6 +92,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let parsed = Cli::command()
+        .mut_subcommand("agent", astrolabe::config::with_value_names)
         .try_get_matches()
         .and_then(|m| Cli::from_arg_matches(&m).map(|c| (c, m)));
     let (cli, matches) = match parsed {
@@ -118,7 +119,12 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Agent(args) => cmd::agent::run(*args, matches.subcommand_matches("agent")),
+        // The settings come from the matches, which also say which were
+        // given and which are clap's defaults (a layer of their own).
+        Command::Agent(_) => match matches.subcommand_matches("agent") {
+            Some(m) => astrolabe::config::CommandLine::from_matches(m).and_then(cmd::agent::run),
+            None => Err(anyhow::anyhow!("agent: no arguments")),
+        },
         Command::CheckConfig { file } => cmd::agent::check_config(file),
         Command::Demo(args) => cmd::demo::run(args),
         Command::Sim(args) => cmd::sim::run(args),

@@ -5,7 +5,7 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {
-        let _ = toml::from_str::<astrolabe::config::FileConfig>(text);
+        let _ = astrolabe::config::Settings::parse(text, std::path::Path::new("agent.toml"));
         let _ = astrolabe::http::secure::WebConfig::parse(text, std::path::Path::new("/nonexistent"));
     }
 });
