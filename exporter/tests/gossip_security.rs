@@ -29,7 +29,11 @@ fn spawn(zone: &str, value: u32, seeds: &[u16], dir: &std::path::Path, extra: &[
     std::fs::write(d.join("w.prom"), format!("work_items {value}\n")).unwrap();
     let mut args = vec!["--no-collector.host", "--aggregate", AGGREGATE];
     args.extend_from_slice(extra);
-    Agent::spawn(zone, seeds, &d, &args)
+    Agent::builder(zone)
+        .seeds(seeds)
+        .dir(&d)
+        .args(&args)
+        .spawn()
 }
 
 fn root_sum(a: &Agent) -> Option<f64> {

@@ -226,7 +226,10 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
     let mut agents: Vec<Agent> = Vec::new();
     let mut seeds = Vec::new();
     for (i, zone) in ["/z0/h0", "/z0/h1", "/z1/h2", "/z1/h3"].iter().enumerate() {
-        let a = Agent::spawn(zone, &seeds, &dir.join(format!("a{i}")), &[]);
+        let a = Agent::builder(zone)
+            .seeds(&seeds)
+            .dir(&dir.join(format!("a{i}")))
+            .spawn();
         if seeds.is_empty() {
             seeds.push(a.gossip);
         }

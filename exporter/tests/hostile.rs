@@ -55,12 +55,13 @@ fn hostile_run(name: &str, key: Option<&str>) {
             Some(a) => vec![a.gossip],
             None => vec![spy],
         };
-        agents.push(Agent::spawn(
-            &format!("/h/z{}/h{i}", i / 2),
-            &seeds,
-            &d,
-            &extra,
-        ));
+        agents.push(
+            Agent::builder(&format!("/h/z{}/h{i}", i / 2))
+                .seeds(&seeds)
+                .dir(&d)
+                .args(&extra)
+                .spawn(),
+        );
     }
     assert!(
         eventually(Duration::from_secs(40), || serves_truth(&agents)),
@@ -187,13 +188,6 @@ fn refused_rows(metrics: &str, reason: &str) -> f64 {
         "reason",
         reason,
     )
-}
-
-fn wall_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
 }
 
 fn row(zone: &str, issued_ms: u64, body: Body) -> Arc<Row> {
@@ -349,12 +343,13 @@ fn valid_but_absurd_rows_are_refused_by_limit_and_counted() {
         std::fs::create_dir_all(&d).unwrap();
         std::fs::write(d.join("w.prom"), format!("work_items {}\n", i + 1)).unwrap();
         let seeds: Vec<u16> = agents.first().map(|a| vec![a.gossip]).unwrap_or_default();
-        agents.push(Agent::spawn(
-            &format!("/h/z{}/h{i}", i / 2),
-            &seeds,
-            &d,
-            &["--no-collector.host", "--aggregate", AGGREGATE],
-        ));
+        agents.push(
+            Agent::builder(&format!("/h/z{}/h{i}", i / 2))
+                .seeds(&seeds)
+                .dir(&d)
+                .args(["--no-collector.host", "--aggregate", AGGREGATE])
+                .spawn(),
+        );
     }
     // Ground truth from the textfiles: h0..h3 hold 1..4, z0 = h0 + h1.
     let truth = |a: &Agent| {
@@ -447,18 +442,16 @@ fn valid_but_absurd_rows_are_refused_by_limit_and_counted() {
 fn http_requests_beyond_the_limit_get_503_and_are_counted() {
     use std::io::{Read, Write};
     let dir = temp_dir("hostile-http");
-    let agent = Agent::spawn(
-        "/h/zh/h0",
-        &[],
-        &dir,
-        &[
+    let agent = Agent::builder("/h/zh/h0")
+        .dir(&dir)
+        .args([
             "--no-collector.host",
             "--web.max-requests",
             "2",
             "--web.read-timeout",
             "3s",
-        ],
-    );
+        ])
+        .spawn();
     assert!(
         eventually(Duration::from_secs(20), || agent.get("/metrics").is_some()),
         "agent never served"

@@ -75,7 +75,10 @@ fn the_landing_page_renders_the_live_zone_tree_in_chromium() {
     let mut seeds = Vec::new();
     let zones = ["/web/a/h0", "/web/a/h1", "/web/b/h2"];
     for (i, zone) in zones.iter().enumerate() {
-        let a = Agent::spawn(zone, &seeds, &dir.join(format!("a{i}")), &[]);
+        let a = Agent::builder(zone)
+            .seeds(&seeds)
+            .dir(&dir.join(format!("a{i}")))
+            .spawn();
         if seeds.is_empty() {
             seeds.push(a.gossip);
         }

@@ -152,21 +152,21 @@ fn slow_clients_and_a_query_burst_cannot_take_scrapes_or_trim_answers() {
             // Short, so that the test sees slow clients cut.
             extra.extend(["--web.read-timeout", "2s"]);
         }
-        agents.push(Agent::spawn(
-            zone,
-            &seeds,
-            &dir.join(format!("a{i}")),
-            &extra,
-        ));
+        agents.push(
+            Agent::builder(zone)
+                .seeds(&seeds)
+                .dir(&dir.join(format!("a{i}")))
+                .args(&extra)
+                .spawn(),
+        );
     }
     // An agent that takes one query at a time.
     let seeds = [agents[0].gossip];
-    let mut small = Agent::spawn(
-        "/t/z2/small",
-        &seeds,
-        &dir.join("small"),
-        &["--no-collector.host", "--limits.pending-queries", "1"],
-    );
+    let mut small = Agent::builder("/t/z2/small")
+        .seeds(&seeds)
+        .dir(&dir.join("small"))
+        .args(["--no-collector.host", "--limits.pending-queries", "1"])
+        .spawn();
     let converged = |agents: &[&Agent], hosts: usize| {
         eventually(Duration::from_secs(40), || {
             agents.iter().all(|a| root_members(a) == Some(hosts as f64))

@@ -824,11 +824,9 @@ fn a_python_otlp_receiver_sees_the_data_model_the_rules_give() {
         first.is_ok_and(|l| l.contains("listening")),
         "the receiver did not start"
     );
-    let agent = Agent::spawn(
-        "/py/h1",
-        &[],
-        &dir,
-        &[
+    let agent = Agent::builder("/py/h1")
+        .dir(&dir)
+        .args([
             "--no-collector.host",
             "--attribute",
             "work=5",
@@ -840,20 +838,19 @@ fn a_python_otlp_receiver_sees_the_data_model_the_rules_give() {
             "http/protobuf",
             "--otlp.interval",
             "300ms",
-        ],
-    );
+        ])
+        .spawn();
     // A second agent whose receiver is not there: its exports are counted lost.
-    let lost = Agent::spawn(
-        "/py/h2",
-        &[agent.gossip],
-        &dir,
-        &[
+    let lost = Agent::builder("/py/h2")
+        .seeds(&[agent.gossip])
+        .dir(&dir)
+        .args([
             "--otlp.endpoint",
             &format!("http://127.0.0.1:{}", free_port()),
             "--otlp.interval",
             "300ms",
-        ],
-    );
+        ])
+        .spawn();
     let mut last = serde_json::Value::Null;
     let found = eventually(Duration::from_secs(30), || {
         let Ok(line) = lines.recv_timeout(Duration::from_secs(1)) else {

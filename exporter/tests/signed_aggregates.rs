@@ -14,14 +14,7 @@ use common::*;
 use serde_json::{json, Value};
 
 fn refusals(agent: &Agent, reason: &str) -> f64 {
-    let series =
-        format!(r#"astrolabe_signature_refusals_total{{kind="aggregate",reason="{reason}"}} "#);
-    agent
-        .get("/metrics")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(&series)?.trim().parse().ok())
-        .unwrap_or(-1.0)
+    signature_refusals(agent, "aggregate", reason)
 }
 
 fn held(agent: &Agent) -> Vec<Value> {
@@ -71,16 +64,15 @@ fn signed_aggregates_spread_through_their_zone_and_nothing_else_applies() {
         let d = dir.join(format!("a{i}"));
         std::fs::create_dir_all(&d).unwrap();
         std::fs::write(d.join("w.prom"), format!("work_items {}\n", i + 1)).unwrap();
-        let a = Agent::spawn(
-            zone,
-            &seed,
-            &d,
-            &[
+        let a = Agent::builder(zone)
+            .seeds(&seed)
+            .dir(&d)
+            .args([
                 "--security.trusted-key",
                 &good_public,
                 "--no-collector.host",
-            ],
-        );
+            ])
+            .spawn();
         if i == 0 {
             seed.push(a.gossip);
         }
