@@ -5,6 +5,7 @@
 mod common;
 
 use std::net::UdpSocket;
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -23,17 +24,11 @@ fn generate_key() -> String {
     key
 }
 
-fn spawn(zone: &str, value: u32, seeds: &[u16], dir: &std::path::Path, extra: &[&str]) -> Agent {
-    let d = dir.join(zone.trim_start_matches('/').replace('/', "_"));
-    std::fs::create_dir_all(&d).unwrap();
-    std::fs::write(d.join("w.prom"), format!("work_items {value}\n")).unwrap();
-    let mut args = vec!["--no-collector.host", "--aggregate", AGGREGATE];
-    args.extend_from_slice(extra);
+/// An agent in `zone` whose textfile holds `work_items value`.
+fn agent(zone: &str, value: u32) -> Launch {
     Agent::builder(zone)
-        .seeds(seeds)
-        .dir(&d)
-        .args(&args)
-        .spawn()
+        .textfile(format!("work_items {value}\n"))
+        .args(["--no-collector.host", "--aggregate", AGGREGATE])
 }
 
 fn root_sum(a: &Agent) -> Option<f64> {
@@ -42,12 +37,13 @@ fn root_sum(a: &Agent) -> Option<f64> {
 
 #[test]
 fn agents_with_different_keys_never_merge() {
-    let dir = temp_dir("keys-differ");
     let (a, b) = (generate_key(), generate_key());
-    let a1 = spawn("/k/h1", 1, &[], &dir, &["--gossip.key", &a]);
-    let a3 = spawn("/k/h3", 3, &[a1.gossip], &dir, &["--gossip.key", &a]);
-    let b2 = spawn("/k/h2", 2, &[a1.gossip], &dir, &["--gossip.key", &b]);
-    let plain = spawn("/k/h4", 4, &[a1.gossip], &dir, &[]);
+    let a1 = agent("/k/h1", 1).args(["--gossip.key", &a]).spawn();
+    let a3 = agent("/k/h3", 3).seed(a1.gossip).args(["--gossip.key", &a]);
+    let a3 = a3.spawn();
+    let b2 = agent("/k/h2", 2).seed(a1.gossip).args(["--gossip.key", &b]);
+    let b2 = b2.spawn();
+    let plain = agent("/k/h4", 4).seed(a1.gossip).spawn();
     // The two agents with key A converge; the others are refused, counted.
     let merged = eventually(Duration::from_secs(30), || {
         let m = a1.get("/metrics").unwrap_or_default();
@@ -70,12 +66,10 @@ fn agents_with_different_keys_never_merge() {
         assert_eq!(root_sum(&b2), Some(2.0), "key-B agent merged state");
         assert_eq!(root_sum(&plain), Some(4.0), "unkeyed agent merged state");
     }
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
 fn a_replayed_captured_datagram_is_dropped() {
-    let dir = temp_dir("keys-replay");
     let key = generate_key();
     // A socket posing as a seed captures what a real agent sends it.
     let capture = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -83,14 +77,13 @@ fn a_replayed_captured_datagram_is_dropped() {
         .set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
     let spy_port = capture.local_addr().unwrap().port();
-    let sender = spawn("/r/sender", 1, &[spy_port], &dir, &["--gossip.key", &key]);
-    let receiver = spawn(
-        "/r/receiver",
-        2,
-        &[],
-        &dir,
-        &["--gossip.key", &key, "--gossip.replay-window", "3s"],
-    );
+    let sender = agent("/r/sender", 1)
+        .seed(spy_port)
+        .args(["--gossip.key", &key]);
+    let sender = sender.spawn();
+    let receiver = agent("/r/receiver", 2)
+        .args(["--gossip.key", &key, "--gossip.replay-window", "3s"])
+        .spawn();
     let mut buf = [0u8; 65536];
     let (len, _) = capture
         .recv_from(&mut buf)
@@ -129,29 +122,26 @@ fn a_replayed_captured_datagram_is_dropped() {
         receiver.get("/metrics")
     );
     drop(sender);
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
 fn key_rotation_across_six_agents_loses_no_datagram() {
     let dir = temp_dir("keys-rotate");
     let (old, new) = (generate_key(), generate_key());
-    let mut agents: Vec<Agent> = Vec::new();
-    let mut rings = Vec::new();
-    for i in 0..6u32 {
-        let ring = dir.join(format!("ring{i}.json"));
-        std::fs::write(&ring, format!("[\"{old}\"]")).unwrap();
-        let seeds: Vec<u16> = agents.first().map(|a| vec![a.gossip]).unwrap_or_default();
-        let zone = format!("/rot/z{}/h{}", i % 2, i);
-        agents.push(spawn(
-            &zone,
-            i + 1,
-            &seeds,
-            &dir,
-            &["--gossip.keyring-file", ring.to_str().unwrap()],
-        ));
-        rings.push(ring);
-    }
+    let rings: Vec<PathBuf> = (0..6)
+        .map(|i| {
+            let ring = dir.join(format!("ring{i}.json"));
+            std::fs::write(&ring, format!("[\"{old}\"]")).unwrap();
+            ring
+        })
+        .collect();
+    let ring_of = rings.clone();
+    let agents = Cluster::builder("keys-rotate-agents")
+        .zones((0..6).map(|i| format!("/rot/z{}/h{}", i % 2, i)))
+        .textfile(|i| format!("work_items {}\n", i + 1))
+        .args(["--no-collector.host", "--aggregate", AGGREGATE])
+        .each(move |i, a| a.args(["--gossip.keyring-file", ring_of[i].to_str().unwrap()]))
+        .spawn();
     let converged = eventually(Duration::from_secs(40), || {
         agents.iter().all(|a| root_sum(a) == Some(21.0))
     });
@@ -233,13 +223,10 @@ fn key_rotation_across_six_agents_loses_no_datagram() {
         "an agent still holds two keys"
     );
     // The old key no longer gets in; a command sealed with it is refused.
-    let outsider = spawn(
-        "/rot/z9/old",
-        100,
-        &[agents[0].gossip],
-        &dir,
-        &["--gossip.key", &old],
-    );
+    let outsider = agent("/rot/z9/old", 100)
+        .seed(agents[0].gossip)
+        .args(["--gossip.key", &old])
+        .spawn();
     let refused = eventually(Duration::from_secs(20), || {
         agents[0]
             .get("/metrics")

@@ -536,31 +536,6 @@ async fn agents_push_when_configured_by_flag_environment_or_file() {
     let (grpc, mut grpc_inbox) = grpc_receiver().await;
     let (http, mut http_inbox) = http_receiver().await;
     let dir = temp_dir("otlp-agents");
-    let seed = free_port();
-    let base = |zone: &str, gossip: u16| {
-        let mut cmd = tokio::process::Command::new(BIN);
-        cmd.arg("agent")
-            .args(["--zone", zone])
-            .args(["--gossip.listen-address", &format!("127.0.0.1:{gossip}")])
-            .args([
-                "--web.listen-address",
-                &format!("127.0.0.1:{}", free_port()),
-            ])
-            .args(["--gossip.interval", "200ms", "--no-collector.host"])
-            .env("ASTROLABE_LOG", "warn")
-            .kill_on_drop(true);
-        cmd
-    };
-    // By flags, over gRPC.
-    let mut a = base("/otlp/a", seed);
-    a.args(["--otlp.endpoint", &format!("http://{grpc}")])
-        .args(["--otlp.protocol", "grpc", "--otlp.interval", "300ms"]);
-    // By environment, over HTTP/protobuf.
-    let mut b = base("/otlp/b", free_port());
-    b.args(["--gossip.seed", &format!("127.0.0.1:{seed}")])
-        .env("ASTROLABE_OTLP_ENDPOINT", format!("http://{http}"))
-        .env("ASTROLABE_OTLP_PROTOCOL", "http/protobuf")
-        .env("ASTROLABE_OTLP_INTERVAL", "300ms");
     // By the file's [otlp] section, over gRPC.
     let file = dir.join("c.toml");
     std::fs::write(
@@ -570,10 +545,24 @@ async fn agents_push_when_configured_by_flag_environment_or_file() {
         ),
     )
     .unwrap();
-    let mut c = base("/otlp/c", free_port());
-    c.args(["--gossip.seed", &format!("127.0.0.1:{seed}")])
-        .args(["--config.file", file.to_str().unwrap()]);
-    let children = [a.spawn().unwrap(), b.spawn().unwrap(), c.spawn().unwrap()];
+    // Started, not waited for: the pushes they make are the wait.
+    let children = Cluster::builder("otlp-agents-cluster")
+        .zones(["/otlp/a", "/otlp/b", "/otlp/c"])
+        .arg("--no-collector.host")
+        .each(move |i, agent| match i {
+            // By flags, over gRPC.
+            0 => agent
+                .args(["--otlp.endpoint", &format!("http://{grpc}")])
+                .args(["--otlp.protocol", "grpc", "--otlp.interval", "300ms"]),
+            // By environment, over HTTP/protobuf.
+            1 => agent
+                .env("ASTROLABE_OTLP_ENDPOINT", format!("http://{http}"))
+                .env("ASTROLABE_OTLP_PROTOCOL", "http/protobuf")
+                .env("ASTROLABE_OTLP_INTERVAL", "300ms"),
+            _ => agent.args(["--config.file", file.to_str().unwrap()]),
+        })
+        .unready()
+        .spawn();
 
     // Each pusher eventually reports the whole cluster, under its own resource.
     let mut seen: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
@@ -767,27 +756,16 @@ impl Drop for ChildGuard {
     }
 }
 
-/// Whether python3 can import `module`; missing is a failure under CI and
-/// a skip, said on stderr, elsewhere.
-fn python_has(module: &str) -> bool {
-    let ok = std::process::Command::new("python3")
-        .args(["-c", &format!("import {module}")])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        let why = format!("python3 with {module} is needed (pip install opentelemetry-proto)");
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "{why}");
-        eprintln!("SKIPPED: {why}");
-    }
-    ok
-}
-
 /// The agent binary against the OpenTelemetry project's own Python
 /// decoder: names that are no valid instrument names, NaN and infinities
 /// arrive as served; units, summaries and histograms as the rules say.
 #[test]
 fn a_python_otlp_receiver_sees_the_data_model_the_rules_give() {
-    if !python_has("opentelemetry.proto.collector.metrics.v1.metrics_service_pb2") {
+    if !require(
+        "a_python_otlp_receiver_sees_the_data_model_the_rules_give",
+        "python3 with opentelemetry-proto (pip install opentelemetry-proto)",
+        python_modules(&["opentelemetry.proto.collector.metrics.v1.metrics_service_pb2"]),
+    ) {
         return;
     }
     let dir = temp_dir("otlp-python");

@@ -58,26 +58,15 @@ fn signed_aggregates_spread_through_their_zone_and_nothing_else_applies() {
         "/us/nyc/h4",
         "/us/nyc/h5",
     ];
-    let mut agents: Vec<Agent> = Vec::new();
-    let mut seed = Vec::new();
-    for (i, zone) in zones.iter().enumerate() {
-        let d = dir.join(format!("a{i}"));
-        std::fs::create_dir_all(&d).unwrap();
-        std::fs::write(d.join("w.prom"), format!("work_items {}\n", i + 1)).unwrap();
-        let a = Agent::builder(zone)
-            .seeds(&seed)
-            .dir(&d)
-            .args([
-                "--security.trusted-key",
-                &good_public,
-                "--no-collector.host",
-            ])
-            .spawn();
-        if i == 0 {
-            seed.push(a.gossip);
-        }
-        agents.push(a);
-    }
+    let agents = Cluster::builder("signed-aggregates-agents")
+        .zones(zones)
+        .textfile(|i| format!("work_items {}\n", i + 1))
+        .args([
+            "--security.trusted-key",
+            &good_public,
+            "--no-collector.host",
+        ])
+        .spawn();
     let converged = roots_count(&agents, 6.0, Duration::from_secs(60));
     assert!(converged, "the cluster did not converge");
 

@@ -97,40 +97,29 @@ fn only_commands_signed_by_a_trusted_operator_key_run() {
     );
 
     let zones = ["/eu/a/h0", "/eu/a/h1", "/eu/b/h2", "/us/c/h3"];
-    let mut agents: Vec<Agent> = Vec::new();
-    let mut seed = Vec::new();
-    for (i, zone) in zones.iter().enumerate() {
-        let d = dir.join(format!("a{i}"));
-        std::fs::create_dir_all(&d).unwrap();
-        let action = format!("touch-it=touch {}", d.join("touched").display());
-        let config = d.join("agent.toml");
-        // One agent takes its trusted key from the file, the rest from the flag.
-        std::fs::write(
-            &config,
-            format!("[security]\ntrusted_keys = [\"{good_public}\"]\n"),
-        )
-        .unwrap();
-        let mut extra = vec![
-            "--overlay.action",
-            action.as_str(),
-            "--gossip.key",
-            gossip_key.as_str(),
-        ];
-        if i == 3 {
-            extra.extend(["--config.file", config.to_str().unwrap()]);
-        } else {
-            extra.extend(["--security.trusted-key", good_public.as_str()]);
-        }
-        let a = Agent::builder(zone)
-            .seeds(&seed)
-            .dir(&d)
-            .args(&extra)
-            .spawn();
-        if i == 0 {
-            seed.push(a.gossip);
-        }
-        agents.push(a);
-    }
+    let (base, public) = (dir.clone(), good_public.clone());
+    let agents = Cluster::builder("signed-commands-agents")
+        .zones(zones)
+        .args(["--gossip.key", &gossip_key])
+        .each(move |i, agent| {
+            let d = base.join(format!("a{i}"));
+            std::fs::create_dir_all(&d).unwrap();
+            let action = format!("touch-it=touch {}", d.join("touched").display());
+            let config = d.join("agent.toml");
+            // One agent takes its trusted key from the file, the rest from the flag.
+            std::fs::write(
+                &config,
+                format!("[security]\ntrusted_keys = [\"{public}\"]\n"),
+            )
+            .unwrap();
+            let agent = agent.dir(&d).args(["--overlay.action", action.as_str()]);
+            if i == 3 {
+                agent.args(["--config.file", config.to_str().unwrap()])
+            } else {
+                agent.args(["--security.trusted-key", public.as_str()])
+            }
+        })
+        .spawn();
     let converged = roots_count(&agents, 4.0, Duration::from_secs(60));
     assert!(converged, "the cluster did not converge");
     let web = agents[0].web;

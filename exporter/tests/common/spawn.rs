@@ -9,7 +9,6 @@
 //! 503 on `/-/ready` and refuses requests); `start` does not wait. Every
 //! process is killed when its handle is dropped.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -46,6 +45,10 @@ pub struct Launch {
     pub env_remove: Vec<String>,
     /// Whether `spawn` waits for the agent to catch up.
     pub wait_ready: bool,
+    /// Files (name, text) written into `dir` before the agent starts.
+    pub textfiles: Vec<(String, String)>,
+    /// The directory made for this agent alone, removed with it.
+    own_dir: Option<PathBuf>,
 }
 
 impl Launch {
@@ -55,8 +58,11 @@ impl Launch {
         use std::sync::atomic::{AtomicUsize, Ordering};
         static AGENTS: AtomicUsize = AtomicUsize::new(0);
         let n = AGENTS.fetch_add(1, Ordering::Relaxed);
-        let dir = temp_dir(&format!("agent{n}")).join("textfiles");
-        Launch::with_dir(zone, dir)
+        let root = std::env::temp_dir().join(format!("astrolabe-agent{n}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let mut launch = Launch::with_dir(zone, root.join("textfiles"));
+        launch.own_dir = Some(root);
+        launch
     }
 
     fn with_dir(zone: Option<&str>, dir: PathBuf) -> Launch {
@@ -73,12 +79,22 @@ impl Launch {
             env: Vec::new(),
             env_remove: Vec::new(),
             wait_ready: true,
+            textfiles: Vec::new(),
+            own_dir: None,
         }
     }
 
-    /// The textfile directory (instead of one under the temporary directory).
+    /// The textfile directory (instead of one of its own, removed with it).
     pub fn dir(mut self, dir: &Path) -> Launch {
         self.dir = dir.to_path_buf();
+        self.own_dir = None;
+        self
+    }
+
+    /// A textfile `w.prom` holding `text`, written when the agent starts.
+    pub fn textfile(mut self, text: impl AsRef<str>) -> Launch {
+        self.textfiles
+            .push(("w.prom".into(), text.as_ref().to_string()));
         self
     }
 
@@ -149,6 +165,9 @@ impl Launch {
     /// Starts the agent, without waiting for anything.
     pub fn start(&self) -> Agent {
         std::fs::create_dir_all(&self.dir).unwrap();
+        for (name, text) in &self.textfiles {
+            std::fs::write(self.dir.join(name), text).unwrap();
+        }
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -304,7 +323,9 @@ impl Agent {
     pub fn restart(&mut self, sig: &str) {
         self.signal(sig);
         let again = self.launch.start();
-        *self = again;
+        // The old handle's process is gone; its directory is the new one's.
+        let mut old = std::mem::replace(self, again);
+        old.launch.own_dir = None;
     }
 
     /// Waits up to `timeout` for the process to exit on its own; whether it
@@ -380,6 +401,9 @@ impl Agent {
 impl Drop for Agent {
     fn drop(&mut self) {
         self.kill();
+        if let Some(root) = &self.launch.own_dir {
+            let _ = std::fs::remove_dir_all(root);
+        }
     }
 }
 
@@ -493,9 +517,7 @@ impl ClusterBuilder {
             l.seeds
                 .extend((self.seeds)(i, n).into_iter().map(|s| gossip[s]));
             if let Some(text) = &self.textfile {
-                std::fs::create_dir_all(&l.dir).unwrap();
-                let mut f = std::fs::File::create(l.dir.join("w.prom")).unwrap();
-                f.write_all(text(i).as_bytes()).unwrap();
+                l = l.textfile(text(i));
             }
             agents.push(l.start());
         }
