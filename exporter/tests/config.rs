@@ -3,23 +3,14 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
 
 fn check(file: &std::path::Path) -> (bool, String) {
-    let out = Command::new(BIN)
-        .arg("check-config")
-        .arg(file)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text.trim().to_string())
+    let out = run_cli(&["check-config", file.to_str().unwrap()], &[]);
+    let text = format!("{}{}", out.stdout, out.stderr);
+    (out.ok, text.trim().to_string())
 }
 
 #[test]

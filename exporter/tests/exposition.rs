@@ -159,9 +159,9 @@ fn garbage_datagrams_are_dropped_counted_and_harmless() {
 }
 
 fn run_fails(args: &[&str]) -> String {
-    let out = Command::new(BIN).args(args).output().unwrap();
-    assert!(!out.status.success(), "{args:?} should fail");
-    let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    let out = run_cli(args, &[]);
+    assert!(!out.ok, "{args:?} should fail");
+    let err = out.stderr.trim().to_string();
     assert_eq!(err.lines().count(), 1, "one line, got: {err}");
     err
 }

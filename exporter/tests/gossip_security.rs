@@ -6,7 +6,6 @@ mod common;
 
 use std::net::UdpSocket;
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -14,12 +13,10 @@ use common::*;
 const AGGREGATE: &str = "SELECT sum(work_items) AS work_sum, count(work_items) AS work_count";
 
 fn generate_key() -> String {
-    let out = Command::new(BIN)
-        .args(["keys", "generate"])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let key = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let key = String::from_utf8(run_ok(&["keys", "generate"]))
+        .unwrap()
+        .trim()
+        .to_string();
     assert_eq!(key.len(), 44, "{key}");
     key
 }
@@ -187,17 +184,11 @@ fn key_rotation_across_six_agents_loses_no_datagram() {
         ("use", &new, &old),
         ("remove", &old, &new),
     ] {
-        let out = Command::new(BIN)
-            .args(["keys", step, key, "--server", &servers])
-            .env("ASTROLABE_GOSSIP_KEY", sealing)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "keys {step}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+        let out = run_cli(
+            &["keys", step, key, "--server", &servers],
+            &[("ASTROLABE_GOSSIP_KEY", sealing)],
         );
+        assert!(out.ok, "keys {step}: {}{}", out.stdout, out.stderr);
         // Let several rounds run under each configuration.
         std::thread::sleep(Duration::from_secs(2));
     }
@@ -212,13 +203,10 @@ fn key_rotation_across_six_agents_loses_no_datagram() {
         let text = std::fs::read_to_string(ring).unwrap();
         assert!(text.contains(&new) && !text.contains(&old), "{text}");
     }
-    let list = Command::new(BIN)
-        .args(["keys", "list", "--server", &servers])
-        .output()
-        .unwrap();
-    assert!(list.status.success());
+    let list = run_cli(&["keys", "list", "--server", &servers], &[]);
+    assert!(list.ok);
     assert_eq!(
-        String::from_utf8_lossy(&list.stdout).matches(", ").count(),
+        list.stdout.matches(", ").count(),
         0,
         "an agent still holds two keys"
     );
@@ -234,13 +222,12 @@ fn key_rotation_across_six_agents_loses_no_datagram() {
     });
     assert!(refused);
     assert_eq!(root_sum(&agents[0]), Some(21.0));
-    let denied = Command::new(BIN)
-        .args(["keys", "install", &old, "--server", &servers])
-        .env("ASTROLABE_GOSSIP_KEY", &old)
-        .output()
-        .unwrap();
-    assert!(!denied.status.success());
-    assert!(String::from_utf8_lossy(&denied.stdout).contains("401"));
+    let denied = run_cli(
+        &["keys", "install", &old, "--server", &servers],
+        &[("ASTROLABE_GOSSIP_KEY", &old)],
+    );
+    assert!(!denied.ok);
+    assert!(denied.stdout.contains("401"));
     drop(outsider);
     let _ = std::fs::remove_dir_all(dir);
 }

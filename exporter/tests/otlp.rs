@@ -615,15 +615,16 @@ fn bad_otlp_settings_stop_start_up_with_one_line() {
             "must be positive",
         ),
     ] {
-        let out = std::process::Command::new(BIN)
-            .args(["agent", "--zone", "/a/b", "--no-collector.host"])
-            .args(["--gossip.listen-address", "127.0.0.1:0"])
-            .args(["--web.listen-address", "127.0.0.1:0"])
-            .args(&flags)
-            .output()
-            .unwrap();
-        assert!(!out.status.success(), "{flags:?} should fail");
-        let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        let args = [
+            &["agent", "--zone", "/a/b", "--no-collector.host"][..],
+            &["--gossip.listen-address", "127.0.0.1:0"],
+            &["--web.listen-address", "127.0.0.1:0"],
+            &flags,
+        ]
+        .concat();
+        let out = run_cli(&args, &[]);
+        assert!(!out.ok, "{flags:?} should fail");
+        let err = out.stderr.trim().to_string();
         assert!(err.contains(needle), "{flags:?}: {err}");
         assert!(err.lines().count() <= 3, "{flags:?}: short, got {err}");
     }
@@ -648,13 +649,9 @@ fn check_config_refuses_a_bad_otlp_section() {
     ] {
         let file = dir.join("bad.toml");
         std::fs::write(&file, text).unwrap();
-        let out = std::process::Command::new(BIN)
-            .arg("check-config")
-            .arg(&file)
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{text} passed");
+        let out = run_cli(&["check-config", file.to_str().unwrap()], &[]);
+        let err = out.stderr;
+        assert!(!out.ok, "{text} passed");
         assert!(
             err.contains(needle) && err.contains("bad.toml"),
             "{text}: {err}"

@@ -6,7 +6,6 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -272,42 +271,21 @@ fn queries_and_commands_over_twelve_agents() {
     );
 
     // The CLI prints an aligned table and a coverage line.
-    let out = Command::new(BIN)
-        .args([
-            "query",
-            "--server",
-            &format!("http://127.0.0.1:{web}"),
-            "--zone",
-            "/eu",
-        ])
-        .arg("SELECT host, work_items FROM host ORDER BY work_items LIMIT 3")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let server = agents[0].url();
+    let sql = "SELECT host, work_items FROM host ORDER BY work_items LIMIT 3";
+    let out = run_cli(&["query", "--server", &server, "--zone", "/eu", sql], &[]);
+    let stdout = &out.stdout;
+    assert!(out.ok, "{stdout} {}", out.stderr);
     assert!(
         stdout.starts_with("host  work_items\nh0             1\n"),
         "{stdout}"
     );
     assert!(stdout.contains("coverage: 8/8 hosts"), "{stdout}");
-    let out = Command::new(BIN)
-        .args([
-            "query",
-            "--server",
-            &format!("http://127.0.0.1:{web}"),
-            "SELECT FROM",
-        ])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let out = run_cli(&["query", "--server", &server, "SELECT FROM"], &[]);
+    let stderr = &out.stderr;
+    assert!(!out.ok);
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     assert!(stderr.contains("HTTP 400"), "{stderr}");
-    let server = format!("http://127.0.0.1:{web}");
     let touched = run_cli(
         &["command", "--server", &server, "--zone", "/us", "touch-it"],
         &[],

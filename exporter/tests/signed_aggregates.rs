@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -27,16 +26,8 @@ fn held(agent: &Agent) -> Vec<Value> {
 
 /// `astrolabe aggregate ...`; success, stdout and stderr.
 fn cli(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(BIN)
-        .arg("aggregate")
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
+    let out = run_cli(&[&["aggregate"], args].concat(), &[]);
+    (out.ok, out.stdout, out.stderr)
 }
 
 const PEAK: &str = "astrolabe_zone_work_items_peak_eu";

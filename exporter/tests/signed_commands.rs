@@ -78,18 +78,18 @@ fn only_commands_signed_by_a_trusted_operator_key_run() {
     let gossip_key = Key::generate(&mut rand::rng()).to_base64();
 
     // A bad trusted key stops start-up with one line naming it.
-    let out = Command::new(BIN)
-        .args([
+    let out = run_cli(
+        &[
             "agent",
             "--zone",
             "/x/y",
             "--security.trusted-key",
             "not-a-key",
-        ])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+        ],
+        &[],
+    );
+    assert!(!out.ok);
+    let err = out.stderr;
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(
         err.contains("--security.trusted-key") && err.contains("not-a-key"),
