@@ -174,11 +174,7 @@ fn key_rotation_across_six_agents_loses_no_datagram() {
             (polls, problems)
         })
     };
-    let servers = agents
-        .iter()
-        .map(|a| format!("http://127.0.0.1:{}", a.web))
-        .collect::<Vec<_>>()
-        .join(",");
+    let servers = agents.iter().map(|a| a.url()).collect::<Vec<_>>().join(",");
     for (step, key, sealing) in [
         ("install", &new, &old),
         ("use", &new, &old),

@@ -78,7 +78,7 @@ fn signed_aggregates_spread_through_their_zone_and_nothing_else_applies() {
     assert_eq!(refusals(&agents[1], "malformed"), 1.0);
 
     // Signed by a key the agents do not trust: refused.
-    let server = |i: usize| format!("http://127.0.0.1:{}", agents[i].web);
+    let server = |i: usize| agents[i].url();
     let (ok, _, err) = cli(&[
         "install",
         "--server",

@@ -292,7 +292,7 @@ fn trusted_keys_come_from_flag_then_environment_then_file() {
     let pair = format!("{k1},{k2}");
     let agent =
         start_alone(&[("ASTROLABE_SECURITY_TRUSTED_KEY", &pair)], &file_arg).expect("starts");
-    let server = format!("http://127.0.0.1:{}", agent.web);
+    let server = agent.url();
     let stranger_path = dir.join("k3.key");
     generate_operator_key(&stranger_path);
     for (key, runs) in [(&k1_path, true), (&k2_path, true), (&stranger_path, false)] {
@@ -341,7 +341,7 @@ fn sighup_reloads_the_trusted_operator_keys() {
     assert!(eventually(Duration::from_secs(10), || agent
         .get("/metrics")
         .is_some()));
-    let server = format!("http://127.0.0.1:{}", agent.web);
+    let server = agent.url();
     let run = |key: &Path| command_via_cli(&server, "/", key, "touch-it");
     assert_eq!(counts(&run(&second_path)), (json!(0), json!(1), json!(0)));
     assert_eq!(refusals(&agent, "untrusted-key"), 1.0);

@@ -364,7 +364,7 @@ fn metrics_unauthenticated_opens_only_metrics_and_health() {
         .env("ASTROLABE_WEB_METRICS_UNAUTHENTICATED", "true")
         .start();
     for agent in [&by_flag, &by_file, &by_env] {
-        let base = format!("http://127.0.0.1:{}", agent.web);
+        let base = agent.url();
         assert!(
             wait_serving(&[&format!("{base}/metrics")]),
             "{} never served",
