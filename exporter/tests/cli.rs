@@ -80,12 +80,11 @@ fn the_demo_warns_once_and_its_table_lines_up() {
 /// so, instead of an HTTP status, and exit non-zero.
 #[test]
 fn keys_against_an_agent_without_a_keyring_say_so() {
-    let dir = temp_dir("cli-keys");
-    let agent = Agent::spawn("/k/a", &[], &dir, &["--no-collector.host"]);
+    let agent = Agent::builder("/k/a").arg("--no-collector.host").spawn();
     assert!(eventually(Duration::from_secs(10), || agent
         .get("/metrics")
         .is_some()));
-    let server = format!("http://127.0.0.1:{}", agent.web);
+    let server = agent.url();
     let said = format!(
         "{server}: this agent has no gossip keyring (started without --gossip.key/--gossip.keyring-file)"
     );
@@ -110,10 +109,9 @@ fn keys_against_an_agent_without_a_keyring_say_so() {
         install.stdout
     );
     // The API says it too, for curl.
-    let (status, body) = http_get_with(agent.web, "/api/v1/keys", &[]).unwrap();
+    let (status, body) = agent.get_with("/api/v1/keys", &[]).unwrap();
     assert_eq!(status, 404);
     assert!(body.contains("no gossip keyring"), "{body}");
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// A bad aggregate stops the agent with one line that says which
@@ -156,28 +154,20 @@ fn aggregates_over_absent_attributes_are_warned_about_once() {
     std::fs::create_dir_all(&dir).unwrap();
     let operator = dir.join("operator.key");
     let public = generate_operator_key(&operator);
-    let sibling = Agent::spawn(
-        "/w/b",
-        &[],
-        &dir.join("b"),
-        &["--no-collector.host", "--attribute", "sibling_only=3"],
-    );
-    let (gossip, web) = (free_port(), free_port());
-    let log_path = dir.join("stderr.log");
-    let mut agent = Command::new(BIN)
-        .args(["agent", "--zone", "/w/a", "--no-collector.host"])
-        .args(["--gossip.listen-address", &format!("127.0.0.1:{gossip}")])
-        .args(["--web.listen-address", &format!("127.0.0.1:{web}")])
-        .args(["--gossip.interval", "200ms", "--attribute", "my-attr.x=5"])
+    let sibling = Agent::builder("/w/b")
+        .dir(&dir.join("b"))
+        .args(["--no-collector.host", "--attribute", "sibling_only=3"])
+        .spawn();
+    let mut agent = Agent::builder("/w/a")
+        .dir(&dir.join("a"))
+        .seed(sibling.gossip)
+        .args(["--no-collector.host", "--attribute", "my-attr.x=5"])
         .args(["--aggregate", "SELECT max(my-attr.x) AS attr_max"])
         .args(["--aggregate", r#"SELECT max("my-attr.x") AS attr_quoted"#])
         .args(["--aggregate", "SELECT max(sibling_only) AS sibling_max"])
-        .args(["--gossip.seed", &format!("127.0.0.1:{}", sibling.gossip)])
         .args(["--security.trusted-key", &public])
-        .env("ASTROLABE_LOG", "warn")
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .spawn()
-        .unwrap();
+        .spawn();
+    let web = agent.web;
     let served = eventually(Duration::from_secs(15), || {
         http_get(web, "/metrics").is_some_and(|m| {
             m.contains("astrolabe_zone_attr_quoted{zone_path=\"/\"} 5")
@@ -191,7 +181,7 @@ fn aggregates_over_absent_attributes_are_warned_about_once() {
             "aggregate",
             "install",
             "--server",
-            &format!("http://127.0.0.1:{web}"),
+            &agent.url(),
             "--zone",
             "/w",
             "--key",
@@ -201,12 +191,11 @@ fn aggregates_over_absent_attributes_are_warned_about_once() {
         &[],
     );
     let warned_cert = eventually(Duration::from_secs(10), || {
-        std::fs::read_to_string(&log_path).is_ok_and(|l| l.contains("nothere_sum"))
+        agent.log().contains("nothere_sum")
     });
     std::thread::sleep(Duration::from_millis(600));
-    let _ = agent.kill();
-    let _ = agent.wait();
-    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    agent.kill();
+    let log = agent.log();
     assert!(served, "{log}");
     assert!(install.ok, "{}", install.stderr);
     let about = |attribute: &str| {

@@ -108,7 +108,6 @@ fn wait_for_truth(agents: &[Agent], values: &[f64], timeout: Duration) -> Result
 
 #[test]
 fn a_twelve_process_cluster_serves_exact_zone_aggregates() {
-    let dir = temp_dir("cluster");
     let zones = [
         "/eu/fra/h0",
         "/eu/fra/h1",
@@ -124,27 +123,13 @@ fn a_twelve_process_cluster_serves_exact_zone_aggregates() {
         "/us/sfo/h11",
     ];
     let values: Vec<f64> = (0..zones.len()).map(|i| (i * 3 + 1) as f64).collect();
-    let mut agents: Vec<Agent> = Vec::new();
-    let mut seeds = Vec::new();
-    for (i, zone) in zones.iter().enumerate() {
-        let d = dir.join(format!("a{i}"));
-        std::fs::create_dir_all(&d).unwrap();
-        std::fs::write(
-            d.join("work.prom"),
-            format!("# TYPE work_items gauge\nwork_items {}\n", values[i]),
-        )
-        .unwrap();
-        let agent = Agent::spawn(
-            zone,
-            &seeds,
-            &d,
-            &["--aggregate", AGGREGATE, "--no-collector.host"],
-        );
-        if seeds.len() < 2 {
-            seeds.push(agent.gossip);
-        }
-        agents.push(agent);
-    }
+    let textfile = values.clone();
+    let mut agents = Cluster::builder("cluster")
+        .zones(zones)
+        .seeded_by_first(2)
+        .textfile(move |i| format!("# TYPE work_items gauge\nwork_items {}\n", textfile[i]))
+        .args(["--aggregate", AGGREGATE, "--no-collector.host"])
+        .spawn();
     wait_for_truth(&agents, &values, Duration::from_secs(40))
         .unwrap_or_else(|e| panic!("no convergence: {e}"));
 
@@ -165,7 +150,6 @@ fn a_twelve_process_cluster_serves_exact_zone_aggregates() {
         "SIGTERMed agent still counted: {:?}",
         all_serve_truth(&agents, &values)
     );
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
@@ -177,40 +161,17 @@ fn agents_gossip_over_ipv6() {
     ) {
         return;
     }
-    let dir = temp_dir("ipv6");
-    let mut agents = Vec::new();
-    let mut seed: Option<u16> = None;
-    for i in 0..3 {
-        let gossip = free_port();
-        let web = free_port();
-        let d = dir.join(format!("a{i}"));
-        std::fs::create_dir_all(&d).unwrap();
-        std::fs::write(d.join("w.prom"), format!("work_items {}\n", i + 1)).unwrap();
-        let mut cmd = std::process::Command::new(BIN);
-        cmd.arg("agent")
-            .args(["--zone", &format!("/v6/h{i}")])
-            .args(["--gossip.listen-address", &format!("[::1]:{gossip}")])
-            .args(["--web.listen-address", &format!("127.0.0.1:{web}")])
-            .args(["--gossip.interval", "200ms", "--no-collector.host"])
-            .args(["--collector.textfile.directory", d.to_str().unwrap()])
-            .args(["--aggregate", AGGREGATE])
-            .env("ASTROLABE_LOG", "warn");
-        if let Some(s) = seed {
-            cmd.args(["--gossip.seed", &format!("[::1]:{s}")]);
-        }
-        seed.get_or_insert(gossip);
-        agents.push((cmd.spawn().unwrap(), web));
-    }
+    let agents = Cluster::builder("ipv6")
+        .zones((0..3).map(|i| format!("/v6/h{i}")))
+        .ipv6()
+        .textfile(|i| format!("work_items {}\n", i + 1))
+        .args(["--no-collector.host", "--aggregate", AGGREGATE])
+        .spawn();
     let ok = eventually(Duration::from_secs(20), || {
-        agents.iter().all(|(_, web)| {
-            http_get(*web, "/metrics")
-                .is_some_and(|m| zone_value(&m, "astrolabe_zone_work_sum", "/") == Some(6.0))
-        })
+        agents
+            .iter()
+            .all(|a| a.zone_value("astrolabe_zone_work_sum", "/") == Some(6.0))
     });
-    for (mut c, _) in agents {
-        let _ = c.kill();
-        let _ = c.wait();
-    }
+    drop(agents);
     assert!(ok, "agents on [::1] did not converge");
-    let _ = std::fs::remove_dir_all(dir);
 }

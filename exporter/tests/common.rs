@@ -6,6 +6,10 @@
 mod deps;
 #[allow(unused_imports)]
 pub use deps::*;
+#[path = "common/spawn.rs"]
+mod spawn;
+#[allow(unused_imports)]
+pub use spawn::*;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
@@ -78,117 +82,6 @@ fn nanos() -> u32 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos())
-}
-
-/// Everything an agent process is started with, kept so that a test can
-/// start it again exactly so (same ports, flags and variables): a restart.
-#[derive(Debug, Clone)]
-pub struct Launch {
-    pub zone: String,
-    pub gossip: u16,
-    pub web: u16,
-    pub seeds: Vec<u16>,
-    pub dir: PathBuf,
-    /// `--gossip.interval`.
-    pub interval: String,
-    pub extra: Vec<String>,
-    /// Variables set for the process (besides `ASTROLABE_LOG=warn`).
-    pub env: Vec<(String, String)>,
-}
-
-impl Launch {
-    /// Free ports, 200 ms rounds, no variables.
-    pub fn new(zone: &str, seeds: &[u16], dir: &Path, extra: &[&str]) -> Launch {
-        Launch {
-            zone: zone.to_string(),
-            gossip: free_port(),
-            web: free_port(),
-            seeds: seeds.to_vec(),
-            dir: dir.to_path_buf(),
-            interval: "200ms".into(),
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-            env: Vec::new(),
-        }
-    }
-
-    pub fn spawn(&self, stderr: Stdio) -> Agent {
-        std::fs::create_dir_all(&self.dir).unwrap();
-        let mut cmd = Command::new(BIN);
-        cmd.arg("agent")
-            .args(["--zone", &self.zone])
-            .args([
-                "--gossip.listen-address",
-                &format!("127.0.0.1:{}", self.gossip),
-            ])
-            .args(["--web.listen-address", &format!("127.0.0.1:{}", self.web)])
-            .args(["--gossip.interval", &self.interval])
-            .args(["--collector.textfile.directory", self.dir.to_str().unwrap()])
-            .args(&self.extra)
-            .env("ASTROLABE_LOG", "warn")
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdout(Stdio::null())
-            .stderr(stderr);
-        for s in &self.seeds {
-            cmd.args(["--gossip.seed", &format!("127.0.0.1:{s}")]);
-        }
-        let child = cmd.spawn().expect("start agent");
-        Agent {
-            zone: self.zone.clone(),
-            gossip: self.gossip,
-            web: self.web,
-            dir: self.dir.clone(),
-            child: Some(child),
-        }
-    }
-}
-
-pub struct Agent {
-    pub zone: String,
-    pub gossip: u16,
-    pub web: u16,
-    pub dir: PathBuf,
-    pub child: Option<Child>,
-}
-
-impl Agent {
-    pub fn spawn(zone: &str, seeds: &[u16], dir: &Path, extra: &[&str]) -> Agent {
-        Agent::spawn_logging(zone, seeds, dir, extra, Stdio::null())
-    }
-
-    /// `spawn`, with the agent's log (warnings and worse) going to `stderr`.
-    pub fn spawn_logging(
-        zone: &str,
-        seeds: &[u16],
-        dir: &Path,
-        extra: &[&str],
-        stderr: Stdio,
-    ) -> Agent {
-        Launch::new(zone, seeds, dir, extra).spawn(stderr)
-    }
-
-    pub fn signal(&mut self, sig: &str) {
-        if let Some(child) = &self.child {
-            let _ = Command::new("kill")
-                .args([sig, &child.id().to_string()])
-                .status();
-        }
-        if let Some(mut child) = self.child.take() {
-            let _ = child.wait();
-        }
-    }
-
-    pub fn get(&self, path: &str) -> Option<String> {
-        http_get(self.web, path)
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
 }
 
 /// A plain HTTP/1.1 GET on loopback; the body, if the status is 200.
@@ -281,6 +174,44 @@ pub fn labelled_sum(metrics: &str, metric: &str, label: &str, value: &str) -> f6
         .filter(|l| l.starts_with(&prefix) && l.contains(&pair))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+/// The value of the series written exactly as `series` (name and labels)
+/// in an exposition.
+pub fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// `astrolabe_signature_refusals_total{kind,reason}` as `agent` serves
+/// it; -1 if it does not.
+pub fn signature_refusals(agent: &Agent, kind: &str, reason: &str) -> f64 {
+    let series =
+        format!(r#"astrolabe_signature_refusals_total{{kind="{kind}",reason="{reason}"}}"#);
+    agent
+        .metrics()
+        .and_then(|m| sample(&m, &series))
+        .unwrap_or(-1.0)
+}
+
+/// Milliseconds since the Unix epoch, by this machine's clock.
+pub fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// An on-demand query to the agent on `web`: its status and JSON answer
+/// (null if not JSON).
+pub fn query(web: u16, zone: &str, sql: &str, timeout_ms: u64) -> (u16, serde_json::Value) {
+    http_post_json_value(
+        web,
+        "/api/v1/query",
+        &serde_json::json!({"zone": zone, "sql": sql, "timeout_ms": timeout_ms}),
+    )
 }
 
 /// `astrolabe_limit_refusals_total{limit="..."}` of an exposition.

@@ -3,23 +3,14 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
 
 fn check(file: &std::path::Path) -> (bool, String) {
-    let out = Command::new(BIN)
-        .arg("check-config")
-        .arg(file)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text.trim().to_string())
+    let out = run_cli(&["check-config", file.to_str().unwrap()], &[]);
+    let text = format!("{}{}", out.stdout, out.stderr);
+    (out.ok, text.trim().to_string())
 }
 
 #[test]
@@ -126,19 +117,19 @@ fn check_config_accepts_good_files_and_names_file_line_and_reason() {
 fn flags_override_the_environment_which_overrides_the_file() {
     let dir = temp_dir("config-precedence");
     let file = dir.join("agent.toml");
-    let web_from_file = free_port();
+    let from_file = Agent::builder_without_zone().bare().args([
+        "--no-collector.host",
+        "--config.file",
+        file.to_str().unwrap(),
+    ]);
+    let web_from_file = from_file.web;
     std::fs::write(
         &file,
-        format!("zone = \"/file/zone\"\n[web]\nlisten_address = \"127.0.0.1:{web_from_file}\"\n[gossip]\nlisten_address = \"127.0.0.1:{}\"\ninterval = \"200ms\"\n", free_port()),
+        format!("zone = \"/file/zone\"\n[web]\nlisten_address = \"127.0.0.1:{web_from_file}\"\n[gossip]\nlisten_address = \"127.0.0.1:{}\"\ninterval = \"200ms\"\n", from_file.gossip),
     )
     .unwrap();
     // The file alone.
-    let mut a = Command::new(BIN)
-        .args(["agent", "--no-collector.host", "--config.file"])
-        .arg(&file)
-        .env("ASTROLABE_LOG", "warn")
-        .spawn()
-        .unwrap();
+    let mut a = from_file.spawn();
     let zone_of = |port: u16| {
         http_get(port, "/api/v1/zones")
             .and_then(|b| serde_json::from_str::<serde_json::Value>(&b).ok())
@@ -149,13 +140,15 @@ fn flags_override_the_environment_which_overrides_the_file() {
     )
     .as_deref()
         == Some("/file/zone")));
-    let _ = a.kill();
-    let _ = a.wait();
+    a.kill();
     // The environment beats the file; a flag beats both.
-    let web_from_flag = free_port();
-    let mut b = Command::new(BIN)
-        .args(["agent", "--no-collector.host", "--config.file"])
-        .arg(&file)
+    let b = Agent::builder_without_zone().bare().args([
+        "--no-collector.host",
+        "--config.file",
+        file.to_str().unwrap(),
+    ]);
+    let web_from_flag = b.web;
+    let mut b = b
         .args([
             "--web.listen-address",
             &format!("127.0.0.1:{web_from_flag}"),
@@ -165,14 +158,11 @@ fn flags_override_the_environment_which_overrides_the_file() {
             "ASTROLABE_WEB_LISTEN_ADDRESS",
             format!("127.0.0.1:{web_from_file}"),
         )
-        .env("ASTROLABE_LOG", "warn")
-        .spawn()
-        .unwrap();
+        .spawn();
     let ok = eventually(Duration::from_secs(10), || {
         zone_of(web_from_flag).as_deref() == Some("/env/zone")
     });
-    let _ = b.kill();
-    let _ = b.wait();
+    b.kill();
     assert!(ok, "flag or env did not win");
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -181,20 +171,17 @@ fn flags_override_the_environment_which_overrides_the_file() {
 fn sighup_reloads_aggregates_and_attributes_and_keeps_the_old_config_when_the_new_is_bad() {
     let dir = temp_dir("config-reload");
     let file = dir.join("agent.toml");
-    let web = free_port();
+    let launch = Agent::builder_without_zone()
+        .bare()
+        .args(["--config.file", file.to_str().unwrap()]);
+    let (web, gossip) = (launch.web, launch.gossip);
     let body = |agg: &str, role: &str| {
         format!(
-            "zone = \"/r/a\"\naggregates = [\"{agg}\"]\n[web]\nlisten_address = \"127.0.0.1:{web}\"\n[gossip]\nlisten_address = \"127.0.0.1:{}\"\ninterval = \"200ms\"\n[collector]\nhost = false\n[attributes]\nrole = \"{role}\"\nweight = 5\n",
-            free_port()
+            "zone = \"/r/a\"\naggregates = [\"{agg}\"]\n[web]\nlisten_address = \"127.0.0.1:{web}\"\n[gossip]\nlisten_address = \"127.0.0.1:{gossip}\"\ninterval = \"200ms\"\n[collector]\nhost = false\n[attributes]\nrole = \"{role}\"\nweight = 5\n",
         )
     };
     std::fs::write(&file, body("SELECT sum(weight) AS weight_before", "web")).unwrap();
-    let mut agent = Command::new(BIN)
-        .args(["agent", "--config.file"])
-        .arg(&file)
-        .env("ASTROLABE_LOG", "warn")
-        .spawn()
-        .unwrap();
+    let mut agent = launch.spawn();
     let has = |needle: &str| http_get(web, "/metrics").is_some_and(|m| m.contains(needle));
     assert!(eventually(Duration::from_secs(10), || has(
         "astrolabe_zone_weight_before{zone_path=\"/\"} 5"
@@ -207,13 +194,7 @@ fn sighup_reloads_aggregates_and_attributes_and_keeps_the_old_config_when_the_ne
         ),
     )
     .unwrap();
-    let hup = |pid: u32| {
-        Command::new("kill")
-            .args(["-HUP", &pid.to_string()])
-            .status()
-            .unwrap()
-    };
-    hup(agent.id());
+    agent.send("-HUP");
     let reloaded = eventually(Duration::from_secs(10), || {
         has("astrolabe_zone_weight_after{zone_path=\"/\"} 5")
             && has("astrolabe_zone_web_hosts{zone_path=\"/\"} 1")
@@ -225,11 +206,10 @@ fn sighup_reloads_aggregates_and_attributes_and_keeps_the_old_config_when_the_ne
         "zone = \"/r/a\"\naggregates = [\"SELECT nonsense(\"]\n",
     )
     .unwrap();
-    hup(agent.id());
+    agent.send("-HUP");
     std::thread::sleep(Duration::from_millis(800));
     let still = has("astrolabe_zone_weight_after{zone_path=\"/\"} 5");
-    let _ = agent.kill();
-    let _ = agent.wait();
+    agent.kill();
     assert!(
         reloaded,
         "SIGHUP did not apply the new aggregates and attributes"
@@ -253,30 +233,20 @@ fn limits_from_the_file_apply_and_bad_ones_are_refused() {
     .unwrap();
     let (ok, text) = check(&strict);
     assert!(ok, "{text}");
-    let wide = Agent::spawn(
-        "/l/a/wide",
-        &[],
-        &dir.join("w"),
-        &[
-            "--no-collector.host",
-            "--attribute",
-            "x=1",
-            "--attribute",
-            "y=2",
-            "--attribute",
-            "z=3",
-        ],
-    );
-    let limited = Agent::spawn(
-        "/l/a/limited",
-        &[wide.gossip],
-        &dir.join("l"),
-        &[
+    let wide = Agent::builder("/l/a/wide")
+        .dir(&dir.join("w"))
+        .args(["--no-collector.host", "--attribute", "x=1"])
+        .args(["--attribute", "y=2", "--attribute", "z=3"])
+        .spawn();
+    let limited = Agent::builder("/l/a/limited")
+        .dir(&dir.join("l"))
+        .seed(wide.gossip)
+        .args([
             "--no-collector.host",
             "--config.file",
             strict.to_str().unwrap(),
-        ],
-    );
+        ])
+        .spawn();
     let refused = eventually(Duration::from_secs(30), || {
         limited.get("/metrics").is_some_and(|m| {
             m.lines().any(|l| {
@@ -372,10 +342,10 @@ fn every_agent_flag_has_its_variable() {
 #[test]
 fn list_variables_take_several_items_and_reach_the_agent() {
     let dir = temp_dir("config-env-lists");
-    let (gossip, web) = (free_port(), free_port());
+    let launch = Agent::builder("/env/a").bare().arg("--zone").arg("/env/a");
+    let (gossip, web) = (launch.gossip, launch.web);
     let marker = dir.join("ran");
-    let mut agent = Command::new(BIN)
-        .args(["agent", "--zone", "/env/a"])
+    let mut agent = launch
         .env("ASTROLABE_GOSSIP_LISTEN_ADDRESS", format!("127.0.0.1:{gossip}"))
         .env("ASTROLABE_WEB_LISTEN_ADDRESS", format!("127.0.0.1:{web}"))
         .env("ASTROLABE_GOSSIP_INTERVAL", "200ms")
@@ -394,9 +364,7 @@ fn list_variables_take_several_items_and_reach_the_agent() {
         .env("ASTROLABE_COLLECTOR_TIMEOUT", "2s")
         .env("ASTROLABE_COLLECTOR_PROCESS_GROUP", "tests=config-[0-9a-f]{1,64};shells=^(ba|z)sh$")
         .env("ASTROLABE_COLLECTOR_APPLICATION_IMPORT", "a_total,b_bytes")
-        .env("ASTROLABE_LOG", "warn")
-        .spawn()
-        .unwrap();
+        .spawn();
     let mut metrics = String::new();
     let up = eventually(Duration::from_secs(15), || {
         metrics = http_get(web, "/metrics").unwrap_or_default();
@@ -411,8 +379,7 @@ fn list_variables_take_several_items_and_reach_the_agent() {
     let noop = after_catch_up(|| run("noop"), |r| r.stderr.clone());
     let mark = run("mark");
     let zones = http_get(web, "/api/v1/zones").unwrap_or_default();
-    let _ = agent.kill();
-    let _ = agent.wait();
+    agent.kill();
     assert!(
         up,
         "the variables' aggregates and attributes are not served:\n{metrics}"
@@ -584,7 +551,10 @@ fn the_example_configuration_has_every_key_and_passes_check_config() {
 #[test]
 fn a_gossip_port_in_use_is_refused() {
     let dir = temp_dir("config-port-in-use");
-    let first = Agent::spawn("/p/first", &[], &dir.join("a"), &["--no-collector.host"]);
+    let first = Agent::builder("/p/first")
+        .dir(&dir.join("a"))
+        .arg("--no-collector.host")
+        .spawn();
     assert!(
         eventually(Duration::from_secs(10), || first.get("/metrics").is_some()),
         "the first agent did not start"

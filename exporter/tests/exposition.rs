@@ -12,21 +12,12 @@ use common::*;
 
 const AGGREGATE: &str = "SELECT sum(work_items) AS work_summed, max(work_items) AS work_maximum";
 
-fn cluster(n: usize, name: &str) -> (Vec<Agent>, std::path::PathBuf) {
-    let dir = temp_dir(name);
-    let mut agents: Vec<Agent> = Vec::new();
-    let mut seeds = Vec::new();
-    for i in 0..n {
-        let d = dir.join(format!("a{i}"));
-        std::fs::create_dir_all(&d).unwrap();
-        std::fs::write(d.join("w.prom"), format!("work_items {}\n", i + 1)).unwrap();
-        let zone = format!("/z{}/h{i}", i % 2);
-        let a = Agent::spawn(&zone, &seeds, &d, &["--aggregate", AGGREGATE]);
-        if seeds.is_empty() {
-            seeds.push(a.gossip);
-        }
-        agents.push(a);
-    }
+fn cluster(n: usize, name: &str) -> Cluster {
+    let agents = Cluster::builder(name)
+        .zones((0..n).map(|i| format!("/z{}/h{i}", i % 2)))
+        .textfile(|i| format!("work_items {}\n", i + 1))
+        .args(["--aggregate", AGGREGATE])
+        .spawn();
     let want = n as f64;
     let sum = (n * (n + 1) / 2) as f64;
     let ok = eventually(Duration::from_secs(30), || {
@@ -38,7 +29,7 @@ fn cluster(n: usize, name: &str) -> (Vec<Agent>, std::path::PathBuf) {
         })
     });
     assert!(ok, "cluster of {n} did not converge");
-    (agents, dir)
+    agents
 }
 
 /// promtool's lint, less the camelCase warning for node_exporter's own
@@ -82,7 +73,7 @@ fn promtool_problems(text: &str) -> Vec<String> {
 
 #[test]
 fn metrics_pass_promtool_and_negotiate_openmetrics_and_gzip() {
-    let (agents, dir) = cluster(3, "expo");
+    let agents = cluster(3, "expo");
     let text = agents[0].get("/metrics").unwrap();
     for needle in [
         "node_cpu_seconds_total{cpu=\"0\",mode=\"idle\"}",
@@ -133,13 +124,11 @@ fn metrics_pass_promtool_and_negotiate_openmetrics_and_gzip() {
     assert!(page.contains("<table id=\"zones\">") && page.contains("/z0"));
     assert!(agents[2].get("/-/healthy").is_some());
     assert!(agents[2].get("/-/ready").is_some());
-    drop(agents);
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
 fn garbage_datagrams_are_dropped_counted_and_harmless() {
-    let (agents, dir) = cluster(2, "garbage");
+    let agents = cluster(2, "garbage");
     let target = ("127.0.0.1", agents[0].gossip);
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -167,14 +156,12 @@ fn garbage_datagrams_are_dropped_counted_and_harmless() {
     assert!(dropped >= 300.0, "dropped {dropped}\n{m}");
     assert_eq!(zone_value(&m, "astrolabe_zone_members", "/"), Some(2.0));
     assert_eq!(zone_value(&m, "astrolabe_zone_work_summed", "/"), Some(3.0));
-    drop(agents);
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 fn run_fails(args: &[&str]) -> String {
-    let out = Command::new(BIN).args(args).output().unwrap();
-    assert!(!out.status.success(), "{args:?} should fail");
-    let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    let out = run_cli(args, &[]);
+    assert!(!out.ok, "{args:?} should fail");
+    let err = out.stderr.trim().to_string();
     assert_eq!(err.lines().count(), 1, "one line, got: {err}");
     err
 }
@@ -239,7 +226,8 @@ fn bad_configuration_stops_start_up_with_one_clear_line() {
 
 #[test]
 fn a_real_prometheus_scraping_one_agent_sees_the_whole_cluster() {
-    let (agents, dir) = cluster(4, "prom");
+    let agents = cluster(4, "prom");
+    let dir = &agents.dir;
     // The shipped configuration, pointed at this cluster's first agent and
     // scraping every second, with the shipped rules beside it.
     let dashboards = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../dashboards");
@@ -258,7 +246,7 @@ fn a_real_prometheus_scraping_one_agent_sees_the_whole_cluster() {
         dir.join("astrolabe-rules.yml"),
     )
     .unwrap();
-    let prom = Prometheus::start(&config, &dir);
+    let prom = Prometheus::start(&config, dir);
     let mut last = None;
     let ok = eventually(Duration::from_secs(40), || {
         let r = prom.query("astrolabe_zone_work_summed");
@@ -277,39 +265,24 @@ fn a_real_prometheus_scraping_one_agent_sees_the_whole_cluster() {
         ok,
         "PromQL did not return the cluster's aggregates: {last:?}"
     );
-    drop(agents);
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
 fn an_unreachable_seed_is_reported_loudly_and_in_a_metric() {
-    let web = free_port();
-    let mut child = Command::new(BIN)
-        .args([
-            "agent",
-            "--zone",
-            "/lonely/h1",
-            "--no-collector.host",
-            "--gossip.interval",
-            "100ms",
-        ])
-        .args([
-            "--gossip.listen-address",
-            &format!("127.0.0.1:{}", free_port()),
-        ])
-        .args(["--web.listen-address", &format!("127.0.0.1:{web}")])
-        .args(["--gossip.seed", &format!("127.0.0.1:{}", free_port())])
-        .env("ASTROLABE_LOG", "warn")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut agent = Agent::builder("/lonely/h1")
+        .interval(Some("100ms"))
+        .seed(free_port())
+        .arg("--no-collector.host")
+        .unready()
+        .start();
     let known = eventually(Duration::from_secs(5), || {
-        http_get(web, "/metrics").is_some_and(|m| m.contains("astrolabe_gossip_known_zones 0"))
+        agent
+            .metrics()
+            .is_some_and(|m| m.contains("astrolabe_gossip_known_zones 0"))
     });
     std::thread::sleep(Duration::from_millis(1500));
-    let _ = child.kill();
-    let out = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
+    agent.kill();
+    let err = agent.log();
     assert!(known, "known_zones metric missing");
     assert!(err.contains("no seed has answered"), "{err}");
 }
@@ -318,23 +291,22 @@ fn an_unreachable_seed_is_reported_loudly_and_in_a_metric() {
 fn with_no_flags_the_agent_runs_a_single_host_agent() {
     // Default ports may be taken on a developer's machine; the environment
     // moves them without changing anything else.
-    let web = free_port();
-    let mut child = Command::new(BIN)
-        .arg("agent")
+    let launch = Agent::builder_without_zone().bare();
+    let (web, gossip) = (launch.web, launch.gossip);
+    let mut agent = launch
         .env("ASTROLABE_WEB_LISTEN_ADDRESS", format!("127.0.0.1:{web}"))
         .env(
             "ASTROLABE_GOSSIP_LISTEN_ADDRESS",
-            format!("0.0.0.0:{}", free_port()),
+            format!("0.0.0.0:{gossip}"),
         )
-        .env("ASTROLABE_LOG", "warn")
-        .spawn()
-        .unwrap();
+        .start();
     let ok = eventually(Duration::from_secs(10), || {
-        http_get(web, "/api/v1/zones").is_some_and(|z| z.contains("\"agent_zone\":\"/local/"))
-            && http_get(web, "/metrics").is_some_and(|m| m.contains("node_load1 "))
+        agent
+            .get("/api/v1/zones")
+            .is_some_and(|z| z.contains("\"agent_zone\":\"/local/"))
+            && agent.metrics().is_some_and(|m| m.contains("node_load1 "))
     });
-    let _ = child.kill();
-    let _ = child.wait();
+    agent.kill();
     assert!(ok, "a flagless agent did not come up as /local/<hostname>");
 }
 
@@ -509,7 +481,7 @@ fn textfiles_come_out_exact_for_prometheus_client_promtool_and_prometheus() {
     std::fs::write(dir.join("strict.prom"), STRICT_TEXTFILE).unwrap();
     // With the host collectors and the built-in aggregates (quantile
     // summaries of zones), so the parsers see everything an agent serves.
-    let agent = Agent::spawn("/strict/h1", &[], &dir, &[]);
+    let agent = Agent::builder("/strict/h1").dir(&dir).spawn();
     let ready = eventually(Duration::from_secs(20), || {
         agent
             .get("/metrics")
@@ -593,31 +565,6 @@ fn textfiles_come_out_exact_for_prometheus_client_promtool_and_prometheus() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// Lines of a child's stderr, collected as they come.
-fn collect_lines(
-    stream: impl std::io::Read + Send + 'static,
-) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
-    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let sink = lines.clone();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stream)
-            .lines()
-            .map_while(Result::ok)
-        {
-            sink.lock().unwrap().push(line);
-        }
-    });
-    lines
-}
-
-fn metric_value(metrics: &str, series: &str) -> Option<f64> {
-    metrics
-        .lines()
-        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-}
-
 #[test]
 fn a_bad_textfile_is_reported_once_per_change_and_in_scrape_error() {
     let dir = temp_dir("badtextfile");
@@ -628,26 +575,22 @@ fn a_bad_textfile_is_reported_once_per_change_and_in_scrape_error() {
     .unwrap();
     let bad = dir.join("bad.prom");
     std::fs::write(&bad, "# TYPE broken counter\nbroken -1\n").unwrap();
-    let mut agent = Agent::spawn_logging(
-        "/bad/h1",
-        &[],
-        &dir,
-        &["--no-collector.host", "--collector.interval", "100ms"],
-        Stdio::piped(),
-    );
-    let log = collect_lines(agent.child.as_mut().unwrap().stderr.take().unwrap());
+    let agent = Agent::builder("/bad/h1")
+        .dir(&dir)
+        .args(["--no-collector.host", "--collector.interval", "100ms"])
+        .spawn();
     let about_bad = || {
-        log.lock()
-            .unwrap()
-            .iter()
+        agent
+            .log()
+            .lines()
             .filter(|l| l.contains("bad.prom"))
-            .cloned()
+            .map(str::to_string)
             .collect::<Vec<_>>()
     };
     let scrape_error = || {
         agent
             .get("/metrics")
-            .and_then(|m| metric_value(&m, "node_textfile_scrape_error"))
+            .and_then(|m| sample(&m, "node_textfile_scrape_error"))
     };
     assert!(eventually(Duration::from_secs(10), || scrape_error() == Some(1.0)));
     let m = agent.get("/metrics").unwrap();
@@ -712,20 +655,11 @@ fn attributes_that_become_one_metric_are_refused_or_counted_never_silent() {
 
     // From textfiles: left out, counted and logged once each.
     std::fs::write(dir.join("c.prom"), "a_b 2\nc:d 3\nc_d 4\nfine 5\n").unwrap();
-    let mut agent = Agent::spawn_logging(
-        "/a/h1",
-        &[],
-        &dir,
-        &[
-            "--attribute",
-            "a.b=1",
-            "--no-collector.host",
-            "--collector.interval",
-            "100ms",
-        ],
-        Stdio::piped(),
-    );
-    let log = collect_lines(agent.child.as_mut().unwrap().stderr.take().unwrap());
+    let agent = Agent::builder("/a/h1")
+        .dir(&dir)
+        .args(["--attribute", "a.b=1", "--no-collector.host"])
+        .args(["--collector.interval", "100ms"])
+        .spawn();
     let zone = |m: &str, metric: &str| zone_value(m, metric, "/a/h1");
     let served = eventually(Duration::from_secs(10), || {
         agent
@@ -738,16 +672,15 @@ fn attributes_that_become_one_metric_are_refused_or_counted_never_silent() {
     assert_eq!(zone(&m, "astrolabe_zone_a_b"), Some(1.0), "{m}");
     assert_eq!(zone(&m, "astrolabe_zone_c_d"), Some(3.0), "{m}");
     assert_eq!(
-        metric_value(&m, "astrolabe_metric_name_collisions_total"),
+        sample(&m, "astrolabe_metric_name_collisions_total"),
         Some(2.0),
         "{m}"
     );
-    let lines: Vec<String> = log
-        .lock()
-        .unwrap()
-        .iter()
+    let lines: Vec<String> = agent
+        .log()
+        .lines()
         .filter(|l| l.contains("both become the metric"))
-        .cloned()
+        .map(str::to_string)
         .collect();
     assert_eq!(lines.len(), 2, "{lines:#?}");
     assert!(
@@ -766,12 +699,10 @@ fn attributes_that_become_one_metric_are_refused_or_counted_never_silent() {
 fn zone_ids_are_strings_in_the_zones_api() {
     let dir = temp_dir("ids");
     let id = "3973617967595041974";
-    let agent = Agent::spawn(
-        "/ids/h1",
-        &[],
-        &dir,
-        &["--agent.id", id, "--no-collector.host"],
-    );
+    let agent = Agent::builder("/ids/h1")
+        .dir(&dir)
+        .args(["--agent.id", id, "--no-collector.host"])
+        .spawn();
     let mut body = String::new();
     let ok = eventually(Duration::from_secs(10), || {
         body = agent.get("/api/v1/zones").unwrap_or_default();

@@ -5,7 +5,7 @@
 mod common;
 
 use std::net::UdpSocket;
-use std::process::Command;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use common::*;
@@ -13,23 +13,19 @@ use common::*;
 const AGGREGATE: &str = "SELECT sum(work_items) AS work_sum, count(work_items) AS work_count";
 
 fn generate_key() -> String {
-    let out = Command::new(BIN)
-        .args(["keys", "generate"])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let key = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let key = String::from_utf8(run_ok(&["keys", "generate"]))
+        .unwrap()
+        .trim()
+        .to_string();
     assert_eq!(key.len(), 44, "{key}");
     key
 }
 
-fn spawn(zone: &str, value: u32, seeds: &[u16], dir: &std::path::Path, extra: &[&str]) -> Agent {
-    let d = dir.join(zone.trim_start_matches('/').replace('/', "_"));
-    std::fs::create_dir_all(&d).unwrap();
-    std::fs::write(d.join("w.prom"), format!("work_items {value}\n")).unwrap();
-    let mut args = vec!["--no-collector.host", "--aggregate", AGGREGATE];
-    args.extend_from_slice(extra);
-    Agent::spawn(zone, seeds, &d, &args)
+/// An agent in `zone` whose textfile holds `work_items value`.
+fn agent(zone: &str, value: u32) -> Launch {
+    Agent::builder(zone)
+        .textfile(format!("work_items {value}\n"))
+        .args(["--no-collector.host", "--aggregate", AGGREGATE])
 }
 
 fn root_sum(a: &Agent) -> Option<f64> {
@@ -38,12 +34,13 @@ fn root_sum(a: &Agent) -> Option<f64> {
 
 #[test]
 fn agents_with_different_keys_never_merge() {
-    let dir = temp_dir("keys-differ");
     let (a, b) = (generate_key(), generate_key());
-    let a1 = spawn("/k/h1", 1, &[], &dir, &["--gossip.key", &a]);
-    let a3 = spawn("/k/h3", 3, &[a1.gossip], &dir, &["--gossip.key", &a]);
-    let b2 = spawn("/k/h2", 2, &[a1.gossip], &dir, &["--gossip.key", &b]);
-    let plain = spawn("/k/h4", 4, &[a1.gossip], &dir, &[]);
+    let a1 = agent("/k/h1", 1).args(["--gossip.key", &a]).spawn();
+    let a3 = agent("/k/h3", 3).seed(a1.gossip).args(["--gossip.key", &a]);
+    let a3 = a3.spawn();
+    let b2 = agent("/k/h2", 2).seed(a1.gossip).args(["--gossip.key", &b]);
+    let b2 = b2.spawn();
+    let plain = agent("/k/h4", 4).seed(a1.gossip).spawn();
     // The two agents with key A converge; the others are refused, counted.
     let merged = eventually(Duration::from_secs(30), || {
         let m = a1.get("/metrics").unwrap_or_default();
@@ -66,12 +63,10 @@ fn agents_with_different_keys_never_merge() {
         assert_eq!(root_sum(&b2), Some(2.0), "key-B agent merged state");
         assert_eq!(root_sum(&plain), Some(4.0), "unkeyed agent merged state");
     }
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
 fn a_replayed_captured_datagram_is_dropped() {
-    let dir = temp_dir("keys-replay");
     let key = generate_key();
     // A socket posing as a seed captures what a real agent sends it.
     let capture = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -79,14 +74,13 @@ fn a_replayed_captured_datagram_is_dropped() {
         .set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
     let spy_port = capture.local_addr().unwrap().port();
-    let sender = spawn("/r/sender", 1, &[spy_port], &dir, &["--gossip.key", &key]);
-    let receiver = spawn(
-        "/r/receiver",
-        2,
-        &[],
-        &dir,
-        &["--gossip.key", &key, "--gossip.replay-window", "3s"],
-    );
+    let sender = agent("/r/sender", 1)
+        .seed(spy_port)
+        .args(["--gossip.key", &key]);
+    let sender = sender.spawn();
+    let receiver = agent("/r/receiver", 2)
+        .args(["--gossip.key", &key, "--gossip.replay-window", "3s"])
+        .spawn();
     let mut buf = [0u8; 65536];
     let (len, _) = capture
         .recv_from(&mut buf)
@@ -125,29 +119,26 @@ fn a_replayed_captured_datagram_is_dropped() {
         receiver.get("/metrics")
     );
     drop(sender);
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
 fn key_rotation_across_six_agents_loses_no_datagram() {
     let dir = temp_dir("keys-rotate");
     let (old, new) = (generate_key(), generate_key());
-    let mut agents: Vec<Agent> = Vec::new();
-    let mut rings = Vec::new();
-    for i in 0..6u32 {
-        let ring = dir.join(format!("ring{i}.json"));
-        std::fs::write(&ring, format!("[\"{old}\"]")).unwrap();
-        let seeds: Vec<u16> = agents.first().map(|a| vec![a.gossip]).unwrap_or_default();
-        let zone = format!("/rot/z{}/h{}", i % 2, i);
-        agents.push(spawn(
-            &zone,
-            i + 1,
-            &seeds,
-            &dir,
-            &["--gossip.keyring-file", ring.to_str().unwrap()],
-        ));
-        rings.push(ring);
-    }
+    let rings: Vec<PathBuf> = (0..6)
+        .map(|i| {
+            let ring = dir.join(format!("ring{i}.json"));
+            std::fs::write(&ring, format!("[\"{old}\"]")).unwrap();
+            ring
+        })
+        .collect();
+    let ring_of = rings.clone();
+    let agents = Cluster::builder("keys-rotate-agents")
+        .zones((0..6).map(|i| format!("/rot/z{}/h{}", i % 2, i)))
+        .textfile(|i| format!("work_items {}\n", i + 1))
+        .args(["--no-collector.host", "--aggregate", AGGREGATE])
+        .each(move |i, a| a.args(["--gossip.keyring-file", ring_of[i].to_str().unwrap()]))
+        .spawn();
     let converged = eventually(Duration::from_secs(40), || {
         agents.iter().all(|a| root_sum(a) == Some(21.0))
     });
@@ -183,27 +174,17 @@ fn key_rotation_across_six_agents_loses_no_datagram() {
             (polls, problems)
         })
     };
-    let servers = agents
-        .iter()
-        .map(|a| format!("http://127.0.0.1:{}", a.web))
-        .collect::<Vec<_>>()
-        .join(",");
+    let servers = agents.iter().map(|a| a.url()).collect::<Vec<_>>().join(",");
     for (step, key, sealing) in [
         ("install", &new, &old),
         ("use", &new, &old),
         ("remove", &old, &new),
     ] {
-        let out = Command::new(BIN)
-            .args(["keys", step, key, "--server", &servers])
-            .env("ASTROLABE_GOSSIP_KEY", sealing)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "keys {step}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+        let out = run_cli(
+            &["keys", step, key, "--server", &servers],
+            &[("ASTROLABE_GOSSIP_KEY", sealing)],
         );
+        assert!(out.ok, "keys {step}: {}{}", out.stdout, out.stderr);
         // Let several rounds run under each configuration.
         std::thread::sleep(Duration::from_secs(2));
     }
@@ -218,24 +199,18 @@ fn key_rotation_across_six_agents_loses_no_datagram() {
         let text = std::fs::read_to_string(ring).unwrap();
         assert!(text.contains(&new) && !text.contains(&old), "{text}");
     }
-    let list = Command::new(BIN)
-        .args(["keys", "list", "--server", &servers])
-        .output()
-        .unwrap();
-    assert!(list.status.success());
+    let list = run_cli(&["keys", "list", "--server", &servers], &[]);
+    assert!(list.ok);
     assert_eq!(
-        String::from_utf8_lossy(&list.stdout).matches(", ").count(),
+        list.stdout.matches(", ").count(),
         0,
         "an agent still holds two keys"
     );
     // The old key no longer gets in; a command sealed with it is refused.
-    let outsider = spawn(
-        "/rot/z9/old",
-        100,
-        &[agents[0].gossip],
-        &dir,
-        &["--gossip.key", &old],
-    );
+    let outsider = agent("/rot/z9/old", 100)
+        .seed(agents[0].gossip)
+        .args(["--gossip.key", &old])
+        .spawn();
     let refused = eventually(Duration::from_secs(20), || {
         agents[0]
             .get("/metrics")
@@ -243,13 +218,12 @@ fn key_rotation_across_six_agents_loses_no_datagram() {
     });
     assert!(refused);
     assert_eq!(root_sum(&agents[0]), Some(21.0));
-    let denied = Command::new(BIN)
-        .args(["keys", "install", &old, "--server", &servers])
-        .env("ASTROLABE_GOSSIP_KEY", &old)
-        .output()
-        .unwrap();
-    assert!(!denied.status.success());
-    assert!(String::from_utf8_lossy(&denied.stdout).contains("401"));
+    let denied = run_cli(
+        &["keys", "install", &old, "--server", &servers],
+        &[("ASTROLABE_GOSSIP_KEY", &old)],
+    );
+    assert!(!denied.ok);
+    assert!(denied.stdout.contains("401"));
     drop(outsider);
     let _ = std::fs::remove_dir_all(dir);
 }

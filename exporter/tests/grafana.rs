@@ -222,16 +222,10 @@ fn evaluate(port: u16, query: &str, label: Option<&str>) -> Result<usize, String
 
 #[test]
 fn every_dashboard_query_returns_data_from_a_real_prometheus() {
-    let dir = temp_dir("grafana");
-    let mut agents: Vec<Agent> = Vec::new();
-    let mut seeds = Vec::new();
-    for (i, zone) in ["/z0/h0", "/z0/h1", "/z1/h2", "/z1/h3"].iter().enumerate() {
-        let a = Agent::spawn(zone, &seeds, &dir.join(format!("a{i}")), &[]);
-        if seeds.is_empty() {
-            seeds.push(a.gossip);
-        }
-        agents.push(a);
-    }
+    let agents = Cluster::builder("grafana")
+        .zones(["/z0/h0", "/z0/h1", "/z1/h2", "/z1/h3"])
+        .spawn();
+    let dir = agents.dir.clone();
     let converged = eventually(Duration::from_secs(30), || {
         agents.iter().all(|a| {
             a.get("/metrics")
@@ -279,7 +273,6 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
     });
     drop(prom);
     drop(agents);
-    let _ = std::fs::remove_dir_all(&dir);
     assert!(
         all_ok,
         "{} of {} dashboard queries fail:\n{}",

@@ -15,7 +15,7 @@ use rand::{Rng, SeedableRng};
 const AGGREGATE: &str = "SELECT sum(work_items) AS work_sum, count(work_items) AS work_count";
 
 fn rss_kb(agent: &Agent) -> u64 {
-    let pid = agent.child.as_ref().map(|c| c.id()).unwrap_or(0);
+    let pid = agent.pid().unwrap_or(0);
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
@@ -36,32 +36,21 @@ fn serves_truth(agents: &[Agent]) -> bool {
 }
 
 fn hostile_run(name: &str, key: Option<&str>) {
-    let dir = temp_dir(name);
     let capture = UdpSocket::bind("127.0.0.1:0").unwrap();
     capture
         .set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
     let spy = capture.local_addr().unwrap().port();
-    let mut agents: Vec<Agent> = Vec::new();
-    for i in 0..4u32 {
-        let d = dir.join(format!("a{i}"));
-        std::fs::create_dir_all(&d).unwrap();
-        std::fs::write(d.join("w.prom"), format!("work_items {}\n", i + 1)).unwrap();
-        let mut extra = vec!["--no-collector.host", "--aggregate", AGGREGATE];
-        if let Some(k) = key {
-            extra.extend(["--gossip.key", k]);
-        }
-        let seeds = match agents.first() {
-            Some(a) => vec![a.gossip],
-            None => vec![spy],
-        };
-        agents.push(Agent::spawn(
-            &format!("/h/z{}/h{i}", i / 2),
-            &seeds,
-            &d,
-            &extra,
-        ));
+    // Agent 0 is seeded with the spy, the others with agent 0.
+    let mut cluster = Cluster::builder(name)
+        .zones((0..4).map(|i| format!("/h/z{}/h{i}", i / 2)))
+        .textfile(|i| format!("work_items {}\n", i + 1))
+        .args(["--no-collector.host", "--aggregate", AGGREGATE])
+        .each(move |i, agent| if i == 0 { agent.seed(spy) } else { agent });
+    if let Some(k) = key {
+        cluster = cluster.args(["--gossip.key", k]);
     }
+    let agents = cluster.spawn();
     assert!(
         eventually(Duration::from_secs(40), || serves_truth(&agents)),
         "the cluster did not converge before the attack"
@@ -157,7 +146,6 @@ fn hostile_run(name: &str, key: Option<&str>) {
             .sum();
         assert!(replays > 0.0, "no replay detected");
     }
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
@@ -187,13 +175,6 @@ fn refused_rows(metrics: &str, reason: &str) -> f64 {
         "reason",
         reason,
     )
-}
-
-fn wall_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
 }
 
 fn row(zone: &str, issued_ms: u64, body: Body) -> Arc<Row> {
@@ -341,21 +322,12 @@ impl Forger {
 /// bounded, and counts what each limit refused.
 #[test]
 fn valid_but_absurd_rows_are_refused_by_limit_and_counted() {
-    let dir = temp_dir("hostile-absurd");
     let attacker = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let mut agents: Vec<Agent> = Vec::new();
-    for i in 0..4u32 {
-        let d = dir.join(format!("a{i}"));
-        std::fs::create_dir_all(&d).unwrap();
-        std::fs::write(d.join("w.prom"), format!("work_items {}\n", i + 1)).unwrap();
-        let seeds: Vec<u16> = agents.first().map(|a| vec![a.gossip]).unwrap_or_default();
-        agents.push(Agent::spawn(
-            &format!("/h/z{}/h{i}", i / 2),
-            &seeds,
-            &d,
-            &["--no-collector.host", "--aggregate", AGGREGATE],
-        ));
-    }
+    let agents = Cluster::builder("hostile-absurd")
+        .zones((0..4).map(|i| format!("/h/z{}/h{i}", i / 2)))
+        .textfile(|i| format!("work_items {}\n", i + 1))
+        .args(["--no-collector.host", "--aggregate", AGGREGATE])
+        .spawn();
     // Ground truth from the textfiles: h0..h3 hold 1..4, z0 = h0 + h1.
     let truth = |a: &Agent| {
         a.get("/metrics").is_some_and(|m| {
@@ -435,7 +407,6 @@ fn valid_but_absurd_rows_are_refused_by_limit_and_counted() {
             limit_refusals(&m, "zones_per_level")
         );
     }
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// `--web.max-requests 2`: two requests whose bodies never come hold both
@@ -447,18 +418,16 @@ fn valid_but_absurd_rows_are_refused_by_limit_and_counted() {
 fn http_requests_beyond_the_limit_get_503_and_are_counted() {
     use std::io::{Read, Write};
     let dir = temp_dir("hostile-http");
-    let agent = Agent::spawn(
-        "/h/zh/h0",
-        &[],
-        &dir,
-        &[
+    let agent = Agent::builder("/h/zh/h0")
+        .dir(&dir)
+        .args([
             "--no-collector.host",
             "--web.max-requests",
             "2",
             "--web.read-timeout",
             "3s",
-        ],
-    );
+        ])
+        .spawn();
     assert!(
         eventually(Duration::from_secs(20), || agent.get("/metrics").is_some()),
         "agent never served"

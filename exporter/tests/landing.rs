@@ -70,17 +70,10 @@ fn ink(png_path: &Path) -> (f64, usize) {
 
 #[test]
 fn the_landing_page_renders_the_live_zone_tree_in_chromium() {
-    let dir = temp_dir("landing");
-    let mut agents: Vec<Agent> = Vec::new();
-    let mut seeds = Vec::new();
-    let zones = ["/web/a/h0", "/web/a/h1", "/web/b/h2"];
-    for (i, zone) in zones.iter().enumerate() {
-        let a = Agent::spawn(zone, &seeds, &dir.join(format!("a{i}")), &[]);
-        if seeds.is_empty() {
-            seeds.push(a.gossip);
-        }
-        agents.push(a);
-    }
+    let agents = Cluster::builder("landing")
+        .zones(["/web/a/h0", "/web/a/h1", "/web/b/h2"])
+        .spawn();
+    let dir = agents.dir.clone();
     assert!(
         eventually(Duration::from_secs(30), || agents.iter().all(|a| a
             .get("/metrics")
@@ -168,6 +161,4 @@ fn the_landing_page_renders_the_live_zone_tree_in_chromium() {
         share * 100.0,
         keep.display()
     );
-    drop(agents);
-    let _ = std::fs::remove_dir_all(&dir);
 }

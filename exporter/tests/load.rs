@@ -140,33 +140,25 @@ fn burst(
 
 #[test]
 fn slow_clients_and_a_query_burst_cannot_take_scrapes_or_trim_answers() {
-    let dir = temp_dir("load");
-    let zones = [
-        "/t/z0/h0", "/t/z0/h1", "/t/z1/h2", "/t/z1/h3", "/t/z2/h4", "/t/z2/h5",
-    ];
-    let mut agents: Vec<Agent> = Vec::new();
-    for (i, zone) in zones.iter().enumerate() {
-        let seeds: Vec<u16> = agents.first().map(|a| a.gossip).into_iter().collect();
-        let mut extra = vec!["--no-collector.host"];
-        if i == 0 {
-            // Short, so that the test sees slow clients cut.
-            extra.extend(["--web.read-timeout", "2s"]);
-        }
-        agents.push(Agent::spawn(
-            zone,
-            &seeds,
-            &dir.join(format!("a{i}")),
-            &extra,
-        ));
-    }
+    let agents = Cluster::builder("load")
+        .zones([
+            "/t/z0/h0", "/t/z0/h1", "/t/z1/h2", "/t/z1/h3", "/t/z2/h4", "/t/z2/h5",
+        ])
+        .arg("--no-collector.host")
+        // Short, so that the test sees slow clients cut.
+        .each(|i, a| {
+            if i == 0 {
+                a.args(["--web.read-timeout", "2s"])
+            } else {
+                a
+            }
+        })
+        .spawn();
     // An agent that takes one query at a time.
-    let seeds = [agents[0].gossip];
-    let mut small = Agent::spawn(
-        "/t/z2/small",
-        &seeds,
-        &dir.join("small"),
-        &["--no-collector.host", "--limits.pending-queries", "1"],
-    );
+    let mut small = Agent::builder("/t/z2/small")
+        .seed(agents[0].gossip)
+        .args(["--no-collector.host", "--limits.pending-queries", "1"])
+        .spawn();
     let converged = |agents: &[&Agent], hosts: usize| {
         eventually(Duration::from_secs(40), || {
             agents.iter().all(|a| root_members(a) == Some(hosts as f64))
@@ -302,5 +294,4 @@ fn slow_clients_and_a_query_burst_cannot_take_scrapes_or_trim_answers() {
         "cuts not counted"
     );
     assert_eq!(limit_refusals(&m, "http_scrapes"), 0.0);
-    let _ = std::fs::remove_dir_all(dir);
 }

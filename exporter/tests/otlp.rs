@@ -536,31 +536,6 @@ async fn agents_push_when_configured_by_flag_environment_or_file() {
     let (grpc, mut grpc_inbox) = grpc_receiver().await;
     let (http, mut http_inbox) = http_receiver().await;
     let dir = temp_dir("otlp-agents");
-    let seed = free_port();
-    let base = |zone: &str, gossip: u16| {
-        let mut cmd = tokio::process::Command::new(BIN);
-        cmd.arg("agent")
-            .args(["--zone", zone])
-            .args(["--gossip.listen-address", &format!("127.0.0.1:{gossip}")])
-            .args([
-                "--web.listen-address",
-                &format!("127.0.0.1:{}", free_port()),
-            ])
-            .args(["--gossip.interval", "200ms", "--no-collector.host"])
-            .env("ASTROLABE_LOG", "warn")
-            .kill_on_drop(true);
-        cmd
-    };
-    // By flags, over gRPC.
-    let mut a = base("/otlp/a", seed);
-    a.args(["--otlp.endpoint", &format!("http://{grpc}")])
-        .args(["--otlp.protocol", "grpc", "--otlp.interval", "300ms"]);
-    // By environment, over HTTP/protobuf.
-    let mut b = base("/otlp/b", free_port());
-    b.args(["--gossip.seed", &format!("127.0.0.1:{seed}")])
-        .env("ASTROLABE_OTLP_ENDPOINT", format!("http://{http}"))
-        .env("ASTROLABE_OTLP_PROTOCOL", "http/protobuf")
-        .env("ASTROLABE_OTLP_INTERVAL", "300ms");
     // By the file's [otlp] section, over gRPC.
     let file = dir.join("c.toml");
     std::fs::write(
@@ -570,10 +545,24 @@ async fn agents_push_when_configured_by_flag_environment_or_file() {
         ),
     )
     .unwrap();
-    let mut c = base("/otlp/c", free_port());
-    c.args(["--gossip.seed", &format!("127.0.0.1:{seed}")])
-        .args(["--config.file", file.to_str().unwrap()]);
-    let children = [a.spawn().unwrap(), b.spawn().unwrap(), c.spawn().unwrap()];
+    // Started, not waited for: the pushes they make are the wait.
+    let children = Cluster::builder("otlp-agents-cluster")
+        .zones(["/otlp/a", "/otlp/b", "/otlp/c"])
+        .arg("--no-collector.host")
+        .each(move |i, agent| match i {
+            // By flags, over gRPC.
+            0 => agent
+                .args(["--otlp.endpoint", &format!("http://{grpc}")])
+                .args(["--otlp.protocol", "grpc", "--otlp.interval", "300ms"]),
+            // By environment, over HTTP/protobuf.
+            1 => agent
+                .env("ASTROLABE_OTLP_ENDPOINT", format!("http://{http}"))
+                .env("ASTROLABE_OTLP_PROTOCOL", "http/protobuf")
+                .env("ASTROLABE_OTLP_INTERVAL", "300ms"),
+            _ => agent.args(["--config.file", file.to_str().unwrap()]),
+        })
+        .unready()
+        .spawn();
 
     // Each pusher eventually reports the whole cluster, under its own resource.
     let mut seen: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
@@ -626,15 +615,16 @@ fn bad_otlp_settings_stop_start_up_with_one_line() {
             "must be positive",
         ),
     ] {
-        let out = std::process::Command::new(BIN)
-            .args(["agent", "--zone", "/a/b", "--no-collector.host"])
-            .args(["--gossip.listen-address", "127.0.0.1:0"])
-            .args(["--web.listen-address", "127.0.0.1:0"])
-            .args(&flags)
-            .output()
-            .unwrap();
-        assert!(!out.status.success(), "{flags:?} should fail");
-        let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        let args = [
+            &["agent", "--zone", "/a/b", "--no-collector.host"][..],
+            &["--gossip.listen-address", "127.0.0.1:0"],
+            &["--web.listen-address", "127.0.0.1:0"],
+            &flags,
+        ]
+        .concat();
+        let out = run_cli(&args, &[]);
+        assert!(!out.ok, "{flags:?} should fail");
+        let err = out.stderr.trim().to_string();
         assert!(err.contains(needle), "{flags:?}: {err}");
         assert!(err.lines().count() <= 3, "{flags:?}: short, got {err}");
     }
@@ -659,13 +649,9 @@ fn check_config_refuses_a_bad_otlp_section() {
     ] {
         let file = dir.join("bad.toml");
         std::fs::write(&file, text).unwrap();
-        let out = std::process::Command::new(BIN)
-            .arg("check-config")
-            .arg(&file)
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{text} passed");
+        let out = run_cli(&["check-config", file.to_str().unwrap()], &[]);
+        let err = out.stderr;
+        assert!(!out.ok, "{text} passed");
         assert!(
             err.contains(needle) && err.contains("bad.toml"),
             "{text}: {err}"
@@ -767,27 +753,16 @@ impl Drop for ChildGuard {
     }
 }
 
-/// Whether python3 can import `module`; missing is a failure under CI and
-/// a skip, said on stderr, elsewhere.
-fn python_has(module: &str) -> bool {
-    let ok = std::process::Command::new("python3")
-        .args(["-c", &format!("import {module}")])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        let why = format!("python3 with {module} is needed (pip install opentelemetry-proto)");
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "{why}");
-        eprintln!("SKIPPED: {why}");
-    }
-    ok
-}
-
 /// The agent binary against the OpenTelemetry project's own Python
 /// decoder: names that are no valid instrument names, NaN and infinities
 /// arrive as served; units, summaries and histograms as the rules say.
 #[test]
 fn a_python_otlp_receiver_sees_the_data_model_the_rules_give() {
-    if !python_has("opentelemetry.proto.collector.metrics.v1.metrics_service_pb2") {
+    if !require(
+        "a_python_otlp_receiver_sees_the_data_model_the_rules_give",
+        "python3 with opentelemetry-proto (pip install opentelemetry-proto)",
+        python_modules(&["opentelemetry.proto.collector.metrics.v1.metrics_service_pb2"]),
+    ) {
         return;
     }
     let dir = temp_dir("otlp-python");
@@ -824,11 +799,9 @@ fn a_python_otlp_receiver_sees_the_data_model_the_rules_give() {
         first.is_ok_and(|l| l.contains("listening")),
         "the receiver did not start"
     );
-    let agent = Agent::spawn(
-        "/py/h1",
-        &[],
-        &dir,
-        &[
+    let agent = Agent::builder("/py/h1")
+        .dir(&dir)
+        .args([
             "--no-collector.host",
             "--attribute",
             "work=5",
@@ -840,20 +813,19 @@ fn a_python_otlp_receiver_sees_the_data_model_the_rules_give() {
             "http/protobuf",
             "--otlp.interval",
             "300ms",
-        ],
-    );
+        ])
+        .spawn();
     // A second agent whose receiver is not there: its exports are counted lost.
-    let lost = Agent::spawn(
-        "/py/h2",
-        &[agent.gossip],
-        &dir,
-        &[
+    let lost = Agent::builder("/py/h2")
+        .seeds(&[agent.gossip])
+        .dir(&dir)
+        .args([
             "--otlp.endpoint",
             &format!("http://127.0.0.1:{}", free_port()),
             "--otlp.interval",
             "300ms",
-        ],
-    );
+        ])
+        .spawn();
     let mut last = serde_json::Value::Null;
     let found = eventually(Duration::from_secs(30), || {
         let Ok(line) = lines.recv_timeout(Duration::from_secs(1)) else {

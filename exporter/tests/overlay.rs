@@ -6,28 +6,10 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::{json, Value};
-
-fn query(port: u16, zone: &str, sql: &str, timeout_ms: u64) -> (u16, Value) {
-    let (status, body) = http_post_json(
-        port,
-        "/api/v1/query",
-        &json!({"zone": zone, "sql": sql, "timeout_ms": timeout_ms}),
-    );
-    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
-}
-
-/// The value of the series written exactly as `series` in an exposition.
-fn sample(metrics: &str, series: &str) -> Option<f64> {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
-}
 
 fn zones() -> Vec<String> {
     let mut z = Vec::new();
@@ -41,30 +23,25 @@ fn zones() -> Vec<String> {
 
 #[test]
 fn queries_and_commands_over_twelve_agents() {
-    let dir = temp_dir("overlay");
-    let zones = zones();
-    let mut agents: Vec<Agent> = Vec::new();
-    let mut seed = Vec::new();
-    for (i, zone) in zones.iter().enumerate() {
-        let d = dir.join(format!("a{i}"));
-        std::fs::create_dir_all(&d).unwrap();
-        std::fs::write(d.join("w.prom"), format!("work_items {}\n", i + 1)).unwrap();
-        // The action is configured on h0, h1 (in /eu) and h8 (in /us) only.
-        let action = format!("touch-it=touch {}", d.join("touched").display());
-        let mut extra: Vec<&str> = Vec::new();
-        if [0, 1, 8].contains(&i) {
-            extra.extend(["--overlay.action", action.as_str()]);
-        }
-        // Only /eu/fra's four hosts have a `tier` column.
-        if i < 4 {
-            extra.extend(["--attribute", "tier=gold"]);
-        }
-        let a = Agent::spawn(zone, &seed, &d, &extra);
-        if i == 0 {
-            seed.push(a.gossip);
-        }
-        agents.push(a);
-    }
+    let mut agents = Cluster::builder("overlay")
+        .zones(zones())
+        .textfile(|i| format!("work_items {}\n", i + 1))
+        .each(|i, agent| {
+            // The action is configured on h0, h1 (in /eu) and h8 (in /us) only.
+            let action = format!("touch-it=touch {}", agent.dir.join("touched").display());
+            let agent = if [0, 1, 8].contains(&i) {
+                agent.args(["--overlay.action", action.as_str()])
+            } else {
+                agent
+            };
+            // Only /eu/fra's four hosts have a `tier` column.
+            if i < 4 {
+                agent.args(["--attribute", "tier=gold"])
+            } else {
+                agent
+            }
+        })
+        .spawn();
     // Everyone counts twelve members at the root.
     let converged = roots_count(&agents, 12.0, Duration::from_secs(60));
     assert!(converged, "the cluster did not converge");
@@ -277,7 +254,7 @@ fn queries_and_commands_over_twelve_agents() {
         "{v}"
     );
     for i in 0..12 {
-        let touched = dir.join(format!("a{i}")).join("touched").exists();
+        let touched = agents[i].dir.join("touched").exists();
         assert_eq!(touched, i == 0 || i == 1, "agent {i}");
     }
     // An action nobody configured runs nowhere.
@@ -294,42 +271,21 @@ fn queries_and_commands_over_twelve_agents() {
     );
 
     // The CLI prints an aligned table and a coverage line.
-    let out = Command::new(BIN)
-        .args([
-            "query",
-            "--server",
-            &format!("http://127.0.0.1:{web}"),
-            "--zone",
-            "/eu",
-        ])
-        .arg("SELECT host, work_items FROM host ORDER BY work_items LIMIT 3")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let server = agents[0].url();
+    let sql = "SELECT host, work_items FROM host ORDER BY work_items LIMIT 3";
+    let out = run_cli(&["query", "--server", &server, "--zone", "/eu", sql], &[]);
+    let stdout = &out.stdout;
+    assert!(out.ok, "{stdout} {}", out.stderr);
     assert!(
         stdout.starts_with("host  work_items\nh0             1\n"),
         "{stdout}"
     );
     assert!(stdout.contains("coverage: 8/8 hosts"), "{stdout}");
-    let out = Command::new(BIN)
-        .args([
-            "query",
-            "--server",
-            &format!("http://127.0.0.1:{web}"),
-            "SELECT FROM",
-        ])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let out = run_cli(&["query", "--server", &server, "SELECT FROM"], &[]);
+    let stderr = &out.stderr;
+    assert!(!out.ok);
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     assert!(stderr.contains("HTTP 400"), "{stderr}");
-    let server = format!("http://127.0.0.1:{web}");
     let touched = run_cli(
         &["command", "--server", &server, "--zone", "/us", "touch-it"],
         &[],
@@ -373,41 +329,11 @@ fn queries_and_commands_over_twelve_agents() {
     assert!(v["elapsed_ms"].as_u64().unwrap() < 8000);
 }
 
-/// An agent whose JSON log lines (stderr) go to `dir/stderr.log`, with
-/// collectors that sample only once an hour unless told to.
-fn spawn_logging_agent(zone: &str, seeds: &[u16], dir: &std::path::Path) -> Agent {
-    let gossip = free_port();
-    let web = free_port();
-    std::fs::create_dir_all(dir).unwrap();
-    let log = std::fs::File::create(dir.join("stderr.log")).unwrap();
-    let mut cmd = Command::new(BIN);
-    cmd.arg("agent")
-        .args(["--zone", zone])
-        .args(["--gossip.listen-address", &format!("127.0.0.1:{gossip}")])
-        .args(["--web.listen-address", &format!("127.0.0.1:{web}")])
-        .args(["--gossip.interval", "200ms"])
-        .args(["--collector.interval", "1h"])
-        .args(["--collector.textfile.directory", dir.to_str().unwrap()])
-        .args(["--no-collector.host", "--log.format", "json"])
-        .env("ASTROLABE_LOG", "info")
-        .stdout(std::process::Stdio::null())
-        .stderr(log);
-    for s in seeds {
-        cmd.args(["--gossip.seed", &format!("127.0.0.1:{s}")]);
-    }
-    Agent {
-        zone: zone.to_string(),
-        gossip,
-        web,
-        dir: dir.to_path_buf(),
-        child: Some(cmd.spawn().expect("start agent")),
-    }
-}
-
 /// The agent's log so far; every line must be one JSON object.
 fn log_lines(agent: &Agent) -> Vec<Value> {
-    let text = std::fs::read_to_string(agent.dir.join("stderr.log")).unwrap_or_default();
-    text.lines()
+    agent
+        .log()
+        .lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| {
             serde_json::from_str::<Value>(l)
@@ -462,19 +388,15 @@ fn work_items(web: u16) -> Value {
 
 #[test]
 fn built_in_commands_collect_and_set_log_level_on_every_host() {
-    let dir = temp_dir("overlay-builtins");
-    let mut agents: Vec<Agent> = Vec::new();
-    let mut seed = Vec::new();
-    for (i, zone) in ["/a/h0", "/a/h1", "/b/h2", "/b/h3"].iter().enumerate() {
-        let d = dir.join(format!("a{i}"));
-        std::fs::create_dir_all(&d).unwrap();
-        std::fs::write(d.join("w.prom"), format!("work_items {}\n", i + 1)).unwrap();
-        let a = spawn_logging_agent(zone, &seed, &d);
-        if i == 0 {
-            seed.push(a.gossip);
-        }
-        agents.push(a);
-    }
+    // JSON log lines (stderr), collectors that sample only once an hour
+    // unless told to.
+    let agents = Cluster::builder("overlay-builtins")
+        .zones(["/a/h0", "/a/h1", "/b/h2", "/b/h3"])
+        .textfile(|i| format!("work_items {}\n", i + 1))
+        .args(["--collector.interval", "1h"])
+        .args(["--no-collector.host", "--log.format", "json"])
+        .env("ASTROLABE_LOG", "info")
+        .spawn();
     let converged = roots_count(&agents, 4.0, Duration::from_secs(60));
     assert!(converged, "the cluster did not converge");
     let web = agents[0].web;

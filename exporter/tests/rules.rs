@@ -60,8 +60,7 @@ fn every_alert_has_a_firing_test_and_reads_served_metrics() {
         );
     }
     // The metric names the rules read must be ones the agent serves.
-    let dir = common::temp_dir("rules");
-    let agent = common::Agent::spawn("/rules/h1", &[], &dir, &[]);
+    let agent = common::Agent::builder("/rules/h1").spawn();
     let ok = common::eventually(std::time::Duration::from_secs(10), || {
         agent
             .get("/metrics")

@@ -7,21 +7,13 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
 use serde_json::{json, Value};
 
 fn refusals(agent: &Agent, reason: &str) -> f64 {
-    let series =
-        format!(r#"astrolabe_signature_refusals_total{{kind="aggregate",reason="{reason}"}} "#);
-    agent
-        .get("/metrics")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(&series)?.trim().parse().ok())
-        .unwrap_or(-1.0)
+    signature_refusals(agent, "aggregate", reason)
 }
 
 fn held(agent: &Agent) -> Vec<Value> {
@@ -34,16 +26,8 @@ fn held(agent: &Agent) -> Vec<Value> {
 
 /// `astrolabe aggregate ...`; success, stdout and stderr.
 fn cli(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(BIN)
-        .arg("aggregate")
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
+    let out = run_cli(&[&["aggregate"], args].concat(), &[]);
+    (out.ok, out.stdout, out.stderr)
 }
 
 const PEAK: &str = "astrolabe_zone_work_items_peak_eu";
@@ -65,27 +49,15 @@ fn signed_aggregates_spread_through_their_zone_and_nothing_else_applies() {
         "/us/nyc/h4",
         "/us/nyc/h5",
     ];
-    let mut agents: Vec<Agent> = Vec::new();
-    let mut seed = Vec::new();
-    for (i, zone) in zones.iter().enumerate() {
-        let d = dir.join(format!("a{i}"));
-        std::fs::create_dir_all(&d).unwrap();
-        std::fs::write(d.join("w.prom"), format!("work_items {}\n", i + 1)).unwrap();
-        let a = Agent::spawn(
-            zone,
-            &seed,
-            &d,
-            &[
-                "--security.trusted-key",
-                &good_public,
-                "--no-collector.host",
-            ],
-        );
-        if i == 0 {
-            seed.push(a.gossip);
-        }
-        agents.push(a);
-    }
+    let agents = Cluster::builder("signed-aggregates-agents")
+        .zones(zones)
+        .textfile(|i| format!("work_items {}\n", i + 1))
+        .args([
+            "--security.trusted-key",
+            &good_public,
+            "--no-collector.host",
+        ])
+        .spawn();
     let converged = roots_count(&agents, 6.0, Duration::from_secs(60));
     assert!(converged, "the cluster did not converge");
 
@@ -106,7 +78,7 @@ fn signed_aggregates_spread_through_their_zone_and_nothing_else_applies() {
     assert_eq!(refusals(&agents[1], "malformed"), 1.0);
 
     // Signed by a key the agents do not trust: refused.
-    let server = |i: usize| format!("http://127.0.0.1:{}", agents[i].web);
+    let server = |i: usize| agents[i].url();
     let (ok, _, err) = cli(&[
         "install",
         "--server",

@@ -23,14 +23,7 @@ use common::*;
 use serde_json::{json, Value};
 
 fn refusals(agent: &Agent, reason: &str) -> f64 {
-    let series =
-        format!(r#"astrolabe_signature_refusals_total{{kind="command",reason="{reason}"}} "#);
-    agent
-        .get("/metrics")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(&series)?.trim().parse().ok())
-        .unwrap_or(-1.0)
+    signature_refusals(agent, "command", reason)
 }
 
 fn counts(v: &Value) -> (Value, Value, Value) {
@@ -39,13 +32,6 @@ fn counts(v: &Value) -> (Value, Value, Value) {
         v["refused"].clone(),
         v["not_configured"].clone(),
     )
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
 }
 
 /// `astrolabe command --key KEY` run against `server`: its JSON answer.
@@ -72,7 +58,7 @@ fn command_via_cli(server: &str, zone: &str, key: &Path, command: &str) -> Value
 
 /// A signed command body as `astrolabe command --key` sends it.
 fn signed_body(key: &OperatorKey, zone: &str, command: &str, args: &[String], nonce: u64) -> Value {
-    let seal = seal_command(key, zone, command, args, now_ms(), nonce);
+    let seal = seal_command(key, zone, command, args, wall_ms(), nonce);
     let b64 = base64::engine::general_purpose::STANDARD;
     json!({
         "zone": zone, "command": command, "args": args, "timeout_ms": 5000,
@@ -92,18 +78,18 @@ fn only_commands_signed_by_a_trusted_operator_key_run() {
     let gossip_key = Key::generate(&mut rand::rng()).to_base64();
 
     // A bad trusted key stops start-up with one line naming it.
-    let out = Command::new(BIN)
-        .args([
+    let out = run_cli(
+        &[
             "agent",
             "--zone",
             "/x/y",
             "--security.trusted-key",
             "not-a-key",
-        ])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+        ],
+        &[],
+    );
+    assert!(!out.ok);
+    let err = out.stderr;
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(
         err.contains("--security.trusted-key") && err.contains("not-a-key"),
@@ -111,36 +97,29 @@ fn only_commands_signed_by_a_trusted_operator_key_run() {
     );
 
     let zones = ["/eu/a/h0", "/eu/a/h1", "/eu/b/h2", "/us/c/h3"];
-    let mut agents: Vec<Agent> = Vec::new();
-    let mut seed = Vec::new();
-    for (i, zone) in zones.iter().enumerate() {
-        let d = dir.join(format!("a{i}"));
-        std::fs::create_dir_all(&d).unwrap();
-        let action = format!("touch-it=touch {}", d.join("touched").display());
-        let config = d.join("agent.toml");
-        // One agent takes its trusted key from the file, the rest from the flag.
-        std::fs::write(
-            &config,
-            format!("[security]\ntrusted_keys = [\"{good_public}\"]\n"),
-        )
-        .unwrap();
-        let mut extra = vec![
-            "--overlay.action",
-            action.as_str(),
-            "--gossip.key",
-            gossip_key.as_str(),
-        ];
-        if i == 3 {
-            extra.extend(["--config.file", config.to_str().unwrap()]);
-        } else {
-            extra.extend(["--security.trusted-key", good_public.as_str()]);
-        }
-        let a = Agent::spawn(zone, &seed, &d, &extra);
-        if i == 0 {
-            seed.push(a.gossip);
-        }
-        agents.push(a);
-    }
+    let (base, public) = (dir.clone(), good_public.clone());
+    let agents = Cluster::builder("signed-commands-agents")
+        .zones(zones)
+        .args(["--gossip.key", &gossip_key])
+        .each(move |i, agent| {
+            let d = base.join(format!("a{i}"));
+            std::fs::create_dir_all(&d).unwrap();
+            let action = format!("touch-it=touch {}", d.join("touched").display());
+            let config = d.join("agent.toml");
+            // One agent takes its trusted key from the file, the rest from the flag.
+            std::fs::write(
+                &config,
+                format!("[security]\ntrusted_keys = [\"{public}\"]\n"),
+            )
+            .unwrap();
+            let agent = agent.dir(&d).args(["--overlay.action", action.as_str()]);
+            if i == 3 {
+                agent.args(["--config.file", config.to_str().unwrap()])
+            } else {
+                agent.args(["--security.trusted-key", public.as_str()])
+            }
+        })
+        .spawn();
     let converged = roots_count(&agents, 4.0, Duration::from_secs(60));
     assert!(converged, "the cluster did not converge");
     let web = agents[0].web;
@@ -232,7 +211,7 @@ fn only_commands_signed_by_a_trusted_operator_key_run() {
     };
     let bytes = astrolabe::transport::seal(
         Some(&security),
-        now_ms(),
+        wall_ms(),
         astrolabe::transport::encode_overlay(&ask),
     );
     socket
@@ -240,7 +219,7 @@ fn only_commands_signed_by_a_trusted_operator_key_run() {
         .unwrap();
     let mut buf = vec![0u8; 65_536];
     let (len, _) = socket.recv_from(&mut buf).expect("h3 answers the ask");
-    let plain = astrolabe::transport::unseal(Some(&security), now_ms(), &buf[..len], 65_536)
+    let plain = astrolabe::transport::unseal(Some(&security), wall_ms(), &buf[..len], 65_536)
         .expect("the answer is sealed with the cluster key");
     let reply = match astrolabe::transport::decode_frame(&plain, 65_536) {
         Ok(astrolabe::transport::Frame::Overlay(OverlayMessage::Chunk {
@@ -259,37 +238,22 @@ fn only_commands_signed_by_a_trusted_operator_key_run() {
 
 /// Starts a lone agent with `env` and `args`; the agent if it serves
 /// /metrics, else its one-line error.
-fn start_alone(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Result<Agent, String> {
-    let gossip = free_port();
-    let web = free_port();
-    let mut cmd = Command::new(BIN);
-    cmd.arg("agent")
-        .args(["--zone", "/solo/h"])
-        .args(["--gossip.listen-address", &format!("127.0.0.1:{gossip}")])
-        .args(["--web.listen-address", &format!("127.0.0.1:{web}")])
-        .args(["--gossip.interval", "200ms", "--no-collector.host"])
-        .args(args)
+fn start_alone(env: &[(&str, &str)], args: &[&str]) -> Result<Agent, String> {
+    let mut agent = env
+        .iter()
+        .fold(Agent::builder("/solo/h"), |l, (k, v)| l.env(k, v))
         .env_remove("ASTROLABE_SECURITY_TRUSTED_KEY")
-        .envs(env.iter().copied())
-        .env("ASTROLABE_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
+        .arg("--no-collector.host")
+        .args(args)
+        .start();
     let up = eventually(Duration::from_secs(10), || {
-        http_get(web, "/metrics").is_some() || matches!(child.try_wait(), Ok(Some(_)))
+        agent.metrics().is_some() || !agent.running()
     });
-    if up && http_get(web, "/metrics").is_some() {
-        return Ok(Agent {
-            zone: "/solo/h".into(),
-            gossip,
-            web,
-            dir: dir.to_path_buf(),
-            child: Some(child),
-        });
+    if up && agent.metrics().is_some() {
+        return Ok(agent);
     }
-    let _ = child.kill();
-    let out = child.wait_with_output().unwrap();
-    Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    agent.kill();
+    Err(agent.log().trim().to_string())
 }
 
 #[test]
@@ -304,24 +268,19 @@ fn trusted_keys_come_from_flag_then_environment_then_file() {
     let file_arg = ["--config.file", file.to_str().unwrap()];
 
     // The file alone: its bad key stops start-up, named in one line.
-    let err = start_alone(&dir, &[], &file_arg).err().expect("refused");
+    let err = start_alone(&[], &file_arg).err().expect("refused");
     assert!(
         err.contains("bad-from-file") && err.lines().count() == 1,
         "{err}"
     );
     // The environment wins over the file; a bad key in it is named too.
     let both = format!("{k1},bad-from-env");
-    let err = start_alone(
-        &dir,
-        &[("ASTROLABE_SECURITY_TRUSTED_KEY", &both)],
-        &file_arg,
-    )
-    .err()
-    .expect("refused");
+    let err = start_alone(&[("ASTROLABE_SECURITY_TRUSTED_KEY", &both)], &file_arg)
+        .err()
+        .expect("refused");
     assert!(err.contains("bad-from-env"), "{err}");
     // The flag wins over a bad environment.
     let flagged = start_alone(
-        &dir,
         &[("ASTROLABE_SECURITY_TRUSTED_KEY", "bad-from-env")],
         &["--security.trusted-key", &k1],
     );
@@ -331,13 +290,9 @@ fn trusted_keys_come_from_flag_then_environment_then_file() {
     // Two keys, comma-separated in the environment, over the file: a
     // command signed by either runs, one signed by neither does not.
     let pair = format!("{k1},{k2}");
-    let agent = start_alone(
-        &dir,
-        &[("ASTROLABE_SECURITY_TRUSTED_KEY", &pair)],
-        &file_arg,
-    )
-    .expect("starts");
-    let server = format!("http://127.0.0.1:{}", agent.web);
+    let agent =
+        start_alone(&[("ASTROLABE_SECURITY_TRUSTED_KEY", &pair)], &file_arg).expect("starts");
+    let server = agent.url();
     let stranger_path = dir.join("k3.key");
     generate_operator_key(&stranger_path);
     for (key, runs) in [(&k1_path, true), (&k2_path, true), (&stranger_path, false)] {
@@ -374,21 +329,19 @@ fn sighup_reloads_the_trusted_operator_keys() {
     };
     trust(&first);
     let action = format!("touch-it=touch {}", dir.join("touched").display());
-    let agent = Agent::spawn(
-        "/r/h0",
-        &[],
-        &dir.join("agent"),
-        &[
+    let agent = Agent::builder("/r/h0")
+        .dir(&dir.join("agent"))
+        .args([
             "--config.file",
             config.to_str().unwrap(),
             "--overlay.action",
             &action,
-        ],
-    );
+        ])
+        .spawn();
     assert!(eventually(Duration::from_secs(10), || agent
         .get("/metrics")
         .is_some()));
-    let server = format!("http://127.0.0.1:{}", agent.web);
+    let server = agent.url();
     let run = |key: &Path| command_via_cli(&server, "/", key, "touch-it");
     assert_eq!(counts(&run(&second_path)), (json!(0), json!(1), json!(0)));
     assert_eq!(refusals(&agent, "untrusted-key"), 1.0);

@@ -25,7 +25,6 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -81,81 +80,43 @@ fn one_at_a_time() -> std::fs::File {
     file
 }
 
-struct Cluster {
-    launches: Vec<Launch>,
-    agents: Vec<Agent>,
-    dir: PathBuf,
+/// Twelve agents, `env(i)` the variables of agent i; each is seeded with
+/// two others (ports are chosen first), so that any one of them can be
+/// restarted and find its way back. Not waited for: the tests watch the
+/// start too.
+fn start(
+    name: &str,
+    aggregate: &str,
+    env: impl Fn(usize) -> Vec<(String, String)> + 'static,
+) -> Cluster {
+    Cluster::builder(name)
+        .zones((0..HOSTS).map(leaf))
+        .interval(ROUND)
+        .seeds(|i, n| vec![(i + 1) % n, (i + 5) % n])
+        .args(["--aggregate", aggregate])
+        .each(|i, l| l.args(["--attribute", &format!("barw={}", 1u32 << i)]))
+        .arg("--no-collector.host")
+        .each(move |i, l| env(i).into_iter().fold(l, |l, (k, v)| l.env(&k, v)))
+        .unready()
+        .spawn()
 }
 
-impl Cluster {
-    /// Twelve agents, `env(i)` the variables of agent i; each is seeded with
-    /// two others (ports are chosen first), so that any one of them can be
-    /// restarted and find its way back.
-    fn start(name: &str, aggregate: &str, env: impl Fn(usize) -> Vec<(String, String)>) -> Cluster {
-        let dir = temp_dir(name);
-        let mut launches: Vec<Launch> = (0..HOSTS)
-            .map(|i| {
-                let barw = format!("barw={}", 1u32 << i);
-                let mut l = Launch::new(
-                    &leaf(i),
-                    &[],
-                    &dir.join(format!("h{i}")),
-                    &[
-                        "--aggregate",
-                        aggregate,
-                        "--attribute",
-                        &barw,
-                        "--no-collector.host",
-                    ],
-                );
-                l.interval = ROUND.into();
-                l.env = env(i);
-                l
-            })
-            .collect();
-        let gossip: Vec<u16> = launches.iter().map(|l| l.gossip).collect();
-        for (i, l) in launches.iter_mut().enumerate() {
-            l.seeds = vec![gossip[(i + 1) % HOSTS], gossip[(i + 5) % HOSTS]];
-        }
-        let agents = launches.iter().map(|l| l.spawn(Stdio::null())).collect();
-        Cluster {
-            launches,
-            agents,
-            dir,
-        }
-    }
-
-    fn webs(&self) -> Vec<u16> {
-        self.launches.iter().map(|l| l.web).collect()
-    }
-
-    /// Stops agent i with `signal` (waiting for it to exit) and starts it
-    /// again as it was started.
-    fn restart(&mut self, i: usize, signal: &str) -> (Instant, Instant) {
-        let stopped = Instant::now();
-        self.agents[i].signal(signal);
-        self.agents[i] = self.launches[i].spawn(Stdio::null());
-        (stopped, Instant::now())
-    }
-
-    /// Whether every agent still runs (none exited on its own).
-    fn all_running(&mut self) -> Result<(), String> {
-        for (i, a) in self.agents.iter_mut().enumerate() {
-            if let Some(c) = a.child.as_mut() {
-                if let Ok(Some(status)) = c.try_wait() {
-                    return Err(format!("h{i} exited: {status}"));
-                }
-            }
-        }
-        Ok(())
-    }
+/// Stops agent i with `signal` (waiting for it to exit) and starts it
+/// again as it was started.
+fn restart(cluster: &mut Cluster, i: usize, signal: &str) -> (Instant, Instant) {
+    let stopped = Instant::now();
+    cluster[i].restart(signal);
+    (stopped, Instant::now())
 }
 
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        self.agents.clear();
-        let _ = std::fs::remove_dir_all(&self.dir);
+/// Whether every agent still runs (none exited on its own).
+fn all_running(cluster: &mut Cluster) -> Result<(), String> {
+    for (i, a) in cluster.iter_mut().enumerate() {
+        if !a.running() {
+            return Err(format!("h{i} exited"));
+        }
     }
+    Ok(())
 }
 
 /// One zone row as `/api/v1/zones` serves it.
@@ -431,7 +392,7 @@ fn mixed_clock_skew_keeps_every_root_exact() {
             .as_f64()
     };
     let aggregate = format!("{AGGREGATE}, max(tick) AS tick_max");
-    let mut cluster = Cluster::start("skew", &aggregate, |i| {
+    let mut cluster = start("skew", &aggregate, move |i| {
         if skew(i) == 0 {
             return Vec::new();
         }
@@ -448,7 +409,7 @@ fn mixed_clock_skew_keeps_every_root_exact() {
     // row until it expired.
     let ticking: Vec<PathBuf> = (0..HOSTS)
         .filter(|&i| skew(i) == 0)
-        .map(|i| cluster.launches[i].dir.clone())
+        .map(|i| cluster[i].dir.clone())
         .collect();
     let stop_ticks = Arc::new(AtomicBool::new(false));
     let _stop_ticks_on_failure = StopOnDrop(stop_ticks.clone());
@@ -523,7 +484,7 @@ fn mixed_clock_skew_keeps_every_root_exact() {
             ));
         }
     }
-    if let Err(e) = cluster.all_running() {
+    if let Err(e) = all_running(&mut cluster) {
         found.push(e);
     }
     if !matches!((tick_before, tick_after), (Some(b), Some(a)) if a > b) {
@@ -570,7 +531,7 @@ fn moving(restarts: &[Restart], from: Instant, to: Instant) -> u32 {
 /// transition, in every zone it serves; then every root is exact again.
 fn rolling_restart(test: &str, signal: &str) {
     let _turn = one_at_a_time();
-    let mut cluster = Cluster::start(test, AGGREGATE, |_| Vec::new());
+    let mut cluster = start(test, AGGREGATE, |_| Vec::new());
     let webs = cluster.webs();
     let converged = settle(&webs, Duration::from_secs(45));
     if let Err(e) = &converged {
@@ -581,7 +542,7 @@ fn rolling_restart(test: &str, signal: &str) {
     let mut restarts = Vec::new();
     let first = Instant::now();
     for i in 0..HOSTS {
-        let (stopped, started) = cluster.restart(i, signal);
+        let (stopped, started) = restart(&mut cluster, i, signal);
         restarts.push(Restart {
             host: i,
             stopped,
@@ -636,7 +597,7 @@ fn rolling_restart(test: &str, signal: &str) {
         found.push("after the last restart, not every root came back exact:".into());
         found.extend(e.iter().cloned());
     }
-    if let Err(e) = cluster.all_running() {
+    if let Err(e) = all_running(&mut cluster) {
         found.push(e);
     }
     eprintln!(
@@ -755,7 +716,7 @@ fn query_mismatch(a: &Asked, moving: u32, t0: Instant) -> Option<String> {
 fn queries_under_restarts_report_their_coverage_honestly() {
     const TEST: &str = "queries_under_restarts_report_their_coverage_honestly";
     let _turn = one_at_a_time();
-    let mut cluster = Cluster::start("queries", AGGREGATE, |_| Vec::new());
+    let mut cluster = start("queries", AGGREGATE, |_| Vec::new());
     let webs = cluster.webs();
     if let Err(e) = settle(&webs, Duration::from_secs(45)) {
         fail_listing("no convergence", &e, 1);
@@ -808,7 +769,7 @@ fn queries_under_restarts_report_their_coverage_honestly() {
         let at = t0 + every * n as u32;
         std::thread::sleep(at.saturating_duration_since(Instant::now()));
         let host = n % HOSTS;
-        let (stopped, started) = cluster.restart(host, "-TERM");
+        let (stopped, started) = restart(&mut cluster, host, "-TERM");
         restarts.push(Restart {
             host,
             stopped,
@@ -834,7 +795,7 @@ fn queries_under_restarts_report_their_coverage_honestly() {
         }
         found.extend(query_mismatch(a, moving, t0));
     }
-    if let Err(e) = cluster.all_running() {
+    if let Err(e) = all_running(&mut cluster) {
         found.push(e);
     }
     eprintln!(

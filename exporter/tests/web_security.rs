@@ -6,8 +6,8 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use common::*;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
@@ -113,18 +113,16 @@ fn basic_auth_and_tls_with_curl() {
         ),
     );
     let gossip_key = astrolabe::transport::keyring::Key::generate(&mut rand::rng()).to_base64();
-    let agent = Agent::spawn(
-        "/w/h1",
-        &[],
-        &dir.join("tf"),
-        &[
+    let agent = Agent::builder("/w/h1")
+        .dir(&dir.join("tf"))
+        .args([
             "--no-collector.host",
             "--web.config.file",
             &config,
             "--gossip.key",
             &gossip_key,
-        ],
-    );
+        ])
+        .start();
     let url = format!("https://127.0.0.1:{}/metrics", agent.web);
     let ca = pki.path("ca.crt");
     assert!(
@@ -214,12 +212,10 @@ fn mutual_tls_refuses_a_client_without_certificate() {
         "web.yml",
         "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  client_ca_file: ca.crt\n  client_auth_type: RequireAndVerifyClientCert\n",
     );
-    let agent = Agent::spawn(
-        "/w/h2",
-        &[],
-        &dir.join("tf"),
-        &["--no-collector.host", "--web.config.file", &config],
-    );
+    let agent = Agent::builder("/w/h2")
+        .dir(&dir.join("tf"))
+        .args(["--no-collector.host", "--web.config.file", &config])
+        .start();
     let url = format!("https://127.0.0.1:{}/metrics", agent.web);
     let (ca, cert, key) = (
         pki.path("ca.crt"),
@@ -255,39 +251,15 @@ fn mutual_tls_refuses_a_client_without_certificate() {
 
 /// Runs an agent that must refuse to start; returns its stderr.
 fn start_error(config: &str) -> String {
-    let web = free_port();
-    let gossip = free_port();
-    let mut child = Command::new(BIN)
-        .args(["agent", "--zone", "/w/bad", "--no-collector.host"])
-        .args(["--gossip.listen-address", &format!("127.0.0.1:{gossip}")])
-        .args(["--web.listen-address", &format!("127.0.0.1:{web}")])
-        .args(["--web.config.file", config])
+    let mut agent = Agent::builder("/w/bad")
+        .args(["--no-collector.host", "--web.config.file", config])
         .env("ASTROLABE_LOG", "error")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if start.elapsed() > Duration::from_secs(30) {
-            let _ = child.kill();
-            panic!("the agent started with a bad web config");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    assert!(!status.success());
-    let mut err = String::new();
-    use std::io::Read;
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    err
+        .start();
+    let ok = agent
+        .exit_status(Duration::from_secs(30))
+        .expect("the agent started with a bad web config");
+    assert!(!ok);
+    agent.log()
 }
 
 #[test]
@@ -373,42 +345,26 @@ fn metrics_unauthenticated_opens_only_metrics_and_health() {
         "--gossip.key",
         &gossip_key,
     ];
-    let by_flag = Agent::spawn(
-        "/w/open1",
-        &[],
-        &dir.join("tf1"),
-        &[&common[..], &["--web.metrics-unauthenticated"]].concat(),
-    );
-    let by_file = Agent::spawn(
-        "/w/open2",
-        &[],
-        &dir.join("tf2"),
-        &[&common[..], &["--config.file", &toml]].concat(),
-    );
-    let closed = Agent::spawn("/w/closed", &[], &dir.join("tf3"), &common);
-    // The environment variable, like Agent::spawn with one more variable.
-    let (gossip, web) = (free_port(), free_port());
-    let by_env = Agent {
-        zone: "/w/open3".into(),
-        gossip,
-        web,
-        dir: dir.join("tf4"),
-        child: Some(
-            Command::new(BIN)
-                .args(["agent", "--zone", "/w/open3"])
-                .args(["--gossip.listen-address", &format!("127.0.0.1:{gossip}")])
-                .args(["--web.listen-address", &format!("127.0.0.1:{web}")])
-                .args(common)
-                .env("ASTROLABE_WEB_METRICS_UNAUTHENTICATED", "true")
-                .env("ASTROLABE_LOG", "warn")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        ),
-    };
+    let by_flag = Agent::builder("/w/open1")
+        .dir(&dir.join("tf1"))
+        .args([&common[..], &["--web.metrics-unauthenticated"]].concat())
+        .start();
+    let by_file = Agent::builder("/w/open2")
+        .dir(&dir.join("tf2"))
+        .args([&common[..], &["--config.file", &toml]].concat())
+        .start();
+    let closed = Agent::builder("/w/closed")
+        .dir(&dir.join("tf3"))
+        .args(common)
+        .start();
+    // The environment variable, like the others with one more variable.
+    let by_env = Agent::builder("/w/open3")
+        .dir(&dir.join("tf4"))
+        .args(common)
+        .env("ASTROLABE_WEB_METRICS_UNAUTHENTICATED", "true")
+        .start();
     for agent in [&by_flag, &by_file, &by_env] {
-        let base = format!("http://127.0.0.1:{}", agent.web);
+        let base = agent.url();
         assert!(
             wait_serving(&[&format!("{base}/metrics")]),
             "{} never served",
@@ -472,18 +428,16 @@ fn the_request_limit_sheds_before_authentication() {
         "web.yml",
         &format!("basic_auth_users:\n  prometheus: {hash}\n"),
     );
-    let agent = Agent::spawn(
-        "/w/limit",
-        &[],
-        &dir.join("tf"),
-        &[
+    let agent = Agent::builder("/w/limit")
+        .dir(&dir.join("tf"))
+        .args([
             "--no-collector.host",
             "--web.config.file",
             &web,
             "--web.max-requests",
             "1",
-        ],
-    );
+        ])
+        .start();
     let url = format!("http://127.0.0.1:{}/metrics", agent.web);
     assert!(wait_serving(&[&url]), "agent never served");
     // Authenticated, and waiting for a body that never comes.
