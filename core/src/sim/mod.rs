@@ -460,11 +460,21 @@ impl Sim {
     }
 
     fn now_for(&self, i: usize) -> Now {
-        let wall = (EPOCH_MS + self.now) as i64 + self.agents[i].skew_ms;
+        self.now_at(i, self.now)
+    }
+
+    /// Agent `i`'s clocks at virtual time `t`.
+    pub(crate) fn now_at(&self, i: usize, t: u64) -> Now {
+        let wall = (EPOCH_MS + t) as i64 + self.agents[i].skew_ms;
         Now {
-            mono_ms: self.now,
+            mono_ms: t,
             wall_ms: wall.max(0) as u64,
         }
+    }
+
+    /// Agent `i`'s node, if it runs.
+    pub(crate) fn node_mut(&mut self, i: usize) -> Option<&mut Node> {
+        self.agents[i].node.as_deref_mut()
     }
 
     /// Starts (or restarts, after a crash) agent `i` with its id and zone.
@@ -906,9 +916,10 @@ fn random_attributes(rng: &mut ChaCha8Rng) -> Attributes {
 #[cfg(test)]
 mod tests;
 
-/// Request ids unlike any other agent's, the same on every run of a seed.
+/// Request ids unlike any other agent's, the same on every run of a seed
+/// (and the same as before the overlay simulator used the agents' nodes).
 fn cfg_qid_seed(seed: u64, i: usize) -> u64 {
-    seed.rotate_left(17) ^ (i as u64).wrapping_mul(0x2545_f491_4f6c_dd1d)
+    seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
 
 /// A one-line description of a datagram, for `Sim::trace`.

@@ -1,13 +1,12 @@
-//! The overlay in the simulator: the same `Overlay` nodes the agent runs,
-//! one per simulated agent, over the tables a converged gossip simulation
-//! holds, on a virtual clock with the simulator's link latencies and loss.
+//! The overlay in the simulator: requests to the very `Node`s the gossip
+//! simulation converged, carried between them as the bytes the agent
+//! sends, on a virtual clock with the simulator's link latencies and loss.
 //!
 //! Gossip is paused while queries run (a query lasts a fraction of a
 //! round); crashed agents keep their rows, which is exactly the "dead but
 //! not yet expired" case the overlay must route around.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::Arc;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -15,10 +14,9 @@ use serde::Serialize;
 
 use super::network::{addr_of, index_of, link_latency_ms, NetworkConfig};
 use super::{Sim, SimConfig, SimError};
+use crate::node::{Input, LocalWork, Output};
 use crate::overlay::query::{LocalData, Partial, Query, Table};
-use crate::overlay::{
-    Answer, Outcome, Overlay, OverlayConfig, OverlayEffect, OverlayMessage, Request, Tables,
-};
+use crate::overlay::{Answer, Outcome, Request};
 use crate::zone::{Attributes, Row, Value, ZonePath};
 
 /// Process names of the simulated hosts.
@@ -61,13 +59,13 @@ enum Ev {
     Deliver {
         to: usize,
         from: usize,
-        message: OverlayMessage,
+        bytes: Vec<u8>,
     },
     Tick(usize),
     Local {
         agent: usize,
         qid: u64,
-        request: Arc<Request>,
+        work: LocalWork,
     },
 }
 
@@ -101,12 +99,11 @@ pub struct QueryRun {
     pub error: Option<String>,
 }
 
-/// Gossip and the overlay together on one virtual clock: a `Sim` that has
-/// converged, with an overlay node per agent and some of them crashed.
+/// Requests over a `Sim` that has converged, with some agents crashed:
+/// each agent's `Node` answers them, gossip held still meanwhile.
 pub struct OverlaySim {
     /// The gossip simulation underneath.
     pub sim: Sim,
-    nodes: Vec<Option<Overlay>>,
     net: NetworkConfig,
     rng: ChaCha8Rng,
     queue: BTreeMap<u64, VecDeque<Ev>>,
@@ -153,22 +150,10 @@ impl OverlaySim {
             loss: sim.cfg.loss,
             seed,
         };
-        let nodes = (0..sim.len())
-            .map(|i| {
-                sim.is_alive(i).then(|| {
-                    Overlay::new(OverlayConfig::new(
-                        addr_of(i),
-                        sim.path(i).clone(),
-                        seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
-                    ))
-                })
-            })
-            .collect();
         let now = sim.now_ms();
         let len = sim.len();
         Ok(OverlaySim {
             sim,
-            nodes,
             net,
             rng,
             queue: BTreeMap::new(),
@@ -200,7 +185,11 @@ impl OverlaySim {
     }
 
     fn schedule_tick(&mut self, i: usize) {
-        let Some(next) = self.nodes[i].as_ref().and_then(Overlay::next_tick_ms) else {
+        let Some(next) = self
+            .sim
+            .node_mut(i)
+            .and_then(|n| n.overlay().next_tick_ms())
+        else {
             return;
         };
         let at = next.max(self.now + 1);
@@ -210,27 +199,41 @@ impl OverlaySim {
         }
     }
 
-    fn dispatch(
-        &mut self,
-        from: usize,
-        effects: Vec<OverlayEffect>,
-        answers: &mut Vec<Answer>,
-        bytes: &mut u64,
-    ) {
-        for e in effects {
-            match e {
-                OverlayEffect::Send { to, message } => {
-                    *bytes += message.encode().len() as u64 + 1;
-                    let Some(to) = index_of(&to).filter(|t| *t < self.nodes.len()) else {
+    /// Carries out what agent `from`'s node asked for: datagrams onto
+    /// the network, answers to the caller, host work a millisecond later.
+    fn dispatch(&mut self, from: usize, answers: &mut Vec<Answer>, bytes: &mut u64) {
+        let mut outputs = Vec::new();
+        if let Some(node) = self.sim.node_mut(from) {
+            while let Some(output) = node.poll_output() {
+                outputs.push(output);
+            }
+        }
+        for output in outputs {
+            match output {
+                Output::Datagram {
+                    to,
+                    bytes: datagram,
+                } => {
+                    *bytes += datagram.len() as u64;
+                    let Some(to) = index_of(&to).filter(|t| *t < self.sim.len()) else {
                         continue;
                     };
                     if self.net.loss > 0.0 && self.rng.random::<f64>() < self.net.loss {
                         continue;
                     }
                     let at = self.now + link_latency_ms(&self.net, from, to);
-                    self.push(at, Ev::Deliver { to, from, message });
+                    self.push(
+                        at,
+                        Ev::Deliver {
+                            to,
+                            from,
+                            bytes: datagram,
+                        },
+                    );
                 }
-                OverlayEffect::Local { qid, request } => {
+                // Gossip is held still here (module doc).
+                Output::Envelope { .. } => {}
+                Output::Local { qid, work } => {
                     // Reading /proc takes about a millisecond.
                     let at = self.now + 1;
                     self.push(
@@ -238,11 +241,11 @@ impl OverlaySim {
                         Ev::Local {
                             agent: from,
                             qid,
-                            request,
+                            work,
                         },
                     );
                 }
-                OverlayEffect::Answer { answer, .. } => answers.push(answer),
+                Output::Answer { answer, .. } => answers.push(answer),
             }
         }
         self.schedule_tick(from);
@@ -278,31 +281,16 @@ impl OverlaySim {
             Request::Query { sql } => Query::parse(sql).ok(),
             Request::Command { .. } => None,
         };
-        let started = {
-            let Some(engine) = self.sim.engine(entry) else {
-                run.error = Some("entry agent is dead".into());
-                return run;
-            };
-            let Some(node) = self.nodes[entry].as_mut() else {
-                run.error = Some("entry agent is dead".into());
-                return run;
-            };
-            node.start(
-                start,
-                zone.clone(),
-                request,
-                timeout_ms,
-                &Tables::of(engine),
-            )
+        let now = self.sim.now_at(entry, start);
+        let Some(node) = self.sim.node_mut(entry) else {
+            run.error = Some("entry agent is dead".into());
+            return run;
         };
-        let (_, effects) = match started {
-            Ok(ok) => ok,
-            Err(e) => {
-                run.error = Some(e.to_string());
-                return run;
-            }
-        };
-        self.dispatch(entry, effects, &mut answers, &mut bytes);
+        if let Err(e) = node.request(now, zone.clone(), request, timeout_ms) {
+            run.error = Some(e.to_string());
+            return run;
+        }
+        self.dispatch(entry, &mut answers, &mut bytes);
         let mut last: Option<Answer> = None;
         let until = start + timeout_ms + 1;
         loop {
@@ -318,38 +306,9 @@ impl OverlaySim {
             let Some(ev) = self.pop_due(until) else {
                 break;
             };
-            let at = self.now;
-            let (agent, effects) = match self.run_network_event(ev) {
-                Ok(Some(done)) => done,
-                Ok(None) => continue,
-                Err(Ev::Local {
-                    agent,
-                    qid,
-                    request,
-                }) => {
-                    let outcome = match (request.as_ref(), &query) {
-                        (Request::Query { .. }, Some(q)) => {
-                            Outcome::Query(q.local(&local_data(&self.sim, agent)))
-                        }
-                        _ => Outcome::Command(crate::overlay::command::Tally::one(
-                            self.sim.path(agent).as_str(),
-                            crate::overlay::command::Status::Ok,
-                            "",
-                        )),
-                    };
-                    let (Some(node), Some(engine)) =
-                        (self.nodes[agent].as_mut(), self.sim.engine(agent))
-                    else {
-                        continue;
-                    };
-                    (
-                        agent,
-                        node.local_done(at, qid, outcome, &Tables::of(engine)),
-                    )
-                }
-                Err(_) => continue,
-            };
-            self.dispatch(agent, effects, &mut answers, &mut bytes);
+            if let Some(agent) = self.run_event(ev) {
+                self.dispatch(agent, &mut answers, &mut bytes);
+            }
         }
         // Late messages of this query must not leak into the next one's
         // figures: let the network go quiet (ticks keep lingering tasks).
@@ -392,31 +351,44 @@ impl OverlaySim {
         }
     }
 
-    /// Runs a tick or a delivery at its node (None: stale, or the agent is
-    /// gone); a local answer is handed back, since it needs the query.
-    fn run_network_event(&mut self, ev: Ev) -> Result<Option<(usize, Vec<OverlayEffect>)>, Ev> {
+    /// Runs a tick, a delivery or a host answer at its node; the agent
+    /// whose node has outputs now (None: stale, or the agent is gone).
+    fn run_event(&mut self, ev: Ev) -> Option<usize> {
         let at = self.now;
         match ev {
             Ev::Tick(i) => {
                 if self.tick_at[i] != at {
-                    return Ok(None);
+                    return None;
                 }
                 self.tick_at[i] = u64::MAX;
-                let (Some(node), Some(engine)) = (self.nodes[i].as_mut(), self.sim.engine(i))
-                else {
-                    return Ok(None);
-                };
-                Ok(Some((i, node.tick(at, &Tables::of(engine)))))
+                let now = self.sim.now_at(i, at);
+                self.sim.node_mut(i)?.tick_overlay(now);
+                Some(i)
             }
-            Ev::Deliver { to, from, message } => {
-                let (Some(node), Some(engine)) = (self.nodes[to].as_mut(), self.sim.engine(to))
-                else {
-                    return Ok(None);
-                };
-                let effects = node.handle(at, addr_of(from), message, &Tables::of(engine));
-                Ok(Some((to, effects)))
+            Ev::Deliver { to, from, bytes } => {
+                let now = self.sim.now_at(to, at);
+                self.sim
+                    .node_mut(to)?
+                    .handle_datagram(now, addr_of(from), &bytes);
+                Some(to)
             }
-            local @ Ev::Local { .. } => Err(local),
+            Ev::Local { agent, qid, work } => {
+                let outcome = match work {
+                    LocalWork::Query { query, .. } => {
+                        Outcome::Query(query.local(&local_data(&self.sim, agent)))
+                    }
+                    _ => Outcome::Command(crate::overlay::command::Tally::one(
+                        self.sim.path(agent).as_str(),
+                        crate::overlay::command::Status::Ok,
+                        "",
+                    )),
+                };
+                let now = self.sim.now_at(agent, at);
+                self.sim
+                    .node_mut(agent)?
+                    .apply(now, Input::LocalDone { qid, outcome });
+                Some(agent)
+            }
         }
     }
 
@@ -425,11 +397,10 @@ impl OverlaySim {
         let mut sink = Vec::new();
         let mut bytes = 0;
         while let Some(ev) = self.pop_due(until) {
-            let Ok(Some((agent, effects))) = self.run_network_event(ev) else {
-                continue;
-            };
-            self.dispatch(agent, effects, &mut sink, &mut bytes);
-            sink.clear();
+            if let Some(agent) = self.run_event(ev) {
+                self.dispatch(agent, &mut sink, &mut bytes);
+                sink.clear();
+            }
         }
     }
 
