@@ -85,6 +85,16 @@ impl Net {
         }
     }
 
+    /// The last answer of request `qid`, which must have come.
+    fn final_answer(&self, qid: u64) -> Answer {
+        self.answers
+            .iter()
+            .rev()
+            .find(|(q, a)| *q == qid && a.reply.last)
+            .map(|(_, a)| a.clone())
+            .expect("a final answer")
+    }
+
     fn run_until(&mut self, until: u64) {
         while self.t < until {
             self.t += 1;
@@ -138,13 +148,7 @@ fn nodes_converge_and_answer_a_query_through_bytes_alone() {
         .unwrap();
     net.drain(2);
     net.run_until(net.t + 3_000);
-    let last = net
-        .answers
-        .iter()
-        .rev()
-        .find(|(q, a)| *q == qid && a.reply.last)
-        .map(|(_, a)| a.clone())
-        .expect("a final answer");
+    let last = net.final_answer(qid);
     assert_eq!((last.reply.answered, last.reply.expected), (3, 3));
     let Outcome::Query(partial) = &last.reply.outcome else {
         panic!("{:?}", last.reply.outcome);
@@ -190,13 +194,7 @@ fn an_unsigned_command_is_refused_before_any_host_work() {
     net.drain(0);
     net.run_until(net.t + 3_000);
     assert!(net.other_work.is_empty(), "{:?}", net.other_work);
-    let last = net
-        .answers
-        .iter()
-        .rev()
-        .find(|(q, a)| *q == qid && a.reply.last)
-        .map(|(_, a)| a.clone())
-        .expect("a final answer");
+    let last = net.final_answer(qid);
     let Outcome::Command(tally) = &last.reply.outcome else {
         panic!("{:?}", last.reply.outcome);
     };

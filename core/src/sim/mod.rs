@@ -202,7 +202,7 @@ type Sends = Vec<(std::net::SocketAddr, Payload, usize)>;
 /// The datagrams among a node's outputs. The gossip simulator starts no
 /// request, so no answer or host work comes out (`sim::overlay` does).
 fn datagrams(node: &mut Node) -> Sends {
-    let mut sends = Vec::new();
+    let mut sends = Vec::with_capacity(node.pending_outputs());
     while let Some(output) = node.poll_output() {
         match output {
             Output::Datagram { to, bytes } => sends.push((to, Payload::Bytes(bytes), 0)),

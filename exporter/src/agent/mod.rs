@@ -458,7 +458,11 @@ impl Clock {
 
     /// When the monotonic `at_ms` is, as a tokio deadline.
     fn deadline(&self, at_ms: u64) -> tokio::time::Instant {
-        let at = self.started + Duration::from_millis(at_ms.min(u64::MAX / 4));
+        let at = self
+            .started
+            .checked_add(Duration::from_millis(at_ms))
+            // Nothing due for longer than a process lives: wake in a day.
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400));
         tokio::time::Instant::from_std(at)
     }
 }
@@ -534,10 +538,13 @@ impl EventLoop {
         self.carry_out(&host).await;
         loop {
             let deadline = self.clock.deadline(self.node.poll_timeout());
-            let now = self.clock.now();
+            // Each arm reads the clock when its event has come, not before
+            // the wait.
+            let clock = self.clock;
             tokio::select! {
                 received = self.socket.recv_from(&mut buf) => match received {
                     Ok((len, from)) => {
+                        let now = clock.now();
                         match transport::unseal(self.security.as_deref(), now.wall_ms, &buf[..len], max_datagram) {
                             Ok(plain) => self.node.handle_datagram(now, from, &plain),
                             Err(reason) => {
@@ -549,12 +556,14 @@ impl EventLoop {
                     Err(e) => tracing::debug!(error = %e, "receive failed"),
                 },
                 _ = tokio::time::sleep_until(deadline) => {
+                    let now = clock.now();
                     self.absent.due(self.node.engine(), now.mono_ms);
                     self.node.tick(now);
                 }
-                Some(call) = ch.calls.recv() => self.host_work.call(&mut self.node, now, call),
-                Some((qid, outcome)) = ch.done.recv() => self.node.apply(now, Input::LocalDone { qid, outcome }),
+                Some(call) = ch.calls.recv() => self.host_work.call(&mut self.node, clock.now(), call),
+                Some((qid, outcome)) = ch.done.recv() => self.node.apply(clock.now(), Input::LocalDone { qid, outcome }),
                 Some((cert, verdict)) = ch.certs.recv() => {
+                    let now = clock.now();
                     let result = self.node.install_certificate(now, cert);
                     if result.is_ok() {
                         self.absent.due(self.node.engine(), now.mono_ms);
@@ -564,12 +573,12 @@ impl EventLoop {
                 Some(sample) = ch.samples.recv() => host = self.take_sample(sample),
                 Some(stop) = ch.stop.recv() => match stop {
                     Stop::Leave => {
-                        self.node.apply(now, Input::Leave);
+                        self.node.apply(clock.now(), Input::Leave);
                         self.carry_out(&host).await;
                         tracing::info!("left the cluster");
                         return;
                     }
-                    Stop::Reload { aggregates, trusted } => self.reload(now, aggregates, trusted),
+                    Stop::Reload { aggregates, trusted } => self.reload(clock.now(), aggregates, trusted),
                 },
             }
             self.carry_out(&host).await;
