@@ -176,8 +176,32 @@ impl Limits {
     }
 
     /// Whether a row's body is within the limits (a tombstone always is).
+    /// The verdict is kept with the body for the same shape limits, so a
+    /// body shared by many receivers (the simulator's `Wire::Shared`) is
+    /// walked once; every body the agent decodes is new and walked.
     pub fn check_row(&self, row: &Row) -> Result<(), Limit> {
-        match row.body.body() {
+        let params = [
+            self.attributes_per_row as u64,
+            self.string_bytes as u64,
+            self.list_length as u64,
+        ];
+        let verdict = row
+            .body
+            .verdict(params, |body| match self.check_body(body) {
+                Ok(()) => 0,
+                Err(limit) => limit as u8 + 1,
+            });
+        match verdict {
+            0 => Ok(()),
+            code => Err(Limit::ALL[usize::from(code - 1)]),
+        }
+    }
+
+    /// `check_row` without the kept verdict: only `attributes_per_row`,
+    /// `string_bytes` and `list_length` decide it (`check_row` keys its
+    /// verdict by these three).
+    fn check_body(&self, body: &Body) -> Result<(), Limit> {
+        match body {
             Body::Leaf(attrs) => self.check_attributes(attrs),
             Body::Zone(states) => self.check_states(states),
             Body::Tombstone => Ok(()),
@@ -445,6 +469,34 @@ mod tests {
                 assert!(Arc::ptr_eq(&rows[0], &good));
             }
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_kept_verdict_holds_only_for_the_limits_it_was_made_under() {
+        let tight = Limits {
+            attributes_per_row: 2,
+            ..Limits::default()
+        };
+        let short = Limits {
+            string_bytes: 3,
+            ..Limits::default()
+        };
+        let row = leaf(attrs(3, Value::Str("long".into())));
+        // The first verdict is kept with the body; the same limits again
+        // get it, and other limits get their own, each time.
+        assert_eq!(tight.check_row(&row), Err(Limit::AttributesPerRow));
+        assert_eq!(tight.check_row(&row), Err(Limit::AttributesPerRow));
+        assert_eq!(Limits::default().check_row(&row), Ok(()));
+        assert_eq!(short.check_row(&row), Err(Limit::StringLength));
+        assert_eq!(tight.check_row(&row.clone()), Err(Limit::AttributesPerRow));
+
+        let fresh = leaf(attrs(3, Value::Str("long".into())));
+        assert_eq!(Limits::default().check_row(&fresh), Ok(()));
+        assert_eq!(tight.check_row(&fresh), Err(Limit::AttributesPerRow));
+        // Every limit round-trips through the kept code.
+        for (i, limit) in Limit::ALL.iter().enumerate() {
+            assert_eq!(*limit as usize, i);
         }
     }
 

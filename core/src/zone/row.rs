@@ -80,6 +80,12 @@ pub struct SharedBody {
     /// computed once per body, however many agents merge it.
     #[serde(skip)]
     leaf_states: OnceLock<(u64, States)>,
+    /// The verdict of a shape check (the limits screen) under its
+    /// parameters: a body is screened once however many agents receive
+    /// the same one (the simulator's shared envelopes; a decoded body is
+    /// new, so the agent screens every one it receives).
+    #[serde(skip)]
+    verdict: OnceLock<([u64; 3], u8)>,
 }
 
 #[derive(Debug)]
@@ -98,6 +104,7 @@ impl SharedBody {
             body,
             derived: OnceLock::new(),
             leaf_states: OnceLock::new(),
+            verdict: OnceLock::new(),
         })
     }
 
@@ -202,6 +209,18 @@ impl SharedBody {
                 None => Cow::Owned(set.leaf_states(self.values())),
             },
             Err((_, states)) => Cow::Owned(states),
+        }
+    }
+
+    /// `check`'s verdict on this body, a pure function of the body and
+    /// `params`: computed on first use, then the cached one for the same
+    /// `params` (another `params` is computed again, not cached).
+    pub fn verdict(&self, params: [u64; 3], check: impl Fn(&Body) -> u8) -> u8 {
+        let (cached_for, verdict) = self.verdict.get_or_init(|| (params, check(&self.body)));
+        if *cached_for == params {
+            *verdict
+        } else {
+            check(&self.body)
         }
     }
 
