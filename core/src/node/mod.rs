@@ -369,6 +369,15 @@ impl Node {
         next
     }
 
+    /// Every output waiting, oldest first, leaving the queue empty and
+    /// unallocated: for a caller that carries out a whole batch at once
+    /// (the simulator), so that no node keeps the memory of its largest
+    /// burst and nothing is moved twice. Equal to `poll_output` until
+    /// `None`.
+    pub fn take_outputs(&mut self) -> VecDeque<Output> {
+        std::mem::take(&mut self.out)
+    }
+
     fn send_gossip(&mut self, effects: Vec<Effect>) {
         self.out.reserve(effects.len());
         for Effect::Send {

@@ -196,23 +196,15 @@ impl Payload {
     }
 }
 
-/// Datagrams a node asked to send: where, the payload and its length.
-type Sends = Vec<(std::net::SocketAddr, Payload, usize)>;
+/// What a node asked for, oldest first: datagrams (the gossip simulator
+/// starts no request, so no answer or host work comes out; `sim::overlay`
+/// handles those).
+type Sends = VecDeque<Output>;
 
-/// The datagrams among a node's outputs. The gossip simulator starts no
-/// request, so no answer or host work comes out (`sim::overlay` does).
+/// Takes the whole output queue at once: the node keeps no capacity from
+/// its burst, and nothing is copied on the way to `dispatch`.
 fn datagrams(node: &mut Node) -> Sends {
-    let mut sends = Vec::with_capacity(node.pending_outputs());
-    while let Some(output) = node.poll_output() {
-        match output {
-            Output::Datagram { to, bytes } => sends.push((to, Payload::Bytes(bytes), 0)),
-            Output::Envelope { to, envelope, len } => {
-                sends.push((to, Payload::Envelope(envelope), len))
-            }
-            Output::Answer { .. } | Output::Local { .. } => {}
-        }
-    }
-    sends
+    node.take_outputs()
 }
 
 /// One agent's events of one virtual millisecond, run apart from the rest.
@@ -666,7 +658,12 @@ impl Sim {
     }
 
     fn dispatch(&mut self, from: usize, sends: Sends) {
-        for (to, payload, len) in sends {
+        for output in sends {
+            let (to, payload, len) = match output {
+                Output::Datagram { to, bytes } => (to, Payload::Bytes(bytes), 0),
+                Output::Envelope { to, envelope, len } => (to, Payload::Envelope(envelope), len),
+                Output::Answer { .. } | Output::Local { .. } => continue,
+            };
             let len = payload.message_len(len);
             let a = &mut self.agents[from];
             a.bytes_sent += len as u64;
