@@ -31,12 +31,14 @@ use crate::engine::Limits;
 /// `Deserialize`, unknown keys refused), and its field-by-field merge.
 /// Settings take flags and a key; `file_only` fields only a key (tables of
 /// the user's names); `sections` are flattened into the command line and
-/// are tables in the file.
+/// are tables in the file. A list declared `=> env_list` takes one item
+/// per flag, and in its variable items separated by `ENV_LIST_SEPARATOR`
+/// (its items can hold commas: SQL, regexes, command lines).
 macro_rules! settings {
     (
         $(#[$meta:meta])*
         pub struct $name:ident in $section:literal {
-            $( $(#[$fmeta:meta])* pub $field:ident : $ty:ty, )*
+            $( $(#[$fmeta:meta])* pub $field:ident : $ty:ty $(=> $env_list:ident)?, )*
         }
         $( file_only { $( $(#[$ometa:meta])* pub $ofield:ident : $oty:ty, )* } )?
         $( sections { $( $(#[$smeta:meta])* pub $sfield:ident : $sty:ident, )* } )?
@@ -100,8 +102,35 @@ macro_rules! settings {
                 )*)?
                 $($( self.$sfield.given(ids); )*)?
             }
+
+            /// Splits each `env_list` setting that came from its variable.
+            fn split_env_lists(&mut self, from_env: &BTreeSet<&'static str>) {
+                let _ = from_env; // a section may have no such list
+                $($(
+                    let _ = stringify!($env_list);
+                    split_env_list(
+                        &mut self.$field,
+                        from_env.contains(concat!($section, stringify!($field))),
+                    );
+                )?)*
+                $($( self.$sfield.split_env_lists(from_env); )*)?
+            }
         }
     };
+}
+
+/// One `env_list` setting given by its variable: its one value is the
+/// items separated by `ENV_LIST_SEPARATOR` (blank ones dropped).
+fn split_env_list(list: &mut Option<Vec<String>>, from_env: bool) {
+    if let (true, Some(items)) = (from_env, list.as_mut()) {
+        *items = items
+            .iter()
+            .flat_map(|v| v.split(ENV_LIST_SEPARATOR))
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(str::to_string)
+            .collect();
+    }
 }
 
 settings! {
@@ -119,11 +148,11 @@ settings! {
         pub agent_id: Option<u64>,
         /// An aggregate applied at every level, e.g. 'SELECT max(load1) AS load1_peak' (repeatable; in the variable, separated by ;).
         #[arg(long = "aggregate", env = "ASTROLABE_AGGREGATE")]
-        pub aggregates: Option<Vec<String>>,
+        pub aggregates: Option<Vec<String>> => env_list,
         /// A static attribute of this agent's row, k=v (repeatable; in the variable, separated by ;).
         #[arg(long = "attribute", env = "ASTROLABE_ATTRIBUTE")]
         #[serde(default, deserialize_with = "attribute_table")]
-        pub attributes: Option<Vec<String>>,
+        pub attributes: Option<Vec<String>> => env_list,
     }
     file_only {
         /// `[actions]`: name = [program, arguments...]; `--overlay.action`
@@ -240,7 +269,7 @@ settings! {
         pub application_import: Option<Vec<String>>,
         /// A process group to report, name=regex on the process name or command line (repeatable; in the variable, separated by ;).
         #[arg(long = "collector.process.group", env = "ASTROLABE_COLLECTOR_PROCESS_GROUP")]
-        pub process_groups: Option<Vec<String>>,
+        pub process_groups: Option<Vec<String>> => env_list,
         /// Longest a collector may take before it is reported failed.
         #[arg(long = "collector.timeout", env = "ASTROLABE_COLLECTOR_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
         #[serde(default, deserialize_with = "duration")]
@@ -283,7 +312,7 @@ settings! {
         // In the file, actions are the `[actions]` table.
         #[arg(long = "overlay.action", env = "ASTROLABE_OVERLAY_ACTION")]
         #[serde(skip)]
-        pub action: Option<Vec<String>>,
+        pub action: Option<Vec<String>> => env_list,
         /// Longest an action may run before it is killed and reported failed.
         #[arg(long = "overlay.action-timeout", env = "ASTROLABE_OVERLAY_ACTION_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
         #[serde(default, deserialize_with = "duration")]
@@ -330,7 +359,8 @@ settings! {
     }
 }
 
-/// Separates the items of `ASTROLABE_AGGREGATE`, `ASTROLABE_ATTRIBUTE`,
+/// Separates the items of the lists declared `=> env_list` in their
+/// variable: `ASTROLABE_AGGREGATE`, `ASTROLABE_ATTRIBUTE`,
 /// `ASTROLABE_COLLECTOR_PROCESS_GROUP` and `ASTROLABE_OVERLAY_ACTION`.
 pub const ENV_LIST_SEPARATOR: char = ';';
 
@@ -384,28 +414,7 @@ impl CommandLine {
             .into_iter()
             .filter(|id| matches.value_source(id) == Some(ValueSource::EnvVariable))
             .collect();
-        // Items that can hold commas (SQL, regexes, command lines,
-        // attribute values) take one item per flag on the command line;
-        // in their variable they are separated by `;`.
-        for (id, list) in [
-            ("aggregates", &mut settings.aggregates),
-            ("attributes", &mut settings.attributes),
-            (
-                "collector.process_groups",
-                &mut settings.collector.process_groups,
-            ),
-            ("overlay.action", &mut settings.overlay.action),
-        ] {
-            if let (true, Some(items)) = (from_env.contains(id), list.as_mut()) {
-                *items = items
-                    .iter()
-                    .flat_map(|v| v.split(ENV_LIST_SEPARATOR))
-                    .map(str::trim)
-                    .filter(|v| !v.is_empty())
-                    .map(str::to_string)
-                    .collect();
-            }
-        }
+        settings.split_env_lists(&from_env);
         Ok(CommandLine { settings, from_env })
     }
 
