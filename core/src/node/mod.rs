@@ -63,7 +63,9 @@ pub enum Wire {
     /// at the receiver: its rows stay shared between the simulated agents
     /// instead of decoded into a copy for each. The simulator's mode for
     /// 10^5 agents, where a copy per agent would not fit in memory
-    /// (BENCHMARKS.md measures both); the codec is the only code it skips.
+    /// (BENCHMARKS.md measures both). It skips the codec, and a shared
+    /// row's limit screening after the first receiver (the verdict is kept
+    /// with its body).
     Shared,
 }
 

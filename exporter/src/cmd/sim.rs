@@ -70,8 +70,9 @@ pub struct SimArgs {
     /// How simulated agents exchange gossip: `bytes` encodes, carries and
     /// decodes every message as the agent does; `shared` hands the message
     /// itself over, so rows stay shared between agents instead of one
-    /// decoded copy each (the memory a 10^5-agent run needs; the codec is
-    /// the only code it skips).
+    /// decoded copy each (the memory a 10^5-agent run needs; it skips the
+    /// codec, and screens a shared row against the limits once, not once
+    /// per receiver).
     #[arg(long, value_enum, default_value_t = WireArg::Bytes)]
     pub wire: WireArg,
     /// Run these seeds one after another instead of --seed: `1..20` (both
