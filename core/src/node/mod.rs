@@ -354,21 +354,9 @@ impl Node {
         }
     }
 
-    /// How many outputs wait for `poll_output`.
-    pub fn pending_outputs(&self) -> usize {
-        self.out.len()
-    }
-
     /// The next thing to carry out, oldest first.
     pub fn poll_output(&mut self) -> Option<Output> {
-        let next = self.out.pop_front();
-        if next.is_none() && self.out.capacity() > 64 {
-            // A round's burst (hundreds of datagrams at 32 children a
-            // zone) would otherwise stay allocated in every node between
-            // bursts: 2 GiB over 10^5 simulated agents.
-            self.out.shrink_to(16);
-        }
-        next
+        self.out.pop_front()
     }
 
     /// Every output waiting, oldest first, leaving the queue empty and

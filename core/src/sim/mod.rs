@@ -196,16 +196,11 @@ impl Payload {
     }
 }
 
-/// What a node asked for, oldest first: datagrams (the gossip simulator
-/// starts no request, so no answer or host work comes out; `sim::overlay`
-/// handles those).
+/// What a node asked for, oldest first, taken whole (`Node::take_outputs`:
+/// no node keeps a burst's capacity, nothing is copied on the way to
+/// `dispatch`). Only datagrams: the gossip simulator starts no request,
+/// so no answer or host work comes out (`sim::overlay` handles those).
 type Sends = VecDeque<Output>;
-
-/// Takes the whole output queue at once: the node keeps no capacity from
-/// its burst, and nothing is copied on the way to `dispatch`.
-fn datagrams(node: &mut Node) -> Sends {
-    node.take_outputs()
-}
 
 /// One agent's events of one virtual millisecond, run apart from the rest.
 struct AgentJob {
@@ -243,7 +238,7 @@ impl AgentJob {
                     payload: Payload::Envelope(envelope),
                 } => self.node.handle_envelope(self.now, from, envelope),
             }
-            self.outputs.push((pos, datagrams(&mut self.node)));
+            self.outputs.push((pos, self.node.take_outputs()));
         }
         self.next_tick_ms = self.node.poll_timeout();
         self.root = root_address(self.node.engine().root());
@@ -518,7 +513,7 @@ impl Sim {
         let sends = match self.agents[i].node.as_mut() {
             Some(node) => {
                 node.apply(now, Input::Leave);
-                datagrams(node)
+                node.take_outputs()
             }
             None => return,
         };
@@ -536,7 +531,7 @@ impl Sim {
         let now = self.now_for(i);
         if let Some(node) = self.agents[i].node.as_mut() {
             node.apply(now, Input::Attributes(attrs));
-            let sends = datagrams(node);
+            let sends = node.take_outputs();
             self.dispatch(i, sends);
             self.schedule_tick(i);
         }

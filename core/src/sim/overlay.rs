@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use super::network::{addr_of, index_of, link_latency_ms, NetworkConfig};
 use super::{Sim, SimConfig, SimError};
-use crate::node::{Input, LocalWork, Output};
+use crate::node::{Input, LocalWork, Node, Output};
 use crate::overlay::query::{LocalData, Partial, Query, Table};
 use crate::overlay::{Answer, Outcome, Request};
 use crate::zone::{Attributes, Row, Value, ZonePath};
@@ -202,12 +202,11 @@ impl OverlaySim {
     /// Carries out what agent `from`'s node asked for: datagrams onto
     /// the network, answers to the caller, host work a millisecond later.
     fn dispatch(&mut self, from: usize, answers: &mut Vec<Answer>, bytes: &mut u64) {
-        let mut outputs = Vec::new();
-        if let Some(node) = self.sim.node_mut(from) {
-            while let Some(output) = node.poll_output() {
-                outputs.push(output);
-            }
-        }
+        let outputs = self
+            .sim
+            .node_mut(from)
+            .map(Node::take_outputs)
+            .unwrap_or_default();
         for output in outputs {
             match output {
                 Output::Datagram {
